@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# nova-mm: out-of-tree kernel module, GPU model, reference kernel and tests.
+#
+#   make            build the module (against the reference kernel, or KDIR=/path/to/build)
+#   make run        boot a guest with a GA102 and a GH100 model, load the module, show results
+#   make check      every test; prints "N passed, N failed" last; non-zero exit on failure
+#   make clean
+
+.PHONY: all modules run check clean kernel setup model
+
+ifneq ($(KDIR),)
+# Building against a kernel given by the user: plain kbuild, on the host.
+all modules:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+clean:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
+else
+all modules:
+	scripts/build-module.sh
+clean:
+	rm -rf build
+endif
+
+setup:
+	scripts/setup.sh
+
+kernel:
+	scripts/build-kernel.sh
+
+model:
+	scripts/build-model.sh
+
+run:
+	scripts/run.sh
+
+check:
+	scripts/check.sh

@@ -1,0 +1,12 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Build nova_mm.ko against the reference kernel, in the build root.
+# Usage: build-module.sh [extra kbuild arguments, e.g. CLIPPY=1]
+# Output: build/module/drivers/gpu/nova-mm/nova_mm.ko
+set -e
+. "$(dirname "$0")/lib.sh"
+
+kdir=$("$NOVA_TOP/scripts/build-kernel.sh")
+out=$NOVA_BUILD/module
+mkdir -p "$out"
+in_root make -C "$kdir" M="$NOVA_TOP" MO="$out" -j"$(nproc)" "$@" modules

@@ -1,0 +1,45 @@
+# SPDX-License-Identifier: GPL-2.0
+# Common settings and helpers for the nova-mm scripts (sourced, not run).
+
+NOVA_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Expensive, reusable pieces live outside the clone; override with NOVA_MM_CACHE.
+NOVA_CACHE=${NOVA_MM_CACHE:-$HOME/.cache/nova-mm}
+# Per-clone outputs (module build copies, initramfs, sockets, logs).
+NOVA_BUILD=$NOVA_TOP/build
+DEBIAN_MIRROR=${NOVA_MM_MIRROR:-http://deb.debian.org/debian}
+
+# Packages of the build root (trixie), and those taken from trixie-backports.
+# Packages are ensured on every run (installing only what is missing), so the
+# list can grow without rebuilding the root.
+ROOT_PKGS="make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio kmod xz-utils rsync python3 busybox-static rustc rust-src rustfmt rust-clippy bindgen libclang-dev"
+ROOT_BPO_PKGS="linux-source-7.3 qemu-system-x86"
+ROOT=$NOVA_CACHE/root-trixie-v1
+KCACHE=$NOVA_CACHE/kernel
+
+log() { printf '[nova-mm] %s\n' "$*" >&2; }
+die() { printf '[nova-mm] error: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+	[ "$(id -u)" = 0 ] || die "this step needs root (debootstrap, chroot, mount namespaces); run it as root"
+}
+
+# in_root CMD...: run CMD inside the build root, in a private mount namespace
+# so that no mount outlives the call. The clone and the cache are visible at
+# the same paths inside as outside.
+in_root() {
+	need_root
+	mkdir -p "$KCACHE"
+	unshare -m --propagation private -- /bin/bash -s -- "$ROOT" "$NOVA_TOP" "$NOVA_CACHE" "$@" <<'INNER'
+set -e
+root=$1 top=$2 cache=$3; shift 3
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+mount --rbind /sys "$root/sys"
+for d in "$top" "$cache/kernel"; do
+	mkdir -p "$root$d"
+	mount --bind "$d" "$root$d"
+done
+exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+	/bin/bash -c 'cd "$1" && shift && exec "$@"' bash "$top" "$@"
+INNER
+}
