@@ -62,7 +62,7 @@ impl Drop for Listed {
     fn drop(&mut self) {
         let mut list = DEVICES.lock();
         if let Some(i) = list.iter().position(|p| *p == self.0) {
-            list.remove(i);
+            let _ = list.remove(i);
         }
     }
 }

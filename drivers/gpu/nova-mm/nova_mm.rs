@@ -15,6 +15,7 @@ use kernel::{
 mod devices;
 mod driver;
 mod gpu;
+mod mm;
 mod regs;
 mod tests;
 

@@ -32,7 +32,7 @@ pub(crate) fn skip(reason: &CStr) {
 /// Returns the chipset codes the harness declared with `nova_mm.expect_chipsets`, in order.
 pub(crate) fn expected_chipsets() -> KVec<u32> {
     let mut v = KVec::new();
-    let mut packed = *crate::module_parameters::expect_chipsets.value();
+    let mut packed = crate::module_parameters::expect_chipsets.value();
     while packed != 0 {
         // CAST: masked to 12 bits.
         let code = (packed & 0xfff) as u32;
@@ -71,10 +71,10 @@ mod device_id {
             let code = spec.chipset as u32;
             match expected.iter().position(|&c| c == code) {
                 Some(i) => {
-                    expected.remove(i);
+                    let _ = expected.remove(i);
                     seen += 1;
                 }
-                None if *crate::module_parameters::expect_chipsets.value() != 0 => {
+                None if crate::module_parameters::expect_chipsets.value() != 0 => {
                     kernel::kunit::err(fmt!("unexpected chipset {:#x} bound\n", code));
                     return Err(EINVAL);
                 }

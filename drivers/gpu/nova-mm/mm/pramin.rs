@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! PRAMIN: the 1 MiB window of BAR0 (at offset `0x700000`) onto video memory.
+//!
+//! Where the window points is set by a per-chip register: `NV_PBUS_BAR0_WINDOW` (`0x1700`, BASE
+//! 23:0 in 64 KiB units, TARGET 25:24) on Turing, Ampere and Ada, `NV_XAL_EP_BAR0_WINDOW`
+//! (`0x10fd40`, BASE 21:0 on Hopper, 22:0 on Blackwell, no TARGET). [`Pramin`] is the only code
+//! that moves it, under its lock. It refuses any address outside the ranges of VRAM the driver
+//! owns before touching the hardware, and counts data accesses and window moves.
+//!
+//! Sources: open-gpu-doc `turing/tu104/dev_bus.ref.txt` (`NV_PBUS_BAR0_WINDOW`), `dev_ram.ref.txt`
+//! (`NV_PRAMIN`), nouveau `nvhw/ref/gh100/pri_nv_xal_ep.h` (`NV_XAL_EP_BAR0_WINDOW`).
+
+use core::ops::Range;
+
+use kernel::{
+    io::Io,
+    new_mutex,
+    prelude::*,
+    sizes::{
+        SZ_1M,
+        SZ_64K, //
+    },
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Mutex,
+        MutexGuard,
+    },
+};
+
+use crate::{
+    driver::Bar0,
+    gpu::Architecture, //
+};
+
+/// BAR0 offset of the PRAMIN aperture.
+pub(crate) const APERTURE_OFFSET: usize = 0x70_0000;
+/// Size of the PRAMIN aperture.
+pub(crate) const APERTURE_SIZE: u64 = SZ_1M as u64;
+/// Granularity of the window base.
+pub(crate) const WINDOW_ALIGN: u64 = SZ_64K as u64;
+
+/// Layout of a chip's BAR0 window register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowReg {
+    /// BAR0 offset of the register.
+    pub(crate) offset: usize,
+    /// Width in bits of the BASE field (bits `base_bits-1:0`, the VRAM address >> 16).
+    pub(crate) base_bits: u32,
+    /// Whether the register has a TARGET field (25:24; 0 is video memory).
+    pub(crate) has_target: bool,
+}
+
+impl WindowReg {
+    /// `NV_PBUS_BAR0_WINDOW` of Turing, Ampere and Ada.
+    const TU102: WindowReg = WindowReg {
+        offset: 0x1700,
+        base_bits: 24,
+        has_target: true,
+    };
+    /// `NV_XAL_EP_BAR0_WINDOW` of Hopper.
+    const GH100: WindowReg = WindowReg {
+        offset: 0x10_fd40,
+        base_bits: 22,
+        has_target: false,
+    };
+    /// `NV_XAL_EP_BAR0_WINDOW` of Blackwell (one more BASE bit than Hopper).
+    const GB100: WindowReg = WindowReg {
+        offset: 0x10_fd40,
+        base_bits: 23,
+        has_target: false,
+    };
+
+    /// Returns the window register of `arch`.
+    pub(crate) const fn for_arch(arch: Architecture) -> WindowReg {
+        match arch {
+            Architecture::Turing | Architecture::Ampere | Architecture::Ada => Self::TU102,
+            Architecture::Hopper => Self::GH100,
+            Architecture::BlackwellGB10x | Architecture::BlackwellGB20x => Self::GB100,
+        }
+    }
+
+    /// Returns the highest VRAM address (exclusive) the window can reach.
+    pub(crate) const fn reach(&self) -> u64 {
+        (1u64 << (self.base_bits + 16)) + APERTURE_SIZE
+    }
+
+    /// Returns the register value that points the window at VRAM address `base`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `base` is not 64 KiB aligned or is beyond the BASE field.
+    pub(crate) fn encode(&self, base: u64) -> Result<u32> {
+        if base % WINDOW_ALIGN != 0 || (base >> 16) >= (1u64 << self.base_bits) {
+            return Err(EINVAL);
+        }
+        // CAST: checked above to fit in `base_bits` (at most 23) bits. TARGET 0 is VID_MEM.
+        Ok((base >> 16) as u32)
+    }
+}
+
+/// Returns where the window must point for an access of `size` bytes at `addr`, or `None` if the
+/// window at `current` already covers it.
+///
+/// The new base is `addr` rounded down to 64 KiB, so an ascending run of accesses uses each window
+/// position for close to 1 MiB.
+pub(crate) fn window_for(current: Option<u64>, addr: u64, size: u64) -> Option<u64> {
+    if let Some(base) = current {
+        if addr >= base && addr + size <= base + APERTURE_SIZE {
+            return None;
+        }
+    }
+    Some(addr & !(WINDOW_ALIGN - 1))
+}
+
+/// Counters of a [`Pramin`], read by debugfs and the tests.
+pub(crate) struct PraminStats {
+    /// Reads through the aperture.
+    pub(crate) reads: Atomic<u64>,
+    /// Writes through the aperture.
+    pub(crate) writes: Atomic<u64>,
+    /// Writes of the window register.
+    pub(crate) window_moves: Atomic<u64>,
+    /// Accesses refused because they fell outside the driver's VRAM.
+    pub(crate) refused: Atomic<u64>,
+}
+
+/// The PRAMIN window of one GPU.
+///
+/// # Invariants
+///
+/// `window` holds the base the hardware window register was last set to, or `None` before the
+/// first move (the driver does not trust what firmware left there).
+#[pin_data]
+pub(crate) struct Pramin {
+    reg: WindowReg,
+    /// The VRAM ranges this driver may touch.
+    allowed: KVec<Range<u64>>,
+    #[pin]
+    window: Mutex<Option<u64>>,
+    /// Access counters.
+    pub(crate) stats: PraminStats,
+}
+
+impl Pramin {
+    /// Creates the PRAMIN accessor of a GPU of architecture `arch` that may touch the VRAM
+    /// `allowed`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if a range is empty or beyond the window's reach; `ENOMEM`.
+    pub(crate) fn new(arch: Architecture, allowed: &[Range<u64>]) -> impl PinInit<Self, Error> {
+        let reg = WindowReg::for_arch(arch);
+        let mut ranges = KVec::new();
+        let res = (|| -> Result<KVec<Range<u64>>> {
+            for r in allowed {
+                if r.start >= r.end || r.end > reg.reach() {
+                    return Err(EINVAL);
+                }
+                ranges.push(r.clone(), GFP_KERNEL)?;
+            }
+            Ok(ranges)
+        })();
+        try_pin_init!(Self {
+            reg,
+            allowed: res?,
+            window <- new_mutex!(None),
+            stats: PraminStats {
+                reads: Atomic::new(0),
+                writes: Atomic::new(0),
+                window_moves: Atomic::new(0),
+                refused: Atomic::new(0),
+            },
+        })
+    }
+
+    /// Returns the window register layout.
+    pub(crate) fn window_reg(&self) -> WindowReg {
+        self.reg
+    }
+
+    /// Returns the VRAM ranges this accessor may touch.
+    pub(crate) fn allowed(&self) -> &[Range<u64>] {
+        &self.allowed
+    }
+
+    /// Checks that an access of `size` bytes at `addr` is aligned and inside the driver's VRAM.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a misaligned access, `ERANGE` for one outside the allowed ranges.
+    pub(crate) fn check(&self, addr: u64, size: u64) -> Result {
+        if addr % size != 0 {
+            return Err(EINVAL);
+        }
+        let end = addr.checked_add(size).ok_or(ERANGE)?;
+        if self
+            .allowed
+            .iter()
+            .any(|r| addr >= r.start && end <= r.end)
+        {
+            Ok(())
+        } else {
+            Err(ERANGE)
+        }
+    }
+
+    /// Locks the window for a run of accesses through `bar`.
+    ///
+    /// The window stays where the last access left it, so a run of nearby accesses moves it
+    /// rarely; this is the batched writer of the page-table layer.
+    pub(crate) fn access<'a, 'b>(&'a self, bar: &'a Bar0<'b>) -> PraminAccess<'a, 'b> {
+        PraminAccess {
+            pramin: self,
+            bar,
+            window: self.window.lock(),
+        }
+    }
+}
+
+/// A locked PRAMIN window: 32- and 64-bit reads and writes at VRAM physical addresses.
+pub(crate) struct PraminAccess<'a, 'b> {
+    pramin: &'a Pramin,
+    bar: &'a Bar0<'b>,
+    window: MutexGuard<'a, Option<u64>>,
+}
+
+impl PraminAccess<'_, '_> {
+    /// Checks the access and moves the window if needed; returns the BAR0 offset of `addr`.
+    fn prepare(&mut self, addr: u64, size: u64) -> Result<usize> {
+        self.pramin.check(addr, size).inspect_err(|_| {
+            self.pramin.stats.refused.fetch_add(1, Relaxed);
+            pr_err!(
+                "nova_mm: PRAMIN access of {} bytes at VRAM {:#x} refused: not driver-owned VRAM\n",
+                size,
+                addr
+            );
+        })?;
+        if let Some(base) = window_for(*self.window, addr, size) {
+            let val = self.pramin.reg.encode(base)?;
+            self.bar.try_write32(val, self.pramin.reg.offset)?;
+            self.pramin.stats.window_moves.fetch_add(1, Relaxed);
+            *self.window = Some(base);
+        }
+        // INVARIANT: the window now covers `addr..addr + size`.
+        let base = (*self.window).ok_or(EINVAL)?;
+        // CAST: `addr - base` is below `APERTURE_SIZE` (1 MiB).
+        Ok(APERTURE_OFFSET + (addr - base) as usize)
+    }
+
+    /// Reads the 32-bit word at VRAM address `addr`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `addr` is not 4-byte aligned, `ERANGE` if it is not the driver's VRAM.
+    pub(crate) fn read32(&mut self, addr: u64) -> Result<u32> {
+        let off = self.prepare(addr, 4)?;
+        self.pramin.stats.reads.fetch_add(1, Relaxed);
+        self.bar.try_read32(off)
+    }
+
+    /// Writes the 32-bit word `val` at VRAM address `addr`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `addr` is not 4-byte aligned, `ERANGE` if it is not the driver's VRAM.
+    pub(crate) fn write32(&mut self, addr: u64, val: u32) -> Result {
+        let off = self.prepare(addr, 4)?;
+        self.pramin.stats.writes.fetch_add(1, Relaxed);
+        self.bar.try_write32(val, off)
+    }
+
+    /// Reads the 64-bit word at VRAM address `addr`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `addr` is not 8-byte aligned, `ERANGE` if it is not the driver's VRAM.
+    pub(crate) fn read64(&mut self, addr: u64) -> Result<u64> {
+        let off = self.prepare(addr, 8)?;
+        self.pramin.stats.reads.fetch_add(1, Relaxed);
+        self.bar.try_read64(off)
+    }
+
+    /// Writes the 64-bit word `val` at VRAM address `addr`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `addr` is not 8-byte aligned, `ERANGE` if it is not the driver's VRAM.
+    pub(crate) fn write64(&mut self, addr: u64, val: u64) -> Result {
+        let off = self.prepare(addr, 8)?;
+        self.pramin.stats.writes.fetch_add(1, Relaxed);
+        self.bar.try_write64(val, off)
+    }
+}
+
+#[kunit_tests(nova_mm_pramin)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = SZ_1M as u64;
+    const KIB64: u64 = SZ_64K as u64;
+
+    #[test]
+    fn window_arithmetic() -> Result {
+        // First access always moves the window, to the 64 KiB boundary below.
+        assert_eq!(window_for(None, 0x12_3458, 4), Some(0x12_0000));
+        // Inside the 1 MiB aperture: no move.
+        assert_eq!(window_for(Some(0x10_0000), 0x10_0000, 8), None);
+        assert_eq!(window_for(Some(0x10_0000), 0x1f_fffc, 4), None);
+        // Last byte of the aperture is covered, one past it is not.
+        assert_eq!(window_for(Some(0x10_0000), 0x1f_ffff, 1), None);
+        assert_eq!(window_for(Some(0x10_0000), 0x20_0000, 4), Some(0x20_0000));
+        // Below the window.
+        assert_eq!(window_for(Some(0x10_0000), 0xf_fffc, 4), Some(0xf_0000));
+        // An 8-byte access that would straddle the end moves the window.
+        assert_eq!(window_for(Some(0), MIB - 4, 8), Some(MIB - KIB64));
+        // 64 KiB steps.
+        for i in 0..32u64 {
+            assert_eq!(window_for(None, i * KIB64 + 4, 4), Some(i * KIB64));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn window_register_per_chip() -> Result {
+        let tu = WindowReg::for_arch(Architecture::Turing);
+        assert_eq!(tu.offset, 0x1700);
+        assert_eq!(tu.encode(0)?, 0);
+        assert_eq!(tu.encode(0x1_2345_0000)?, 0x1_2345);
+        // 24-bit BASE: 40 bits of reach.
+        assert_eq!(tu.encode((1 << 40) - KIB64)?, 0xff_ffff);
+        assert_eq!(tu.encode(1 << 40), Err(EINVAL));
+        assert_eq!(tu.encode(0x1000), Err(EINVAL));
+        assert_eq!(WindowReg::for_arch(Architecture::Ada), tu);
+        assert_eq!(WindowReg::for_arch(Architecture::Ampere), tu);
+
+        let gh = WindowReg::for_arch(Architecture::Hopper);
+        assert_eq!(gh.offset, 0x10_fd40);
+        assert_eq!(gh.encode((1 << 38) - KIB64)?, 0x3f_ffff);
+        assert_eq!(gh.encode(1 << 38), Err(EINVAL));
+
+        let gb = WindowReg::for_arch(Architecture::BlackwellGB20x);
+        assert_eq!(gb.offset, 0x10_fd40);
+        assert_eq!(gb.encode((1 << 39) - KIB64)?, 0x7f_ffff);
+        assert_eq!(gb.encode(1 << 39), Err(EINVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_out_of_range() -> Result {
+        let vram_end = 8 * MIB;
+        let p = KBox::pin_init(
+            Pramin::new(Architecture::Ampere, &[0..vram_end - 3 * MIB]),
+            GFP_KERNEL,
+        )?;
+        let top = vram_end - 3 * MIB;
+        assert_eq!(p.check(0, 4), Ok(()));
+        assert_eq!(p.check(top - 8, 8), Ok(()));
+        assert_eq!(p.check(top - 4, 8), Err(EINVAL)); // Misaligned.
+        assert_eq!(p.check(top, 4), Err(ERANGE)); // First byte past the usable VRAM.
+        assert_eq!(p.check(top - 2, 4), Err(EINVAL));
+        assert_eq!(p.check(vram_end - 4, 4), Err(ERANGE)); // Last word of VRAM: reserved.
+        assert_eq!(p.check(u64::MAX - 3, 4), Err(ERANGE)); // Overflow.
+        // A range beyond the window's reach is refused when building the accessor.
+        assert!(KBox::pin_init(Pramin::new(Architecture::Hopper, &[0..1 << 40]), GFP_KERNEL).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Run every test of nova-mm: the GPU model's cargo test, clippy and fmt; the
+# module's rustfmt and clippy build; the guest runs (KUnit at insmod, probe
+# lines, crashes, the models' reports). Last line: "N passed, N failed".
+set -e
+. "$(dirname "$0")/lib.sh"
+
+logs=$NOVA_BUILD/check
+rm -rf "$logs" && mkdir -p "$logs"
+passed=0
+failed=0
+t0=$(date +%s)
+
+pass() { passed=$((passed + 1)); echo "ok - $1"; }
+fail() { failed=$((failed + 1)); echo "not ok - $1${2:+: $2}"; }
+# step NAME CMD...: one check, its output in build/check/NAME.log.
+step() {
+	local name=$1; shift
+	if "$@" >"$logs/$name.log" 2>&1; then pass "$name"; else fail "$name" "see $logs/$name.log"; fi
+}
+
+log "setting up (build root, reference kernel)"
+scripts/setup.sh
+kdir=$(scripts/build-kernel.sh)
+
+# The GPU model.
+export CARGO_TARGET_DIR=$NOVA_CACHE/gpu-model-target
+model=$NOVA_TOP/tools/gpu-model
+step model-fmt cargo fmt --manifest-path "$model/Cargo.toml" --check
+step model-clippy cargo clippy --locked --manifest-path "$model/Cargo.toml" --all-targets -- -D warnings
+log "running the model's cargo test"
+set +e
+cargo test --locked --manifest-path "$model/Cargo.toml" >"$logs/model-test.log" 2>&1
+rc=$?
+set -e
+read -r mp mf < <(awk '/^test result:/ {for (i = 1; i <= NF; i++) {if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i}} END {print p + 0, f + 0}' "$logs/model-test.log")
+passed=$((passed + mp))
+failed=$((failed + mf))
+echo "model cargo test: $mp passed, $mf failed"
+if [ $rc -ne 0 ] && [ "$mf" -eq 0 ]; then fail model-test "cargo test exited $rc; see $logs/model-test.log"; fi
+
+# The module: format, then a clippy build that must be free of warnings.
+step module-rustfmt in_root rustfmt --check --edition 2021 --config-path "$NOVA_TOP/.rustfmt.toml" \
+	"$NOVA_TOP/drivers/gpu/nova-mm/nova_mm.rs"
+if scripts/build-module.sh CLIPPY=1 >"$logs/module-build.log" 2>&1; then
+	if grep -q -E '^(warning|error)' "$logs/module-build.log"; then
+		fail module-build-clippy "warnings; see $logs/module-build.log"
+	else
+		pass module-build-clippy
+	fi
+else
+	fail module-build-clippy "see $logs/module-build.log"
+	echo "$passed passed, $((failed + 1)) failed"
+	exit 1
+fi
+
+# Every KUnit suite of the module, found in its source, and the kernel's own.
+suites=$(grep -rhoE 'kunit_tests\([a-z0-9_]+\)' drivers/gpu/nova-mm | sed 's/kunit_tests(\(.*\))/\1/' | sort -u | paste -sd,)
+suites="$suites,gpu_buddy"
+
+# guest NAME ARGS -- CHIPS: boot a guest and judge it.
+guest() {
+	local name=$1; shift
+	local judge=()
+	while [ "$1" != "--" ]; do judge+=("$1"); shift; done
+	shift
+	log "guest run '$name': $*"
+	set +e
+	scripts/guest.sh "$name" "$@" >"$logs/guest-$name.log" 2>&1
+	local qrc=$?
+	set -e
+	[ $qrc -eq 0 ] || fail "guest $name: QEMU" "exit $qrc; see $logs/guest-$name.log and $NOVA_BUILD/guest/$name/console.log"
+	local res
+	res=$(in_root python3 scripts/guest-results.py "$NOVA_BUILD/guest/$name" "${judge[@]}" || true)
+	echo "$res" | grep -v '^RESULTS '
+	local line
+	line=$(echo "$res" | grep '^RESULTS ' || echo "RESULTS 0 1")
+	set -- $line
+	passed=$((passed + $2))
+	failed=$((failed + $3))
+}
+
+guest devices --suites "$suites" --probe ga102 --probe gh100 -- ga102 gh100
+
+echo "check took $(($(date +%s) - t0)) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Judge one guest run: KTAP of every expected suite, probe lines, crashes and
+the GPU models' reports.
+
+Usage: guest-results.py RUN_DIR --suites S1,S2,... [--probe CHIP ...]
+                        [--expect-insmod-fail] [--quiet]
+Prints one line per check ("ok - ..." or "not ok - ...") and, last,
+"RESULTS <passed> <failed>". Exit status 0 when nothing failed.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+CRASH = re.compile(r"Kernel panic|BUG:|Oops|WARNING:|general protection fault|"
+                   r"rust_panic|panicked at|Call Trace:|UBSAN:|KASAN:")
+CASE = re.compile(r"^(\s*)(not ok|ok) \d+ (\S+)(.*)$")
+
+ARCH = {"tu102": ("TU102", "Turing", 2), "ga102": ("GA102", "Ampere", 2),
+        "ad102": ("AD102", "Ada", 2), "gh100": ("GH100", "Hopper", 3),
+        "gb202": ("GB202", "Blackwell", 3)}
+
+
+class Tally:
+    def __init__(self, quiet):
+        self.passed = 0
+        self.failed = 0
+        self.quiet = quiet
+
+    def check(self, ok, name, why=""):
+        if ok:
+            self.passed += 1
+            if not self.quiet:
+                print(f"ok - {name}")
+        else:
+            self.failed += 1
+            print(f"not ok - {name}" + (f": {why}" if why else ""))
+
+
+def ktap_blocks(lines):
+    blocks, cur, name = {}, None, None
+    for line in lines:
+        if line.startswith("NOVA-KTAP-BEGIN "):
+            name, cur = line.split()[1], []
+        elif line.startswith("NOVA-KTAP-END ") and cur is not None:
+            blocks[name] = cur
+            cur = None
+        elif cur is not None:
+            cur.append(line)
+    return blocks
+
+
+def judge_suite(t, suite, block):
+    """Count the cases of one suite's KTAP block (the results file)."""
+    cases = []
+    for line in block:
+        m = CASE.match(line)
+        if not m:
+            continue
+        indent, status, name, rest = m.groups()
+        cases.append((len(indent), status == "ok", name, rest))
+    if not cases:
+        t.check(False, f"kunit {suite}", "no results")
+        return
+    # The case lines are the ones indented one level deeper than the suite line.
+    levels = sorted({c[0] for c in cases})
+    depth = levels[1] if len(levels) > 1 else levels[0]
+    for ind, ok, name, rest in cases:
+        if ind != depth:
+            continue
+        skip = "# SKIP" in rest
+        label = f"kunit {suite}.{name}" + (f" (skipped:{rest.split('# SKIP', 1)[1]})" if skip else "")
+        t.check(ok, label, rest.strip())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--suites", default="")
+    ap.add_argument("--probe", action="append", default=[])
+    ap.add_argument("--expect-insmod-fail", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args()
+    t = Tally(a.quiet)
+
+    with open(os.path.join(a.run, "console.log"), errors="replace") as f:
+        lines = [l.rstrip("\r\n") for l in f]
+    text = "\n".join(lines)
+
+    crashes = [l for l in lines if CRASH.search(l)]
+    t.check(not crashes, "guest: no panic, oops, BUG or WARNING", "; ".join(crashes[:5]))
+    t.check("NOVA-DONE" in text, "guest: ran to the end and powered off")
+
+    m = re.search(r"NOVA-INSMOD nova_mm rc=(\d+)", text)
+    rc = int(m.group(1)) if m else -1
+    if a.expect_insmod_fail:
+        t.check(rc != 0, "guest: nova_mm refused to load", f"rc={rc}")
+    else:
+        t.check(rc == 0, "guest: nova_mm loaded", f"rc={rc}")
+
+    for chip in a.probe:
+        name, arch, mmu = ARCH[chip]
+        want = f"NVIDIA {name} ({arch}), MMU v{mmu}"
+        t.check(want in text, f"probe: {want}")
+
+    blocks = ktap_blocks(lines)
+    for suite in filter(None, a.suites.split(",")):
+        if suite not in blocks:
+            t.check(False, f"kunit {suite}", "suite did not run")
+            continue
+        judge_suite(t, suite, blocks[suite])
+
+    for fn in sorted(os.listdir(a.run)):
+        if not fn.endswith(".report.json"):
+            continue
+        chip = fn.split(".")[0]
+        try:
+            with open(os.path.join(a.run, fn)) as f:
+                rep = json.load(f)
+            n = int(rep.get("unexpected_violations", -1))
+            why = "; ".join(v.get("detail", str(v)) for v in rep.get("violations", [])
+                            if not v.get("expected"))[:2000]
+            t.check(n == 0, f"model {chip}: no undeclared violation", f"{n}: {why}")
+        except (OSError, ValueError) as e:
+            t.check(False, f"model {chip}: report", str(e))
+    for chip in a.probe:
+        if not os.path.exists(os.path.join(a.run, f"{chip}.report.json")):
+            t.check(False, f"model {chip}: report", "no report written")
+
+    print(f"RESULTS {t.passed} {t.failed}")
+    return 0 if t.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Boot the reference kernel in QEMU with one GPU model per CHIP attached over
+# vfio-user, run scripts/guest/init (load nova_mm.ko, print KUnit results) and
+# power off.
+#
+# Usage: guest.sh NAME CHIP[:MODEL-OPTION,...] ...
+#   NAME    name of the run: outputs go to build/guest/NAME/ (console.log,
+#           CHIP.report.json, CHIP.model.log)
+#   CHIP    tu102, ga102, ad102, gh100, gb202; model options after a colon,
+#           comma-separated, e.g. gh100:--invalidate-delay=3
+# Environment: NOVA_MM_APPEND extra kernel command line; NOVA_MM_TIMEOUT (s).
+# Exit status: QEMU's (0 when the guest powered off).
+set -e
+. "$(dirname "$0")/lib.sh"
+
+name=$1; shift
+[ $# -gt 0 ] || die "usage: guest.sh NAME CHIP[:OPTIONS] ..."
+kdir=$("$NOVA_TOP/scripts/build-kernel.sh")
+model=$("$NOVA_TOP/scripts/build-model.sh")
+img=$("$NOVA_TOP/scripts/build-initramfs.sh")
+out=$NOVA_BUILD/guest/$name
+rm -rf "$out" && mkdir -p "$out"
+
+code() {
+	case "$1" in
+	tu102) echo 0x162 ;; ga102) echo 0x172 ;; ad102) echo 0x192 ;;
+	gh100) echo 0x180 ;; gb202) echo 0x1b2 ;; *) echo 0 ;;
+	esac
+}
+
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+devs=()
+expect=0
+shift_bits=0
+slot=4
+for spec in "$@"; do
+	chip=${spec%%:*}
+	opts=
+	[ "$chip" = "$spec" ] || opts=${spec#*:}
+	sock=$out/$chip.sock
+	[ ${#sock} -lt 100 ] || die "socket path too long for a Unix socket: $sock (clone to a shorter path)"
+	# shellcheck disable=SC2086
+	"$model" --chip "$chip" --socket "$sock" --report "$out/$chip.report.json" \
+		--control "$out/$chip.ctl" ${opts//,/ } >"$out/$chip.model.log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+	[ -S "$sock" ] || die "the $chip model did not start; see $out/$chip.model.log"
+	devs+=(-device "{\"driver\":\"vfio-user-pci\",\"addr\":\"$(printf '%02x' $slot).0\",\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
+	slot=$((slot + 1))
+	expect=$((expect | ($(code "$chip") << shift_bits)))
+	shift_bits=$((shift_bits + 12))
+done
+
+accel=tcg
+append="console=ttyS0 panic=-1 oops=panic quiet loglevel=6 nova_mm.expect_chipsets=$expect ${NOVA_MM_APPEND:-}"
+set +e
+timeout "${NOVA_MM_TIMEOUT:-600}" bash -c '. "$1/scripts/lib.sh"; shift; in_root "$@"' _ "$NOVA_TOP" \
+	qemu-system-x86_64 -machine q35,accel=$accel,memory-backend=mem0 \
+	-object memory-backend-memfd,id=mem0,size=512M,share=on -m 512M -smp 2 -cpu max \
+	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" -append "$append" \
+	-nographic -no-reboot -net none \
+	"${devs[@]}" </dev/null >"$out/console.log" 2>&1
+rc=$?
+set -e
+# The models write their reports when QEMU disconnects.
+for p in "${pids[@]}"; do
+	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	kill "$p" 2>/dev/null || true
+done
+exit $rc
