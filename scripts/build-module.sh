@@ -7,6 +7,6 @@ set -e
 . "$(dirname "$0")/lib.sh"
 
 kdir=$("$NOVA_TOP/scripts/build-kernel.sh")
-out=$NOVA_BUILD/module
+out=${NOVA_MM_MODULE_OUT:-$NOVA_BUILD/module}
 mkdir -p "$out"
 in_root make -C "$kdir" M="$NOVA_TOP" MO="$out" -j"$(nproc)" "$@" modules

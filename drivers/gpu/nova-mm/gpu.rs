@@ -19,7 +19,7 @@ use crate::regs::{
 macro_rules! define_chipset {
     ({ $($variant:ident = $value:expr),* $(,)* }) => {
         /// A GPU chipset supported by nova-mm: `(architecture << 4) | implementation`.
-        #[derive(fmt::Debug, Copy, Clone, PartialEq, Eq)]
+        #[derive(fmt::Debug, Copy, Clone, PartialEq, Eq, PartialOrd, Ord)]
         pub(crate) enum Chipset {
             $(
                 #[doc = concat!("The ", stringify!($variant), " chipset.")]

@@ -14,6 +14,7 @@ use kernel::{
 
 mod devices;
 mod driver;
+mod fb;
 mod gpu;
 mod mm;
 mod regs;
