@@ -4,3 +4,4 @@
 
 pub(crate) mod pramin;
 pub(crate) mod tlb;
+pub(crate) mod vram;

@@ -1,0 +1,417 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Usable video memory, handed out by the kernel's GPU buddy allocator.
+//!
+//! [`Vram`] manages one range of usable VRAM (as laid out by [`crate::fb::FbLayout`]) with a
+//! [`GpuBuddy`] whose base offset is the start of the range and whose chunk is 4 KiB, so nothing
+//! outside the range (in particular no firmware-reserved memory) can ever be handed out.
+//! Allocations are [`VramAllocation`] handles that free their blocks when dropped.
+//!
+//! The Rust `GpuBuddy` frees every block as *dirty* (it never passes `GPU_BUDDY_CLEARED`), so all
+//! free blocks share one clear state and buddies always merge on free: the clear/dirty merge
+//! barrier of the C allocator (buddies only merge when both are clear or both dirty) never splits
+//! the free space here. See `Documentation/gpu/nova-mm/vram.rst`.
+
+use core::ops::Range;
+
+use kernel::{
+    gpu::buddy::{
+        AllocatedBlocks,
+        GpuBuddy,
+        GpuBuddyAllocFlag,
+        GpuBuddyAllocFlags,
+        GpuBuddyAllocMode,
+        GpuBuddyParams, //
+    },
+    new_mutex,
+    prelude::*,
+    ptr::Alignment,
+    rbtree::RBTree,
+    sizes::SZ_4K,
+    sync::{
+        Arc,
+        Mutex, //
+    },
+};
+
+/// Allocation granularity: the buddy allocator's chunk size.
+pub(crate) const CHUNK: u64 = SZ_4K as u64;
+
+/// Where an allocation may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Anywhere (the buddy allocator prefers the highest free block).
+    Any,
+    /// From the top of VRAM down.
+    TopDown,
+    /// Within this range of VRAM addresses.
+    Within(Range<u64>),
+}
+
+/// An allocation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AllocRequest {
+    /// Size in bytes, a multiple of 4 KiB.
+    pub(crate) size: u64,
+    /// Alignment (and minimum block size) in bytes: a power of two, at least 4 KiB.
+    pub(crate) align: u64,
+    /// Whether the allocation must be one physically contiguous range.
+    pub(crate) contiguous: bool,
+    /// Where it may come from.
+    pub(crate) placement: Placement,
+}
+
+impl AllocRequest {
+    /// A request for `size` bytes, 4 KiB aligned, not necessarily contiguous, anywhere.
+    pub(crate) fn new(size: u64) -> Self {
+        Self {
+            size,
+            align: CHUNK,
+            contiguous: false,
+            placement: Placement::Any,
+        }
+    }
+
+    /// Requires the allocation to be contiguous.
+    pub(crate) fn contiguous(mut self) -> Self {
+        self.contiguous = true;
+        self
+    }
+
+    /// Requires alignment `align`.
+    pub(crate) fn aligned(mut self, align: u64) -> Self {
+        self.align = align;
+        self
+    }
+
+    /// Sets where the allocation comes from.
+    pub(crate) fn placed(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+}
+
+/// Accounting of a [`Vram`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VramStats {
+    /// Bytes managed.
+    pub(crate) total: u64,
+    /// Bytes free.
+    pub(crate) free: u64,
+    /// Largest free contiguous range, in bytes.
+    pub(crate) largest_free: u64,
+    /// Live allocations.
+    pub(crate) allocations: u64,
+}
+
+/// The usable VRAM of one GPU.
+///
+/// # Invariants
+///
+/// `blocks` holds exactly the blocks of the live [`VramAllocation`]s of this `Vram`, keyed by
+/// start address, with their end address as value.
+#[pin_data]
+pub(crate) struct Vram {
+    buddy: GpuBuddy,
+    range: Range<u64>,
+    #[pin]
+    blocks: Mutex<RBTree<u64, u64>>,
+    #[pin]
+    allocations: Mutex<u64>,
+}
+
+impl Vram {
+    /// Creates the allocator of the usable VRAM `range`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `range` is empty or not 4 KiB aligned; `ENOMEM`.
+    pub(crate) fn new(range: Range<u64>) -> Result<Arc<Self>> {
+        if range.start >= range.end || range.start % CHUNK != 0 || range.end % CHUNK != 0 {
+            pr_err!(
+                "nova_mm: invalid usable VRAM range {:#x}..{:#x}\n",
+                range.start,
+                range.end
+            );
+            return Err(EINVAL);
+        }
+        let buddy = GpuBuddy::new(GpuBuddyParams {
+            base_offset: range.start,
+            size: range.end - range.start,
+            chunk_size: Alignment::new::<SZ_4K>(),
+        })?;
+        Arc::pin_init(
+            pin_init!(Self {
+                buddy,
+                range,
+                blocks <- new_mutex!(RBTree::new()),
+                allocations <- new_mutex!(0),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Returns the VRAM range managed.
+    pub(crate) fn range(&self) -> Range<u64> {
+        self.range.clone()
+    }
+
+    /// Returns the accounting: total, free, largest free range, live allocations.
+    pub(crate) fn stats(&self) -> VramStats {
+        let blocks = self.blocks.lock();
+        let mut largest = 0;
+        let mut cursor = self.range.start;
+        for (&start, &end) in blocks.iter() {
+            largest = largest.max(start.saturating_sub(cursor));
+            cursor = end;
+        }
+        largest = largest.max(self.range.end.saturating_sub(cursor));
+        VramStats {
+            total: self.buddy.size(),
+            free: self.buddy.avail(),
+            largest_free: largest,
+            allocations: *self.allocations.lock(),
+        }
+    }
+
+    /// Allocates VRAM as `req` asks.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a zero or unaligned size, an alignment that is not a power of two of at least
+    /// 4 KiB, or a range outside the usable VRAM; `ENOSPC`/`ENOMEM` when the request cannot be
+    /// met (the allocator's state is then unchanged).
+    pub(crate) fn alloc(self: &Arc<Self>, req: &AllocRequest) -> Result<VramAllocation> {
+        if req.size == 0 || req.size % CHUNK != 0 {
+            return Err(EINVAL);
+        }
+        let align = usize::try_from(req.align)
+            .ok()
+            .filter(|a| *a >= SZ_4K)
+            .and_then(Alignment::new_checked)
+            .ok_or(EINVAL)?;
+        let mode = match &req.placement {
+            Placement::Any => GpuBuddyAllocMode::Simple,
+            Placement::TopDown => GpuBuddyAllocMode::TopDown,
+            Placement::Within(r) => {
+                if r.start < self.range.start || r.end > self.range.end || r.start >= r.end {
+                    return Err(EINVAL);
+                }
+                // The C allocator takes ranges relative to its base offset.
+                GpuBuddyAllocMode::Range(r.start - self.range.start..r.end - self.range.start)
+            }
+        };
+        let mut flags = GpuBuddyAllocFlags::default();
+        if req.contiguous {
+            flags = flags | GpuBuddyAllocFlag::Contiguous;
+        }
+
+        // Reserve the tracking nodes first, so that nothing can fail once the blocks are ours.
+        let blocks = KBox::pin_init(
+            self.buddy.alloc_blocks(mode, req.size, align, flags),
+            GFP_KERNEL,
+        )?;
+        let mut nodes = KVec::new();
+        for b in blocks.iter() {
+            nodes.push(
+                kernel::rbtree::RBTreeNode::new(b.offset(), b.offset() + b.size(), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
+        }
+        let mut size = 0;
+        {
+            let mut tree = self.blocks.lock();
+            for n in nodes.drain_all() {
+                tree.insert(n);
+            }
+        }
+        for b in blocks.iter() {
+            size += b.size();
+        }
+        *self.allocations.lock() += 1;
+        Ok(VramAllocation {
+            vram: self.clone(),
+            blocks,
+            size,
+        })
+    }
+}
+
+/// An allocation of VRAM; its blocks return to the allocator when it is dropped.
+pub(crate) struct VramAllocation {
+    vram: Arc<Vram>,
+    blocks: Pin<KBox<AllocatedBlocks>>,
+    size: u64,
+}
+
+impl VramAllocation {
+    /// Returns the total size in bytes (the request rounded up to the allocator's blocks).
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Returns the VRAM ranges of the allocation, in the allocator's order.
+    pub(crate) fn ranges(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.blocks
+            .iter()
+            .map(|b| b.offset()..b.offset() + b.size())
+    }
+
+    /// Returns the lowest address of the allocation.
+    pub(crate) fn start(&self) -> u64 {
+        self.ranges().map(|r| r.start).min().unwrap_or(0)
+    }
+}
+
+impl Drop for VramAllocation {
+    fn drop(&mut self) {
+        let mut tree = self.vram.blocks.lock();
+        for b in self.blocks.iter() {
+            tree.remove(&b.offset());
+        }
+        drop(tree);
+        let mut n = self.vram.allocations.lock();
+        *n = n.saturating_sub(1);
+        // The blocks themselves are freed when `self.blocks` is dropped, after this.
+    }
+}
+
+#[kunit_tests(nova_mm_vram)]
+mod tests {
+    use super::*;
+    use kernel::time::{
+        Instant,
+        Monotonic, //
+    };
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn modes() -> Result {
+        // A usable range that does not start at zero, as on a GPU with reserved memory below.
+        let vram = Vram::new(16 * MIB..272 * MIB)?;
+        let total = 256 * MIB;
+        assert_eq!(vram.stats().total, total);
+        assert_eq!(vram.stats().free, total);
+
+        // Anywhere: stays inside the range, 4 KiB granular.
+        let a = vram.alloc(&AllocRequest::new(12 * 1024))?;
+        assert_eq!(a.size(), 12 * 1024);
+        assert!(a.ranges().all(|r| r.start >= 16 * MIB && r.end <= 272 * MIB));
+
+        // Contiguous and aligned.
+        let b = vram.alloc(&AllocRequest::new(3 * MIB).contiguous().aligned(MIB))?;
+        assert_eq!(b.ranges().count(), 1);
+        assert_eq!(b.start() % MIB, 0);
+        assert_eq!(b.size(), 3 * MIB);
+
+        // Top-down: the highest free block.
+        let c = vram.alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
+        assert!(c.start() >= 271 * MIB);
+
+        // Within a range.
+        let d = vram.alloc(
+            &AllocRequest::new(MIB)
+                .contiguous()
+                .placed(Placement::Within(32 * MIB..40 * MIB)),
+        )?;
+        assert!(d.start() >= 32 * MIB && d.start() + MIB <= 40 * MIB);
+
+        assert_eq!(vram.stats().allocations, 4);
+        assert_eq!(
+            vram.stats().free,
+            total - 12 * 1024 - 3 * MIB - 64 * 1024 - MIB
+        );
+        drop((a, b, c, d));
+        assert_eq!(vram.stats().free, total);
+        assert_eq!(vram.stats().largest_free, total);
+        assert_eq!(vram.stats().allocations, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_requests() -> Result {
+        let vram = Vram::new(0..64 * MIB)?;
+        assert!(vram.alloc(&AllocRequest::new(0)).is_err());
+        assert!(vram.alloc(&AllocRequest::new(1000)).is_err());
+        assert!(vram.alloc(&AllocRequest::new(4096).aligned(3 * 4096)).is_err());
+        assert!(vram.alloc(&AllocRequest::new(4096).aligned(512)).is_err());
+        // A range reaching outside the usable VRAM (into reserved memory) is refused.
+        assert!(vram
+            .alloc(&AllocRequest::new(4096).placed(Placement::Within(60 * MIB..65 * MIB)))
+            .is_err());
+        assert!(Vram::new(0..0).is_err());
+        assert!(Vram::new(0x800..MIB).is_err());
+        assert_eq!(vram.stats().free, 64 * MIB);
+        Ok(())
+    }
+
+    #[test]
+    fn exhaustion_then_recovery() -> Result {
+        let vram = Vram::new(0..8 * MIB)?;
+        let mut held = KVec::new();
+        loop {
+            match vram.alloc(&AllocRequest::new(MIB)) {
+                Ok(a) => held.push(a, GFP_KERNEL)?,
+                Err(e) => {
+                    assert!(e == ENOSPC || e == ENOMEM);
+                    break;
+                }
+            }
+        }
+        assert_eq!(held.len(), 8);
+        assert_eq!(vram.stats().free, 0);
+        assert_eq!(vram.stats().largest_free, 0);
+        // A failed request leaves no state behind.
+        assert!(vram.alloc(&AllocRequest::new(4096)).is_err());
+        assert_eq!(vram.stats().allocations, 8);
+        // Free one: exactly that much can be allocated again, contiguously.
+        let _ = held.remove(3);
+        assert_eq!(vram.stats().free, MIB);
+        let again = vram.alloc(&AllocRequest::new(MIB).contiguous())?;
+        assert_eq!(again.size(), MIB);
+        drop(again);
+        held.clear();
+        assert_eq!(vram.stats().free, 8 * MIB);
+        Ok(())
+    }
+
+    /// The case from the gpu_buddy clear-tracker discussion: thousands of small allocations freed
+    /// in a scattered order must merge back, so that one large contiguous allocation of most of
+    /// the free space succeeds.
+    #[test]
+    fn fragmentation() -> Result {
+        const N: usize = 4096;
+        let size = 24 * GIB; // The GA102 model's VRAM.
+        let vram = Vram::new(0..size)?;
+        let mut held = KVec::with_capacity(N, GFP_KERNEL)?;
+        for i in 0..N {
+            let sz = if i % 3 == 0 { 8192 } else { 4096 };
+            held.push(Some(vram.alloc(&AllocRequest::new(sz))?), GFP_KERNEL)?;
+        }
+        let used: u64 = held.iter().flatten().map(|a| a.size()).sum();
+        assert_eq!(vram.stats().free, size - used);
+        // Free in a scattered order: a stride coprime with N visits every index once.
+        let mut i = 0;
+        for _ in 0..N {
+            i = (i + 1237) % N;
+            held[i] = None;
+        }
+        assert_eq!(vram.stats().free, size);
+        assert_eq!(vram.stats().largest_free, size);
+
+        let start = Instant::<Monotonic>::now();
+        let big = vram.alloc(&AllocRequest::new(size - 64 * MIB).contiguous())?;
+        let us = start.elapsed().as_micros_ceil();
+        assert!(big.ranges().count() > 0);
+        assert_eq!(big.size(), size - 64 * MIB);
+        kernel::kunit::info(fmt!(
+            "    # fragmentation: {} small allocations freed scattered; contiguous {} MiB alloc took {} us\n",
+            N,
+            (size - 64 * MIB) / MIB,
+            us
+        ));
+        Ok(())
+    }
+}
