@@ -3,6 +3,7 @@
 //! The PCI driver: binds NVIDIA display controllers, maps BAR0 and identifies the chip.
 
 use kernel::{
+    debugfs::Scope,
     device::{
         Bound,
         Core, //
@@ -16,11 +17,25 @@ use kernel::{
     },
     prelude::*,
     sizes::SZ_16M,
+    sync::Arc, //
 };
 
 use crate::{
+    debugfs::{
+        self,
+        DebugData, //
+    },
     devices::Listed,
+    fb::{
+        FbLayout,
+        FwParams, //
+    },
     gpu::Spec,
+    mm::{
+        pramin::Pramin,
+        tlb::Tlb,
+        vram::Vram, //
+    },
     regs, //
 };
 
@@ -40,8 +55,18 @@ pub(crate) struct NovaMm<'bound> {
     pub(crate) pdev: &'bound pci::Device<Bound>,
     /// BAR0: registers and the PRAMIN aperture.
     pub(crate) bar: Bar0<'bound>,
+    // Dropped before the state it shows.
+    _debugfs: Option<Pin<KBox<Scope<DebugData>>>>,
     /// The chip's identity.
     pub(crate) spec: Spec,
+    /// The layout of VRAM: usable and reserved ranges.
+    pub(crate) layout: Arc<FbLayout>,
+    /// The usable VRAM's allocator.
+    pub(crate) vram: Arc<Vram>,
+    /// The PRAMIN window, restricted to the usable VRAM.
+    pub(crate) pramin: Arc<Pramin>,
+    /// TLB invalidation.
+    pub(crate) tlb: Arc<Tlb>,
 }
 
 /// The nova-mm PCI driver.
@@ -97,10 +122,60 @@ impl pci::Driver for NovaMmDriver {
             let spec = identify(pdev, &bar)?;
             dev_info!(pdev, "{}\n", spec);
 
+            let params = FwParams::read(&bar, spec.chipset)
+                .inspect_err(|e| dev_err!(pdev, "firmware state not usable: {:?}\n", e))?;
+            let layout = Arc::new(
+                FbLayout::from_fw_params(spec.chipset, &params).inspect_err(|e| {
+                    dev_err!(pdev, "cannot lay out VRAM: {:?}\n", e);
+                })?,
+                GFP_KERNEL,
+            )?;
+            if let Some(wpr2) = &layout.wpr2 {
+                dev_warn!(
+                    pdev,
+                    "WPR2 is set ({:#x}..{:#x}): firmware owns part of the GPU; keeping out of it\n",
+                    wpr2.start,
+                    wpr2.end
+                );
+            }
+            // The allocator manages the largest usable range.
+            let usable = layout
+                .usable()
+                .iter()
+                .max_by_key(|r| r.end - r.start)
+                .cloned()
+                .ok_or(ENOSPC)?;
+            let vram = Vram::new(usable.clone())?;
+            let pramin = Arc::pin_init(Pramin::new(spec.chipset.arch(), &[usable.clone()]), GFP_KERNEL)?;
+            let tlb = Arc::pin_init(Tlb::new(), GFP_KERNEL)?;
+            dev_info!(
+                pdev,
+                "VRAM {} MiB, usable {:#x}..{:#x} ({} MiB)\n",
+                params.fb_size >> 20,
+                usable.start,
+                usable.end,
+                (usable.end - usable.start) >> 20
+            );
+            let dbg = debugfs::create(
+                DebugData {
+                    spec,
+                    layout: layout.clone(),
+                    vram: vram.clone(),
+                    pramin: pramin.clone(),
+                    tlb: tlb.clone(),
+                },
+                pdev.as_ref().name(),
+            );
+
             Ok(try_pin_init!(&this in NovaMm {
                 pdev,
                 bar,
+                _debugfs: dbg,
                 spec,
+                layout,
+                vram,
+                pramin,
+                tlb,
                 // SAFETY: Every other field is initialized at this point (fields are initialized
                 // in the order written here), the data is pinned, and `_listed` is declared
                 // first, so it is dropped before the rest.

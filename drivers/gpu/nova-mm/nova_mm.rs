@@ -12,6 +12,7 @@ use kernel::{
     InPlaceModule, //
 };
 
+mod debugfs;
 mod devices;
 mod driver;
 mod fb;
@@ -23,16 +24,28 @@ mod tests;
 /// The module's name.
 pub(crate) const MODULE_NAME: &core::ffi::CStr = <LocalModule as kernel::ModuleMetadata>::NAME;
 
-#[pin_data]
+#[pin_data(PinnedDrop)]
 struct NovaMmModule {
     #[pin]
     _driver: Registration<pci::Adapter<driver::NovaMmDriver>>,
+}
+
+#[pinned_drop]
+impl PinnedDrop for NovaMmModule {
+    fn drop(self: Pin<&mut Self>) {
+        // The driver is unregistered after this returns (its field is dropped then), and every
+        // GPU's directory holds its own reference to the root, so dropping ours here only
+        // removes the root once the last GPU is gone.
+        debugfs::exit();
+    }
 }
 
 impl InPlaceModule for NovaMmModule {
     fn init(module: &'static kernel::ThisModule) -> impl PinInit<Self, Error> {
         // SAFETY: Called once, from module initialization, before the driver is registered.
         unsafe { devices::init() };
+        // SAFETY: Called once, from module initialization, before the driver is registered.
+        unsafe { debugfs::init() };
 
         try_pin_init!(Self {
             _driver <- Registration::new(MODULE_NAME, module),
@@ -50,6 +63,14 @@ module! {
         expect_chipsets: u64 {
             default: 0,
             description: "Chipset codes the device tests expect (12 bits each, e.g. 0x180172)",
+        },
+        expect_vram_gib: u64 {
+            default: 0,
+            description: "VRAM sizes in GiB the device tests expect, 12 bits each, in the order of expect_chipsets",
+        },
+        expect_tlb_hang: bool {
+            default: false,
+            description: "The device tests expect TLB invalidates to never complete (model fault injection)",
         },
     },
 }

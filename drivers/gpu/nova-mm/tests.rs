@@ -92,3 +92,171 @@ mod device_id {
         Ok(())
     }
 }
+
+/// Returns the VRAM size in bytes the harness declared for `chipset` (`nova_mm.expect_vram_gib`,
+/// in the order of `nova_mm.expect_chipsets`), if any.
+pub(crate) fn expected_vram(chipset: u32) -> Option<u64> {
+    let chips = expected_chipsets();
+    let i = chips.iter().position(|&c| c == chipset)?;
+    let packed = crate::module_parameters::expect_vram_gib.value();
+    let gib = (packed >> (12 * i)) & 0xfff;
+    (gib != 0).then_some(gib << 30)
+}
+
+#[kunit_tests(nova_mm_device_mm)]
+mod device_mm {
+    use super::*;
+    use crate::{
+        devices,
+        driver::NovaMm,
+        mm::{
+            tlb::{
+                Scope,
+                INVALIDATE_TIMEOUT, //
+            },
+            vram::{
+                AllocRequest,
+                Placement, //
+            },
+        },
+    };
+    use kernel::{
+        sync::atomic::Relaxed,
+        time::{
+            Delta,
+            Instant,
+            Monotonic, //
+        },
+    };
+
+    const MIB: u64 = 1 << 20;
+
+    /// Runs `f` on every bound GPU; marks the test skipped when there is none.
+    fn on_each_gpu(f: impl FnMut(&NovaMm<'_>) -> Result) -> Result {
+        if devices::for_each(f)? == 0 {
+            skip(c"no GPU bound");
+        }
+        Ok(())
+    }
+
+    /// The usable VRAM is what the firmware registers of the model describe, minus the reserved
+    /// top, and the allocator manages exactly that.
+    #[test]
+    fn usable_vram_matches_model() -> Result {
+        on_each_gpu(|gpu| {
+            if let Some(size) = expected_vram(gpu.spec.chipset as u32) {
+                assert_eq!(gpu.layout.fb.end, size);
+            }
+            let usable = gpu.vram.range();
+            assert!(usable.end <= gpu.layout.fb.end);
+            assert_eq!(gpu.vram.stats().total, usable.end - usable.start);
+            for r in gpu.layout.reserved() {
+                assert!(r.range.start >= usable.end || r.range.end <= usable.start);
+            }
+            Ok(())
+        })
+    }
+
+    /// Patterns written through PRAMIN read back, across window boundaries and at the top of
+    /// usable VRAM; the window moves only when an access leaves it.
+    #[test]
+    fn pramin_patterns() -> Result {
+        on_each_gpu(|gpu| {
+            let bar = &gpu.bar;
+            // 2 MiB, 1 MiB aligned: spans two window positions.
+            let buf = gpu
+                .vram
+                .alloc(&AllocRequest::new(2 * MIB).contiguous().aligned(MIB))?;
+            let base = buf.start();
+            let moves0 = gpu.pramin.stats.window_moves.load(Relaxed);
+            {
+                let mut w = gpu.pramin.access(bar);
+                // Across the 1 MiB boundary, in 32 and 64 bits.
+                for i in 0..64u64 {
+                    let a = base + MIB - 256 + i * 8;
+                    w.write64(a, 0x0123_4567_89ab_cdef ^ a)?;
+                }
+                for i in 0..64u64 {
+                    let a = base + MIB - 256 + i * 8;
+                    assert_eq!(w.read64(a)?, 0x0123_4567_89ab_cdef ^ a);
+                    // CAST: a pattern, truncation intended.
+                    assert_eq!(w.read32(a)?, (0x89ab_cdef ^ a) as u32);
+                }
+                for i in 0..16u64 {
+                    let a = base + i * 64 * 1024 + 4;
+                    // CAST: a pattern, truncation intended.
+                    w.write32(a, 0xa5a5_0000 | i as u32)?;
+                }
+                for i in 0..16u64 {
+                    let a = base + i * 64 * 1024 + 4;
+                    assert_eq!(w.read32(a)?, 0xa5a5_0000 | i as u32);
+                }
+            }
+            let moves = gpu.pramin.stats.window_moves.load(Relaxed) - moves0;
+            // Writes across the boundary: at most two positions; then back down and up again.
+            assert!(moves <= 6);
+            drop(buf);
+
+            // The last word of usable VRAM.
+            let top = gpu.vram.alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
+            let end = gpu.vram.range().end;
+            assert_eq!(top.start() + 64 * 1024, end);
+            let mut w = gpu.pramin.access(bar);
+            w.write32(end - 4, 0xdead_beef)?;
+            w.write64(end - 16, 0x1122_3344_5566_7788)?;
+            assert_eq!(w.read32(end - 4)?, 0xdead_beef);
+            assert_eq!(w.read64(end - 16)?, 0x1122_3344_5566_7788);
+            Ok(())
+        })
+    }
+
+    /// Addresses outside the driver's VRAM are refused before the hardware is touched.
+    #[test]
+    fn pramin_refuses_reserved() -> Result {
+        on_each_gpu(|gpu| {
+            let end = gpu.vram.range().end;
+            let s = &gpu.pramin.stats;
+            let before = (s.reads.load(Relaxed), s.writes.load(Relaxed), s.window_moves.load(Relaxed));
+            let mut w = gpu.pramin.access(&gpu.bar);
+            assert_eq!(w.write32(end, 1), Err(ERANGE));
+            assert_eq!(w.read32(gpu.layout.fb.end - 4), Err(ERANGE));
+            assert_eq!(w.read64(gpu.layout.fb.end), Err(ERANGE));
+            assert_eq!(w.write32(2, 1), Err(EINVAL));
+            drop(w);
+            let after = (s.reads.load(Relaxed), s.writes.load(Relaxed), s.window_moves.load(Relaxed));
+            assert_eq!(before, after);
+            Ok(())
+        })
+    }
+
+    /// An invalidate completes (or, with the model's hang injection, fails within the bound).
+    #[test]
+    fn tlb_invalidate() -> Result {
+        on_each_gpu(|gpu| {
+            let pd = gpu.vram.alloc(&AllocRequest::new(4096))?;
+            let n0 = gpu.tlb.stats.invalidates.load(Relaxed);
+            let t0 = Instant::<Monotonic>::now();
+            let res = gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::PdbHubOnly);
+            let took = t0.elapsed();
+            if crate::module_parameters::expect_tlb_hang.value() {
+                assert_eq!(res, Err(ETIMEDOUT));
+                assert!(took.as_micros_ceil() >= INVALIDATE_TIMEOUT.as_micros_ceil());
+                assert!(
+                    took.as_micros_ceil()
+                        < INVALIDATE_TIMEOUT.as_micros_ceil() + Delta::from_millis(1000).as_micros_ceil()
+                );
+                assert!(gpu.tlb.stats.timeouts.load(Relaxed) >= 1);
+            } else {
+                assert_eq!(res, Ok(()));
+                assert_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::All), Ok(()));
+                assert_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::Pdb), Ok(()));
+            }
+            assert!(gpu.tlb.stats.invalidates.load(Relaxed) > n0);
+            // A misaligned page directory is refused without touching the hardware.
+            let n1 = gpu.tlb.stats.invalidates.load(Relaxed);
+            assert_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start() + 8, Scope::Pdb), Err(EINVAL));
+            assert_eq!(gpu.tlb.stats.invalidates.load(Relaxed), n1);
+            Ok(())
+        })
+    }
+}

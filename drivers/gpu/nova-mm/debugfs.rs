@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Read-only debugfs introspection: `/sys/kernel/debug/nova_mm/<pci device>/`.
+//!
+//! Files: `chip` (identity and MMU version), `fb_layout` (usable and reserved VRAM), `vram`
+//! (allocator accounting) and `counters` (PRAMIN and TLB operation counts). Probe never fails
+//! because of debugfs: without it, the GPU simply has no directory.
+
+use kernel::{
+    debugfs::{
+        Dir,
+        Scope, //
+    },
+    fmt,
+    prelude::*,
+    sync::{
+        atomic::Relaxed,
+        global_lock,
+        Arc, //
+    },
+};
+
+use crate::{
+    fb::FbLayout,
+    gpu::Spec,
+    mm::{
+        pramin::Pramin,
+        tlb::Tlb,
+        vram::Vram, //
+    },
+};
+
+global_lock! {
+    // SAFETY: Initialized in module initialization, before the driver is registered.
+    unsafe(uninit) static ROOT: Mutex<Option<Dir>> = None;
+}
+
+/// Creates the module's debugfs root.
+///
+/// # Safety
+///
+/// Must be called once, from module initialization, before the driver is registered.
+pub(crate) unsafe fn init() {
+    // SAFETY: Called exactly once, before any use, as required of our caller.
+    unsafe { ROOT.init() };
+    *ROOT.lock() = Some(Dir::new(c"nova_mm"));
+}
+
+/// Removes the module's debugfs root (the per-GPU directories are gone by then).
+pub(crate) fn exit() {
+    *ROOT.lock() = None;
+}
+
+/// What the debugfs files of one GPU show.
+#[pin_data]
+pub(crate) struct DebugData {
+    /// The chip's identity.
+    pub(crate) spec: Spec,
+    /// The VRAM layout.
+    pub(crate) layout: Arc<FbLayout>,
+    /// The VRAM allocator.
+    pub(crate) vram: Arc<Vram>,
+    /// The PRAMIN window.
+    pub(crate) pramin: Arc<Pramin>,
+    /// The TLB invalidation engine.
+    pub(crate) tlb: Arc<Tlb>,
+}
+
+fn show_chip(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_fmt(fmt!("{}\n", d.spec))?;
+    writeln!(f, "chipset: {:#x}", d.spec.chipset as u32)?;
+    writeln!(f, "mmu_version: {}", d.spec.chipset.mmu_version().number())
+}
+
+fn show_layout(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_fmt(fmt!("{}", *d.layout))
+}
+
+fn show_vram(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let s = d.vram.stats();
+    let r = d.vram.range();
+    writeln!(f, "range: {:#x}..{:#x}", r.start, r.end)?;
+    writeln!(f, "total: {}", s.total)?;
+    writeln!(f, "free: {}", s.free)?;
+    writeln!(f, "largest_free: {}", s.largest_free)?;
+    writeln!(f, "allocations: {}", s.allocations)
+}
+
+fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let p = &d.pramin.stats;
+    let t = &d.tlb.stats;
+    let reg = d.pramin.window_reg();
+    writeln!(
+        f,
+        "window_register: {:#x} (base bits {}, target field {})",
+        reg.offset, reg.base_bits, reg.has_target
+    )?;
+    for r in d.pramin.allowed() {
+        writeln!(f, "pramin_allowed: {:#x}..{:#x}", r.start, r.end)?;
+    }
+    writeln!(f, "pramin_reads: {}", p.reads.load(Relaxed))?;
+    writeln!(f, "pramin_writes: {}", p.writes.load(Relaxed))?;
+    writeln!(f, "window_moves: {}", p.window_moves.load(Relaxed))?;
+    writeln!(f, "pramin_refused: {}", p.refused.load(Relaxed))?;
+    writeln!(f, "tlb_invalidates: {}", t.invalidates.load(Relaxed))?;
+    writeln!(f, "tlb_timeouts: {}", t.timeouts.load(Relaxed))?;
+    writeln!(f, "tlb_reg_writes: {}", t.writes.load(Relaxed))?;
+    writeln!(f, "tlb_reg_reads: {}", t.reads.load(Relaxed))
+}
+
+/// Creates the debugfs directory `name` of one GPU, or `None` if debugfs is not available.
+pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<DebugData>>>> {
+    let root = ROOT.lock().clone()?;
+    let DebugData {
+        spec,
+        layout,
+        vram,
+        pramin,
+        tlb,
+    } = data;
+    let data = try_pin_init!(DebugData {
+        spec,
+        layout,
+        vram,
+        pramin,
+        tlb,
+    }? Error);
+    let scope = root.scope(data, name, |d, dir| {
+        dir.read_callback_file(c"chip", d, &show_chip);
+        dir.read_callback_file(c"fb_layout", d, &show_layout);
+        dir.read_callback_file(c"vram", d, &show_vram);
+        dir.read_callback_file(c"counters", d, &show_counters);
+    });
+    KBox::pin_init(scope, GFP_KERNEL).ok()
+}
