@@ -76,6 +76,58 @@ def judge_suite(t, suite, block):
         t.check(ok, label, rest.strip())
 
 
+def debugfs_counters(lines):
+    """Per chipset code: the driver's debugfs counters, from the NOVA-DEBUGFS dump."""
+    files, cur, body = {}, None, None
+    inside = False
+    for line in lines:
+        if line == "NOVA-DEBUGFS-BEGIN":
+            inside = True
+        elif line == "NOVA-DEBUGFS-END":
+            inside = False
+        elif inside and line.startswith("== "):
+            cur = line[3:]
+            files[cur] = []
+        elif inside and cur:
+            files[cur].append(line)
+    per_dev = {}
+    for path, body in files.items():
+        dev, name = path.rsplit("/", 2)[-2:]
+        per_dev.setdefault(dev, {})[name] = body
+    out = {}
+    for dev, fs in per_dev.items():
+        code = None
+        for l in fs.get("chip", []):
+            if l.startswith("chipset: "):
+                code = int(l.split()[1], 16)
+        counters = {}
+        for l in fs.get("counters", []):
+            k, _, v = l.partition(": ")
+            if v.strip().isdigit():
+                counters[k] = int(v)
+        if code is not None:
+            out[code] = counters
+    return out
+
+
+CODES = {"tu102": 0x162, "ga102": 0x172, "ad102": 0x192, "gh100": 0x180, "gb202": 0x1b2}
+
+
+def compare_counters(t, chip, rep, drv):
+    """The driver's counts and the model's must agree."""
+    c = rep.get("counters", {})
+    inv = c.get("invalidates", {})
+    pairs = [
+        ("pramin_reads", drv.get("pramin_reads"), c.get("pramin_reads")),
+        ("pramin_writes", drv.get("pramin_writes"), c.get("pramin_writes")),
+        ("window_moves", drv.get("window_moves"), c.get("window_moves")),
+        ("invalidates", drv.get("tlb_invalidates"),
+         inv.get("total") if isinstance(inv, dict) else inv),
+    ]
+    for name, d, m in pairs:
+        t.check(d is not None and d == m, f"counters {chip}: {name} driver {d} = model {m}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -126,6 +178,14 @@ def main():
             t.check(n == 0, f"model {chip}: no undeclared violation", f"{n}: {why}")
         except (OSError, ValueError) as e:
             t.check(False, f"model {chip}: report", str(e))
+    drv = debugfs_counters(lines)
+    for chip in a.probe:
+        path = os.path.join(a.run, f"{chip}.report.json")
+        if CODES[chip] in drv and os.path.exists(path):
+            with open(path) as f:
+                compare_counters(t, chip, json.load(f), drv[CODES[chip]])
+        elif not a.expect_insmod_fail:
+            t.check(False, f"counters {chip}", "no debugfs counters or no report")
     for chip in a.probe:
         if not os.path.exists(os.path.join(a.run, f"{chip}.report.json")):
             t.check(False, f"model {chip}: report", "no report written")
