@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+
+//! Command-line parsing.
+
+use std::path::PathBuf;
+
+use crate::chip::Chip;
+use crate::gpu::{Config, Faults};
+use crate::report::Kind;
+
+/// Usage text.
+pub const USAGE: &str = "\
+usage: gpu-model --chip <tu102|ga102|ad102|gh100|gb202> --socket <path>
+                 [--vram <size>] [--bar1 <size>] [--report <path>]
+                 [--control <path>] [--expect <kind>]... [--wpr2]
+                 [--invalidate-delay <n>] [--fault <fault>]...
+                 [--dump-vram <path>]
+sizes take a K, M, G or T suffix (powers of 1024)
+faults: invalidate-hang, device-gone, unknown-chip, disconnect-after=<n>";
+
+/// Everything the program needs to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Model configuration.
+    pub config: Config,
+    /// vfio-user socket path.
+    pub socket: PathBuf,
+    /// Report path.
+    pub report: Option<PathBuf>,
+    /// Control socket path.
+    pub control: Option<PathBuf>,
+    /// VRAM dump path written at exit.
+    pub dump_vram: Option<PathBuf>,
+    /// Install signal handlers (SIGUSR1 report, SIGTERM/SIGINT exit).
+    pub signals: bool,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the model.
+    Run(Box<Options>),
+    /// Print usage.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// Parses a size with an optional K/M/G/T suffix (binary units).
+///
+/// # Errors
+///
+/// A message when the text is not a size or overflows.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 30),
+        Some('t' | 'T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n = if let Some(h) = num.strip_prefix("0x").or_else(|| num.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else {
+        num.parse::<u64>()
+    }
+    .map_err(|_| format!("invalid size {s:?}"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn parse_fault(s: &str, f: &mut Faults) -> Result<(), String> {
+    match s {
+        "invalidate-hang" => f.invalidate_hang = true,
+        "device-gone" => f.device_gone = true,
+        "unknown-chip" => f.unknown_chip = true,
+        _ => {
+            let Some(n) = s.strip_prefix("disconnect-after=") else {
+                return Err(format!("unknown fault {s:?}"));
+            };
+            let n = n
+                .parse::<u64>()
+                .map_err(|_| format!("invalid access count in {s:?}"))?;
+            f.disconnect_after = Some(n);
+        }
+    }
+    Ok(())
+}
+
+/// Parses the arguments (without the program name).
+///
+/// # Errors
+///
+/// A message for the user.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let mut chip = None;
+    let mut socket = None;
+    let mut vram = None;
+    let mut bar1 = None;
+    let mut report = None;
+    let mut control = None;
+    let mut dump = None;
+    let mut expect = Vec::new();
+    let mut wpr2 = false;
+    let mut delay = None;
+    let mut faults = Faults::default();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let flag = |v: &Option<String>| -> Result<(), String> {
+            if v.is_some() {
+                Err(format!("{name} takes no value"))
+            } else {
+                Ok(())
+            }
+        };
+        match name {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--wpr2" => {
+                flag(&inline)?;
+                wpr2 = true;
+                continue;
+            }
+            _ => {}
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                let v = args
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))?;
+                i += 1;
+                v
+            }
+        };
+        match name {
+            "--chip" => {
+                chip = Some(Chip::by_name(&value).ok_or_else(|| {
+                    format!(
+                        "unknown chip {value:?} (known: {})",
+                        Chip::names().join(", ")
+                    )
+                })?)
+            }
+            "--socket" => socket = Some(PathBuf::from(value)),
+            "--vram" => vram = Some(parse_size(&value)?),
+            "--bar1" => bar1 = Some(parse_size(&value)?),
+            "--report" => report = Some(PathBuf::from(value)),
+            "--control" => control = Some(PathBuf::from(value)),
+            "--dump-vram" => dump = Some(PathBuf::from(value)),
+            "--expect" => expect.push(Kind::parse(&value).ok_or_else(|| {
+                format!(
+                    "unknown violation kind {value:?} (known: {})",
+                    Kind::ALL.map(|k| k.name()).join(", ")
+                )
+            })?),
+            "--invalidate-delay" => {
+                delay = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("invalid --invalidate-delay {value:?}"))?,
+                )
+            }
+            "--fault" => parse_fault(&value, &mut faults)?,
+            _ => return Err(format!("unknown option {name}")),
+        }
+    }
+    let chip = chip.ok_or("--chip is required")?;
+    let socket = socket.ok_or("--socket is required")?;
+    let mut config = Config::new(chip);
+    if let Some(v) = vram {
+        config.vram_bytes = v;
+    }
+    if let Some(b) = bar1 {
+        if !b.is_power_of_two() || !(1 << 20..=1 << 40).contains(&b) {
+            return Err(format!(
+                "--bar1 {b:#x} must be a power of two between 1M and 1T"
+            ));
+        }
+        config.bar1_bytes = b;
+    }
+    if let Some(d) = delay {
+        config.invalidate_delay = d;
+    }
+    config.wpr2 = wpr2;
+    config.faults = faults;
+    config.expect = expect;
+    Ok(Command::Run(Box::new(Options {
+        config,
+        socket,
+        report,
+        control,
+        dump_vram: dump,
+        signals: true,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("24G"), Ok(24 << 30));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("0x1000"), Ok(4096));
+        assert_eq!(parse_size("12345"), Ok(12345));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn full_command_line() {
+        let c = parse(&args(
+            "--chip gh100 --socket /tmp/s --vram 1G --bar1=512M --report r.json \
+             --control c.sock --expect bar1_fault --expect stale_tlb --wpr2 \
+             --invalidate-delay 3 --fault invalidate-hang --fault disconnect-after=10 \
+             --dump-vram d.bin",
+        ))
+        .unwrap();
+        let Command::Run(o) = c else { panic!() };
+        assert_eq!(o.config.chip.name, "gh100");
+        assert_eq!(o.config.vram_bytes, 1 << 30);
+        assert_eq!(o.config.bar1_bytes, 512 << 20);
+        assert_eq!(o.config.invalidate_delay, 3);
+        assert!(o.config.wpr2);
+        assert!(o.config.faults.invalidate_hang);
+        assert_eq!(o.config.faults.disconnect_after, Some(10));
+        assert_eq!(o.config.expect, vec![Kind::Bar1Fault, Kind::StaleTlb]);
+        assert_eq!(o.dump_vram, Some(PathBuf::from("d.bin")));
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let Command::Run(o) = parse(&args("--chip ga102 --socket s")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.config.vram_bytes, 24 << 30);
+        assert_eq!(o.config.bar1_bytes, 256 << 20);
+        assert_eq!(o.config.invalidate_delay, 1);
+        assert!(parse(&args("--socket s")).is_err());
+        assert!(parse(&args("--chip nv50 --socket s")).is_err());
+        assert!(parse(&args("--chip ga102 --socket s --bar1 3M")).is_err());
+        assert!(parse(&args("--chip ga102 --socket s --fault melt")).is_err());
+        assert!(parse(&args("--chip ga102 --socket s --expect nothing")).is_err());
+        assert!(parse(&args("--chip ga102 --socket")).is_err());
+        assert!(parse(&args("--chip ga102 --socket s --wpr2=1")).is_err());
+        assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
+    }
+}

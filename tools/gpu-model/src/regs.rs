@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+
+//! The BAR0 register map and its dispatch.
+//!
+//! Implemented registers (all 32-bit; an 8-byte access is two registers,
+//! 1- and 2-byte accesses address bytes of the containing register):
+//!
+//! | offset | register | access |
+//! |---|---|---|
+//! | 0x000000 | `NV_PMC_BOOT_0` | RO |
+//! | 0x000a00 | `NV_PMC_BOOT_42` | RO |
+//! | 0x001700 | `NV_PBUS_BAR0_WINDOW` (TU..AD) | RW |
+//! | 0x10fd40 | `NV_XAL_EP_BAR0_WINDOW` (GH, GB) | RW |
+//! | 0x070000 | `NV_UFLUSH` (BAR flush; reads 0 = done) | RW |
+//! | 0x100ce0 | `NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE` (TU) | RO |
+//! | 0x1183a4 | `NV_USABLE_FB_SIZE_IN_MB` (GA102+) | RO |
+//! | 0x118128, 0x118234 | GFW boot (priv level mask, progress) | RO |
+//! | 0x0200bc / 0xad00bc | FSP boot done (GH / GB) | RO |
+//! | 0x1fa824, 0x1fa828 | `NV_PFB_PRI_MMU_WPR2_ADDR_LO/HI` | RO |
+//! | 0x625f04 | `NV_PDISP_VGA_WORKSPACE_BASE` | RO |
+//! | sysmem flush page (per chip) | storage | RW |
+//! | 0xb80f40/48/50 | BAR1/BAR2 block, bind status (TU..AD) | RW/RW/RO |
+//! | 0xb80f60/64/70/74 | BAR1/BAR2 block low/high (GH, GB) | RW |
+//! | 0xb830a0/a4/b0 | TLB invalidate PDB, upper PDB, control | RW |
+//! | 0x700000..0x7fffff | PRAMIN aperture | RW |
+//!
+//! Every other offset is unimplemented: a read returns [`PRI_ERROR_VALUE`]
+//! and is counted (`unknown_reg_reads`, not a violation: probing is legal);
+//! a write is dropped and is an `unknown_register` violation. A write to a
+//! read-only register is a `read_only_register` violation.
+
+use serde_json::json;
+
+use crate::bar1::{self, decode_hopper_block, decode_vf_block, BindRequest, Binding, InstBlock};
+use crate::chip::BindRegs;
+use crate::gpu::Gpu;
+use crate::report::{fields, Kind};
+use crate::tlb::{self, Request, Scope};
+use crate::vram::POISON;
+
+/// `NV_PMC_BOOT_0`.
+pub const BOOT_0: u32 = 0x0000_0000;
+/// `NV_PMC_BOOT_42`.
+pub const BOOT_42: u32 = 0x0000_0a00;
+/// `NV_UFLUSH` (pre-GSP BAR flush, nouveau `g84_bar_flush`).
+pub const UFLUSH: u32 = 0x0007_0000;
+
+/// What an unimplemented register reads as.
+///
+/// NVIDIA hardware answers a read that no PRI target claims with an error
+/// code whose upper 12 bits are 0xbad (OGKM `GPU_READ_PRI_ERROR_MASK`
+/// 0xFFF00000 / `GPU_READ_PRI_ERROR_CODE` 0xBAD00000: "HW will return 0xbad
+/// in the upper 3 nibbles"); 0xbadf1100 is the value commonly seen for
+/// absent registers on Turing..Ada boards. The exact low bits are an
+/// inference.
+pub const PRI_ERROR_VALUE: u32 = 0xbadf_1100;
+
+enum RegKind {
+    ReadOnly(u32),
+    Unknown,
+    Handled,
+}
+
+impl Gpu {
+    /// Reads the 32-bit register at `off`; `peek` suppresses side effects
+    /// and counting (used for sub-dword read-modify-write).
+    pub(crate) fn reg_read(&mut self, off: u32, peek: bool) -> u32 {
+        match off {
+            BOOT_0 => return self.boot0(),
+            BOOT_42 => return self.boot42(),
+            UFLUSH => return 0,
+            _ => {}
+        }
+        if off == self.window.offset() {
+            return self.window.read();
+        }
+        if let Some(v) = self.fw.read(off) {
+            return v;
+        }
+        if self.chip.storage_regs.contains(&off) {
+            return self.storage.get(&off).copied().unwrap_or(0);
+        }
+        match (self.chip.bind, off) {
+            (BindRegs::Vf, bar1::VF_BAR1_BLOCK) => return self.bar1.block,
+            (BindRegs::Vf, bar1::VF_BAR2_BLOCK) => return self.bar1.bar2[0],
+            (BindRegs::Vf, bar1::VF_BIND_STATUS) => return 0,
+            (BindRegs::VfHopper, bar1::HOPPER_BAR1_LOW) => return self.bar1.block & !3,
+            (BindRegs::VfHopper, bar1::HOPPER_BAR1_HIGH) => return self.bar1.block_high,
+            (BindRegs::VfHopper, bar1::HOPPER_BAR2_LOW) => return self.bar1.bar2[0] & !3,
+            (BindRegs::VfHopper, bar1::HOPPER_BAR2_HIGH) => return self.bar1.bar2[1],
+            _ => {}
+        }
+        match off {
+            tlb::INVALIDATE_PDB => self.inval.pdb_reg,
+            tlb::INVALIDATE_UPPER_PDB => self.inval.upper_reg,
+            tlb::INVALIDATE => {
+                if peek {
+                    self.inval.ctrl_reg
+                } else {
+                    self.read_invalidate()
+                }
+            }
+            _ => {
+                if !peek {
+                    self.rec.unknown_read(off);
+                }
+                PRI_ERROR_VALUE
+            }
+        }
+    }
+
+    /// Writes the 32-bit register at `off`.
+    pub(crate) fn reg_write(&mut self, off: u32, value: u32) {
+        match self.classify_write(off, value) {
+            RegKind::Handled => {}
+            RegKind::ReadOnly(cur) => self.rec.violation(
+                Kind::ReadOnlyRegister,
+                format!("write of {value:#010x} to read-only register {off:#08x} (reads {cur:#010x}); ignored"),
+                fields([("offset", json!(off)), ("value", json!(value))]),
+            ),
+            RegKind::Unknown => {
+                self.rec.counters.unknown_reg_writes += 1;
+                self.rec.violation(
+                    Kind::UnknownRegister,
+                    format!("write of {value:#010x} to unimplemented BAR0 offset {off:#08x}; dropped"),
+                    fields([("offset", json!(off)), ("value", json!(value))]),
+                );
+            }
+        }
+    }
+
+    fn classify_write(&mut self, off: u32, value: u32) -> RegKind {
+        match off {
+            BOOT_0 => return RegKind::ReadOnly(self.boot0()),
+            BOOT_42 => return RegKind::ReadOnly(self.boot42()),
+            UFLUSH => return RegKind::Handled,
+            _ => {}
+        }
+        if off == self.window.offset() {
+            self.rec.counters.window_moves += 1;
+            if self.window.write(value) {
+                self.rec.counters.window_changes += 1;
+            }
+            return RegKind::Handled;
+        }
+        if let Some(v) = self.fw.read(off) {
+            return RegKind::ReadOnly(v);
+        }
+        if self.chip.storage_regs.contains(&off) {
+            self.storage.insert(off, value);
+            return RegKind::Handled;
+        }
+        match (self.chip.bind, off) {
+            (BindRegs::Vf, bar1::VF_BAR1_BLOCK) => {
+                self.bar1.block = value;
+                self.bind(decode_vf_block(value));
+                return RegKind::Handled;
+            }
+            (BindRegs::Vf, bar1::VF_BAR2_BLOCK) => {
+                self.bar1.bar2[0] = value;
+                return RegKind::Handled;
+            }
+            (BindRegs::Vf, bar1::VF_BIND_STATUS) => return RegKind::ReadOnly(0),
+            (BindRegs::VfHopper, bar1::HOPPER_BAR1_LOW) => {
+                self.bar1.block = value;
+                self.bind(decode_hopper_block(value, self.bar1.block_high));
+                return RegKind::Handled;
+            }
+            (BindRegs::VfHopper, bar1::HOPPER_BAR1_HIGH) => {
+                self.bar1.block_high = value;
+                return RegKind::Handled;
+            }
+            (BindRegs::VfHopper, bar1::HOPPER_BAR2_LOW) => {
+                self.bar1.bar2[0] = value;
+                return RegKind::Handled;
+            }
+            (BindRegs::VfHopper, bar1::HOPPER_BAR2_HIGH) => {
+                self.bar1.bar2[1] = value;
+                return RegKind::Handled;
+            }
+            _ => {}
+        }
+        match off {
+            tlb::INVALIDATE_PDB => {
+                // APERTURE 1:1 and ADDR 31:4.
+                self.inval.pdb_reg = value & 0xffff_fff2;
+                RegKind::Handled
+            }
+            tlb::INVALIDATE_UPPER_PDB => {
+                self.inval.upper_reg = value & 0x000f_ffff;
+                RegKind::Handled
+            }
+            tlb::INVALIDATE => {
+                self.write_invalidate(value);
+                RegKind::Handled
+            }
+            _ => RegKind::Unknown,
+        }
+    }
+
+    fn write_invalidate(&mut self, value: u32) {
+        self.inval.ctrl_reg = value & !tlb::TRIGGER;
+        if value & tlb::TRIGGER == 0 {
+            return;
+        }
+        if let Some((old, _)) = self.inval.pending.take() {
+            self.rec.violation(
+                Kind::InvalidateBusy,
+                format!(
+                    "TLB invalidate {value:#010x} triggered while the previous one \
+                     ({:#010x}, PDB {:#x}) is still pending (TRIGGER not yet read back clear)",
+                    old.ctrl, old.pdb
+                ),
+                fields([("value", json!(value)), ("pending", json!(old.ctrl))]),
+            );
+            if !self.cfg.faults.invalidate_hang {
+                self.complete_invalidate(old);
+            }
+        }
+        let c = &mut self.rec.counters.invalidates;
+        c.total += 1;
+        if value & tlb::ALL_PDB != 0 {
+            c.all_pdb += 1;
+        } else {
+            c.one_pdb += 1;
+        }
+        if value & tlb::HUBTLB_ONLY != 0 {
+            c.hub_only += 1;
+        }
+        if value & tlb::ALL_VA != 0 {
+            c.all_va += 1;
+        } else {
+            c.no_all_va += 1;
+        }
+        if value & tlb::SYS_MEMBAR != 0 {
+            c.sys_membar += 1;
+        }
+        if Scope::from_ctrl(value) != Scope::All {
+            c.partial_cache_level += 1;
+        }
+        let req = Request {
+            ctrl: value,
+            pdb: self.inval.latched_pdb(),
+            pdb_sysmem: self.inval.pdb_reg & 2 != 0,
+        };
+        if self.cfg.invalidate_delay == 0 && !self.cfg.faults.invalidate_hang {
+            self.complete_invalidate(req);
+        } else {
+            self.inval.pending = Some((req, self.cfg.invalidate_delay));
+        }
+    }
+
+    fn read_invalidate(&mut self) -> u32 {
+        let ctrl = self.inval.ctrl_reg;
+        let Some((req, left)) = self.inval.pending else {
+            return ctrl;
+        };
+        if self.cfg.faults.invalidate_hang || left > 0 {
+            self.inval.pending = Some((req, left.saturating_sub(1)));
+            self.rec.counters.invalidates.busy_polls += 1;
+            return ctrl | tlb::TRIGGER;
+        }
+        self.inval.pending = None;
+        self.complete_invalidate(req);
+        ctrl
+    }
+
+    fn complete_invalidate(&mut self, req: Request) {
+        let scope = Scope::from_ctrl(req.ctrl);
+        let pdb = if req.all_pdb() { None } else { Some(req.pdb) };
+        self.tlb.invalidate(pdb, scope);
+        self.rec.counters.invalidates.completed += 1;
+    }
+
+    fn bind(&mut self, req: BindRequest) {
+        self.rec.counters.bar1_binds += 1;
+        let binding = self.resolve_binding(req);
+        if let Binding::Broken(reason) = &binding {
+            self.rec.violation(
+                Kind::BadInstanceBlock,
+                format!(
+                    "BAR1 bound to instance block {:#x} (target {}): {reason}",
+                    req.inst, req.target
+                ),
+                fields([
+                    ("instance_block", json!(req.inst)),
+                    ("target", json!(req.target)),
+                ]),
+            );
+        }
+        self.bar1.binding = binding;
+    }
+
+    fn resolve_binding(&mut self, req: BindRequest) -> Binding {
+        if req.target != 0 {
+            return Binding::Broken(format!(
+                "TARGET {} is system memory (not modelled)",
+                req.target
+            ));
+        }
+        if !req.virtual_mode {
+            return Binding::Physical;
+        }
+        let word = req.inst.checked_add(bar1::RAMIN_PAGE_DIR_BASE);
+        let (lo, hi) = match word.map(|w| (self.vram.read_u32(w), self.vram.read_u32(w + 4))) {
+            Some((Ok(lo), Ok(hi))) => (lo, hi),
+            _ => return Binding::Broken(format!("instance block {:#x} is beyond VRAM", req.inst)),
+        };
+        if lo == POISON || hi == POISON {
+            return Binding::Broken(format!(
+                "PAGE_DIR_BASE words at {:#x} were never written (poison)",
+                req.inst + bar1::RAMIN_PAGE_DIR_BASE
+            ));
+        }
+        let ib = InstBlock::decode(lo, hi);
+        if let Some(p) = ib.problem() {
+            return Binding::Broken(p);
+        }
+        if !self.vram.contains(ib.pdb, 0x1000) {
+            return Binding::Broken(format!("page directory base {:#x} is beyond VRAM", ib.pdb));
+        }
+        Binding::Virtual {
+            inst: req.inst,
+            pdb: ib.pdb,
+        }
+    }
+}
