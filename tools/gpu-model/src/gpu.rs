@@ -689,3 +689,6 @@ fn all_ones(size: usize) -> u64 {
         (1u64 << (size * 8)) - 1
     }
 }
+
+#[cfg(test)]
+mod tests;
