@@ -258,9 +258,13 @@ fn disconnect_after_n_accesses() {
     for i in 0..3 {
         read_u32_raw(&mut s, i, 0, 0);
     }
-    s.write_all(&region_read_msg(9, 0, 0, 4)).unwrap();
+    // The server may already have closed: the write can fail with EPIPE.
+    let _ = s.write_all(&region_read_msg(9, 0, 0, 4));
     let mut b = [0u8; 1];
-    assert_eq!(s.read(&mut b).unwrap(), 0, "server closed the connection");
+    assert!(
+        matches!(s.read(&mut b), Ok(0) | Err(_)),
+        "server closed the connection"
+    );
     let (code, report) = srv.wait();
     assert_eq!(code, 0);
     assert_eq!(report["counters"]["bar0_reads"]["total"], 3);
