@@ -713,8 +713,9 @@ mod tests {
             assert_eq!(r.name, *name);
             assert_eq!(r.range, *range);
         }
-        // 140 MiB of WPR heap: 22 + 14 + 96 + 8 (96 KiB x 80, rounded up).
-        assert_eq!(only_usable(&l), Some(0x20_0000..0x13_f0d0_0000));
+        // 140 MiB of WPR heap: 22 + 14 + 96 + 8 (96 KiB x 80, rounded up). The non-WPR heap starts
+        // 1 MiB above a 2 MiB boundary, so usable VRAM ends 1 MiB below it.
+        assert_eq!(only_usable(&l), Some(0x20_0000..0x13_f0c0_0000));
         Ok(())
     }
 
