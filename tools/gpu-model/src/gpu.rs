@@ -309,7 +309,7 @@ impl Gpu {
                 self.reg_write(reg, value as u32);
                 self.reg_write(reg.wrapping_add(4), (value >> 32) as u32);
             }
-            4 => {
+            s if s >= 4 => {
                 // CAST: the value is 32 bits wide.
                 self.reg_write(reg, value as u32)
             }

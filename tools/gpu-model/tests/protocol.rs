@@ -298,3 +298,39 @@ fn control_commands() {
     // Let the server thread finish.
     drop(UnixStream::connect(&srv.sock).unwrap());
 }
+
+#[test]
+fn random_bytes_do_not_crash_the_server() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..20 {
+        let mut srv = Server::start(&format!("random{round}"), "ga102", Faults::default());
+        let mut s = UnixStream::connect(&srv.sock).unwrap();
+        let mut bytes = Vec::new();
+        for i in 0..(64 + round * 37) {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Plausible headers now and then, so bodies get parsed too.
+            if i % 16 == 0 {
+                let command = (seed >> 40) as u16 % 16;
+                let size = 16 + (seed >> 20) as u32 % 48;
+                bytes.extend_from_slice(
+                    &Header {
+                        id: i as u16,
+                        command,
+                        size,
+                        flags: 0,
+                        error: 0,
+                    }
+                    .to_bytes(),
+                );
+            } else {
+                bytes.push((seed >> 33) as u8);
+            }
+        }
+        let _ = s.write_all(&bytes);
+        drop(s);
+        let (code, _) = srv.wait();
+        assert!(code == 0 || code == 1);
+    }
+}

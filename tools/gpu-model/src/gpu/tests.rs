@@ -885,3 +885,77 @@ fn reset_keeps_vram() {
     assert_eq!(h.gpu.bar1.binding, crate::bar1::Binding::Unbound);
     assert_eq!(h.r32(0x1000_0000), 7);
 }
+
+/// A small deterministic generator for the robustness tests.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+#[test]
+fn random_input_never_panics() {
+    for chip in ["tu102", "ga102", "gh100", "gb202"] {
+        let mut g = gpu_for(chip, 256 * MIB);
+        let mut r = Lcg(0x1234_5678 ^ chip.len() as u64);
+        let window = u64::from(g.chip.window.offset());
+        let regs = [
+            0u64, 0xa00, window, 0x1700, 0x10fd40, 0xb8_0f40, 0xb8_0f60, 0xb8_0f64, 0xb8_30a0,
+            0xb8_30a4, 0xb8_30b0, 0x70000, 0x1fa824, 0x625f04,
+        ];
+        // Fill the first 4 MiB with random entries through PRAMIN.
+        g.bar0_write(window, 4, 0);
+        for i in 0..(1 << 14) {
+            let v = r.next();
+            g.bar0_write(pramin::APERTURE_BASE + (i * 64) % (1 << 20), 8, v);
+        }
+        for _ in 0..20_000 {
+            let v = r.next();
+            let size = [1usize, 2, 4, 8][(v & 3) as usize];
+            match (v >> 2) % 6 {
+                0 => {
+                    let off = regs[((v >> 8) % regs.len() as u64) as usize];
+                    let val = r.next();
+                    // Keep BAR1 bound to the random area now and then.
+                    let val = if off == 0xb8_0f40 {
+                        val & 0x8000_03ff
+                    } else {
+                        val
+                    };
+                    g.bar0_write(off, 4, val);
+                }
+                1 => {
+                    let off = regs[((v >> 8) % regs.len() as u64) as usize];
+                    g.bar0_read(off, size);
+                }
+                2 => {
+                    let off = (v >> 8) % BAR0_SIZE;
+                    g.bar0_read(off & !(size as u64 - 1), size);
+                }
+                3 => {
+                    let mut b = vec![0u8; (v >> 40) as usize % 9000];
+                    g.bar1_read((v >> 8) % (256 << 20), &mut b);
+                }
+                4 => {
+                    let b = vec![0x5au8; (v >> 40) as usize % 64];
+                    g.bar1_write((v >> 8) % (1 << 22), &b);
+                }
+                _ => {
+                    g.bar0_write(
+                        pramin::APERTURE_BASE + ((v >> 8) % (1 << 20)),
+                        size,
+                        r.next(),
+                    );
+                }
+            }
+        }
+        let report = g.report();
+        assert!(report["counters"]["bar1_reads"]["total"].as_u64().unwrap() > 0);
+    }
+}
