@@ -81,7 +81,17 @@ guest() {
 	failed=$((failed + $3))
 }
 
-guest devices --suites "$suites" --probe ga102 --probe gh100 -- ga102 gh100
+devsuites=nova_mm_device_id,nova_mm_device_mm
+# Both GPUs with their defaults: every suite, the kernel's own gpu_buddy suite too.
+guest devices --suites "$suites" --probe ga102 --probe gh100 --bound 2 -- ga102 gh100
+# Invalidates that never complete: the driver must return ETIMEDOUT within its bound.
+NOVA_MM_APPEND="nova_mm.expect_tlb_hang=1" guest tlb-hang --suites "$devsuites" --probe ga102 --bound 1 \
+	--grep 'TLB invalidate of PDB 0x[0-9a-f]+ did not complete' -- ga102:--fault=invalidate-hang
+# Firmware owns the GPU (WPR2 set): the driver says so and keeps out of it.
+guest wpr2 --suites "$devsuites" --probe gh100 --bound 1 --grep 'WPR2 is set' -- gh100:--wpr2
+# An unknown chip: refused with ENODEV and a message naming NV_PMC_BOOT_42.
+guest unknown --suites "$devsuites" --bound 0 \
+	--grep 'unsupported or unknown chip: NV_PMC_BOOT_42 = 0x[0-9a-f]{8}' -- ga102:--fault=unknown-chip
 
 echo "check took $(($(date +%s) - t0)) s"
 echo "$passed passed, $failed failed"

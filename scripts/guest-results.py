@@ -125,6 +125,8 @@ def compare_counters(t, chip, rep, drv):
          inv.get("total") if isinstance(inv, dict) else inv),
     ]
     for name, d, m in pairs:
+        if isinstance(m, dict):
+            m = m.get("total")
         t.check(d is not None and d == m, f"counters {chip}: {name} driver {d} = model {m}")
 
 
@@ -135,6 +137,10 @@ def main():
     ap.add_argument("--probe", action="append", default=[])
     ap.add_argument("--expect-insmod-fail", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--grep", action="append", default=[],
+                    help="a regular expression the console must match")
+    ap.add_argument("--bound", type=int, default=None,
+                    help="how many GPUs nova_mm must have bound")
     a = ap.parse_args()
     t = Tally(a.quiet)
 
@@ -152,6 +158,13 @@ def main():
         t.check(rc != 0, "guest: nova_mm refused to load", f"rc={rc}")
     else:
         t.check(rc == 0, "guest: nova_mm loaded", f"rc={rc}")
+
+    for pattern in a.grep:
+        t.check(re.search(pattern, text) is not None, f"console: /{pattern}/")
+    if a.bound is not None:
+        m = re.search(r"NOVA-BOUND (\d+)", text)
+        n = int(m.group(1)) if m else -1
+        t.check(n == a.bound, f"guest: nova_mm bound {a.bound} GPU(s)", f"bound {n}")
 
     for chip in a.probe:
         name, arch, mmu = ARCH[chip]

@@ -22,6 +22,13 @@ img=$("$NOVA_TOP/scripts/build-initramfs.sh")
 out=$NOVA_BUILD/guest/$name
 rm -rf "$out" && mkdir -p "$out"
 
+# Default VRAM of each model in the runs (GiB); given to the model and to the tests.
+vram_gib() {
+	case "$1" in
+	tu102) echo 11 ;; ga102) echo 24 ;; ad102) echo 24 ;; gh100) echo 80 ;; gb202) echo 32 ;; *) echo 0 ;;
+	esac
+}
+
 code() {
 	case "$1" in
 	tu102) echo 0x162 ;; ga102) echo 0x172 ;; ad102) echo 0x192 ;;
@@ -37,12 +44,17 @@ trap cleanup EXIT
 
 devs=()
 expect=0
+expect_vram=0
 shift_bits=0
 slot=4
 for spec in "$@"; do
 	chip=${spec%%:*}
 	opts=
 	[ "$chip" = "$spec" ] || opts=${spec#*:}
+	case ",$opts," in
+	*,--vram=*) gib=0 ;; # Given by the caller: the tests do not check it.
+	*) gib=$(vram_gib "$chip"); opts="--vram=${gib}G${opts:+,$opts}" ;;
+	esac
 	sock=$out/$chip.sock
 	[ ${#sock} -lt 100 ] || die "socket path too long for a Unix socket: $sock (clone to a shorter path)"
 	# shellcheck disable=SC2086
@@ -54,11 +66,12 @@ for spec in "$@"; do
 	devs+=(-device "{\"driver\":\"vfio-user-pci\",\"addr\":\"$(printf '%02x' $slot).0\",\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
 	slot=$((slot + 1))
 	expect=$((expect | ($(code "$chip") << shift_bits)))
+	expect_vram=$((expect_vram | (gib << shift_bits)))
 	shift_bits=$((shift_bits + 12))
 done
 
 accel=tcg
-append="console=ttyS0 panic=-1 oops=panic quiet loglevel=6 nova_mm.expect_chipsets=$expect ${NOVA_MM_APPEND:-}"
+append="console=ttyS0 panic=-1 oops=panic loglevel=7 nova_mm.expect_chipsets=$expect nova_mm.expect_vram_gib=$expect_vram ${NOVA_MM_APPEND:-}"
 set +e
 timeout "${NOVA_MM_TIMEOUT:-600}" bash -c '. "$1/scripts/lib.sh"; shift; in_root "$@"' _ "$NOVA_TOP" \
 	qemu-system-x86_64 -machine q35,accel=$accel,memory-backend=mem0 \

@@ -146,7 +146,10 @@ impl pci::Driver for NovaMmDriver {
                 .cloned()
                 .ok_or(ENOSPC)?;
             let vram = Vram::new(usable.clone())?;
-            let pramin = Arc::pin_init(Pramin::new(spec.chipset.arch(), &[usable.clone()]), GFP_KERNEL)?;
+            let pramin = Arc::pin_init(
+                Pramin::new(spec.chipset.arch(), &[usable.clone()]),
+                GFP_KERNEL,
+            )?;
             let tlb = Arc::pin_init(Tlb::new(), GFP_KERNEL)?;
             dev_info!(
                 pdev,

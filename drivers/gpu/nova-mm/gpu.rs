@@ -223,7 +223,7 @@ pub(crate) struct Spec {
 /// Returns the chipset code `(architecture << 4) | implementation` of a `NV_PMC_BOOT_42` value.
 fn chipset_code(boot42: u32) -> u32 {
     let reg = NV_PMC_BOOT_42::from_raw(boot42);
-    (u32::from(reg.architecture().get()) << 4) | u32::from(reg.implementation().get())
+    (reg.architecture().get() << 4) | reg.implementation().get()
 }
 
 impl Spec {
@@ -239,12 +239,11 @@ impl Spec {
         const ARCHITECTURE_GF100: u32 = 0xc;
 
         let b0 = NV_PMC_BOOT_0::from_raw(boot0);
-        if b0.architecture_1().get() == 0 && u32::from(b0.architecture_0().get()) < ARCHITECTURE_GF100
-        {
+        if b0.architecture_1().get() == 0 && b0.architecture_0().get() < ARCHITECTURE_GF100 {
             return Err(IdentifyError::PreFermi { boot0 });
         }
-        let chipset =
-            Chipset::from_code(chipset_code(boot42)).ok_or(IdentifyError::Unsupported { boot42 })?;
+        let chipset = Chipset::from_code(chipset_code(boot42))
+            .ok_or(IdentifyError::Unsupported { boot42 })?;
         let reg = NV_PMC_BOOT_42::from_raw(boot42);
         Ok(Spec {
             chipset,
@@ -330,7 +329,13 @@ mod tests {
         // The values a GA102 rev A1 reports (HARDWARE.md: 0x172A1000 / 0x172000A1).
         let spec = Spec::identify(0x1720_00a1, 0x172a_1000).map_err(Error::from)?;
         assert_eq!(spec.chipset, Chipset::GA102);
-        assert_eq!(spec.revision, Revision { major: 0xa, minor: 1 });
+        assert_eq!(
+            spec.revision,
+            Revision {
+                major: 0xa,
+                minor: 1
+            }
+        );
         Ok(())
     }
 

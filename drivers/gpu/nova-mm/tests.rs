@@ -24,7 +24,7 @@ pub(crate) fn skip(reason: &CStr) {
     let n = reason.len().min(test.status_comment.len() - 1);
     for (dst, src) in test.status_comment.iter_mut().zip(&reason[..n]) {
         // CAST: `c_char` is `i8` or `u8` depending on the architecture; this is a byte copy.
-        *dst = *src as _;
+        *dst = *src as kernel::ffi::c_char;
     }
     test.status_comment[n] = 0;
 }
@@ -198,7 +198,9 @@ mod device_mm {
             drop(buf);
 
             // The last word of usable VRAM.
-            let top = gpu.vram.alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
+            let top = gpu
+                .vram
+                .alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
             let end = gpu.vram.range().end;
             assert_eq!(top.start() + 64 * 1024, end);
             let mut w = gpu.pramin.access(bar);
@@ -216,14 +218,22 @@ mod device_mm {
         on_each_gpu(|gpu| {
             let end = gpu.vram.range().end;
             let s = &gpu.pramin.stats;
-            let before = (s.reads.load(Relaxed), s.writes.load(Relaxed), s.window_moves.load(Relaxed));
+            let before = (
+                s.reads.load(Relaxed),
+                s.writes.load(Relaxed),
+                s.window_moves.load(Relaxed),
+            );
             let mut w = gpu.pramin.access(&gpu.bar);
             assert_eq!(w.write32(end, 1), Err(ERANGE));
             assert_eq!(w.read32(gpu.layout.fb.end - 4), Err(ERANGE));
             assert_eq!(w.read64(gpu.layout.fb.end), Err(ERANGE));
             assert_eq!(w.write32(2, 1), Err(EINVAL));
             drop(w);
-            let after = (s.reads.load(Relaxed), s.writes.load(Relaxed), s.window_moves.load(Relaxed));
+            let after = (
+                s.reads.load(Relaxed),
+                s.writes.load(Relaxed),
+                s.window_moves.load(Relaxed),
+            );
             assert_eq!(before, after);
             Ok(())
         })
@@ -243,7 +253,8 @@ mod device_mm {
                 assert!(took.as_micros_ceil() >= INVALIDATE_TIMEOUT.as_micros_ceil());
                 assert!(
                     took.as_micros_ceil()
-                        < INVALIDATE_TIMEOUT.as_micros_ceil() + Delta::from_millis(1000).as_micros_ceil()
+                        < INVALIDATE_TIMEOUT.as_micros_ceil()
+                            + Delta::from_millis(1000).as_micros_ceil()
                 );
                 assert!(gpu.tlb.stats.timeouts.load(Relaxed) >= 1);
             } else {
@@ -254,7 +265,10 @@ mod device_mm {
             assert!(gpu.tlb.stats.invalidates.load(Relaxed) > n0);
             // A misaligned page directory is refused without touching the hardware.
             let n1 = gpu.tlb.stats.invalidates.load(Relaxed);
-            assert_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start() + 8, Scope::Pdb), Err(EINVAL));
+            assert_eq!(
+                gpu.tlb.invalidate(&gpu.bar, pd.start() + 8, Scope::Pdb),
+                Err(EINVAL)
+            );
             assert_eq!(gpu.tlb.stats.invalidates.load(Relaxed), n1);
             Ok(())
         })

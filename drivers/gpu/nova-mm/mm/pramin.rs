@@ -26,8 +26,7 @@ use kernel::{
             Atomic,
             Relaxed, //
         },
-        Mutex,
-        MutexGuard,
+        Mutex, MutexGuard,
     },
 };
 
@@ -197,11 +196,7 @@ impl Pramin {
             return Err(EINVAL);
         }
         let end = addr.checked_add(size).ok_or(ERANGE)?;
-        if self
-            .allowed
-            .iter()
-            .any(|r| addr >= r.start && end <= r.end)
-        {
+        if self.allowed.iter().any(|r| addr >= r.start && end <= r.end) {
             Ok(())
         } else {
             Err(ERANGE)
@@ -234,7 +229,7 @@ impl PraminAccess<'_, '_> {
         self.pramin.check(addr, size).inspect_err(|_| {
             self.pramin.stats.refused.fetch_add(1, Relaxed);
             pr_err!(
-                "nova_mm: PRAMIN access of {} bytes at VRAM {:#x} refused: not driver-owned VRAM\n",
+                "PRAMIN access of {} bytes at VRAM {:#x} refused: not driver-owned VRAM\n",
                 size,
                 addr
             );
@@ -351,21 +346,39 @@ mod tests {
 
     #[test]
     fn refuses_out_of_range() -> Result {
+        // Usable VRAM with a hole, as a layout with a reserved range in the middle has.
         let vram_end = 8 * MIB;
+        let top = vram_end - 3 * MIB;
         let p = KBox::pin_init(
-            Pramin::new(Architecture::Ampere, &[0..vram_end - 3 * MIB]),
+            Pramin::new(Architecture::Ampere, &[2 * MIB..3 * MIB, 4 * MIB..top]),
             GFP_KERNEL,
         )?;
-        let top = vram_end - 3 * MIB;
-        assert_eq!(p.check(0, 4), Ok(()));
+        assert_eq!(p.check(2 * MIB, 4), Ok(()));
         assert_eq!(p.check(top - 8, 8), Ok(()));
-        assert_eq!(p.check(top - 4, 8), Err(EINVAL)); // Misaligned.
-        assert_eq!(p.check(top, 4), Err(ERANGE)); // First byte past the usable VRAM.
+        // Misaligned.
+        assert_eq!(p.check(top - 4, 8), Err(EINVAL));
         assert_eq!(p.check(top - 2, 4), Err(EINVAL));
-        assert_eq!(p.check(vram_end - 4, 4), Err(ERANGE)); // Last word of VRAM: reserved.
-        assert_eq!(p.check(u64::MAX - 3, 4), Err(ERANGE)); // Overflow.
-        // A range beyond the window's reach is refused when building the accessor.
-        assert!(KBox::pin_init(Pramin::new(Architecture::Hopper, &[0..1 << 40]), GFP_KERNEL).is_err());
+        // Below, in the hole, straddling the hole's edge, past the top, in reserved memory.
+        assert_eq!(p.check(0, 4), Err(ERANGE));
+        assert_eq!(p.check(2 * MIB - 4, 4), Err(ERANGE));
+        assert_eq!(p.check(3 * MIB, 4), Err(ERANGE));
+        assert_eq!(p.check(4 * MIB - 4, 8), Err(EINVAL));
+        assert_eq!(p.check(top, 4), Err(ERANGE));
+        assert_eq!(p.check(vram_end - 4, 4), Err(ERANGE));
+        // Overflow of the end address.
+        assert_eq!(p.check(u64::MAX - 3, 4), Err(ERANGE));
+        // Ranges beyond the window's reach, or empty, are refused when building the accessor.
+        let reach = WindowReg::for_arch(Architecture::Hopper).reach();
+        assert!(KBox::pin_init(
+            Pramin::new(Architecture::Hopper, &[0..MIB, 2 * MIB..reach + MIB]),
+            GFP_KERNEL
+        )
+        .is_err());
+        assert!(KBox::pin_init(
+            Pramin::new(Architecture::Hopper, &[0..MIB, 2 * MIB..2 * MIB]),
+            GFP_KERNEL
+        )
+        .is_err());
         Ok(())
     }
 }

@@ -145,7 +145,9 @@ impl Tlb {
         let (lo, hi, ctl) = encode(pdb, scope)?;
         let _guard = self.lock.lock();
         bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_PDB::from_raw(lo))?;
-        bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_UPPER_PDB::from_raw(hi))?;
+        bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_UPPER_PDB::from_raw(
+            hi,
+        ))?;
         bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE::from_raw(ctl))?;
         self.stats.writes.fetch_add(3, Relaxed);
         self.stats.invalidates.fetch_add(1, Relaxed);
@@ -160,7 +162,7 @@ impl Tlb {
         )
         .inspect_err(|_| {
             self.stats.timeouts.fetch_add(1, Relaxed);
-            pr_err!("nova_mm: TLB invalidate of PDB {:#x} did not complete in 2 s\n", pdb);
+            pr_err!("TLB invalidate of PDB {:#x} did not complete in 2 s\n", pdb);
         })?;
         Ok(())
     }
@@ -174,7 +176,7 @@ mod tests {
     fn encoding() -> Result {
         // PDB at 0x1_2345_6000: _PDB holds PDB >> 12 in bits 31:4, aperture 0 (video memory).
         let (lo, hi, ctl) = encode(0x1_2345_6000, Scope::Pdb)?;
-        assert_eq!(lo, 0x1_2345_6000u64 as u32 >> 8);
+        assert_eq!(lo, 0x0123_4560);
         assert_eq!(hi, 0);
         assert_eq!(ctl, 0x8000_0001);
         let (_, _, ctl) = encode(0x1000, Scope::PdbHubOnly)?;

@@ -129,7 +129,7 @@ impl Vram {
     pub(crate) fn new(range: Range<u64>) -> Result<Arc<Self>> {
         if range.start >= range.end || range.start % CHUNK != 0 || range.end % CHUNK != 0 {
             pr_err!(
-                "nova_mm: invalid usable VRAM range {:#x}..{:#x}\n",
+                "invalid usable VRAM range {:#x}..{:#x}\n",
                 range.start,
                 range.end
             );
@@ -203,7 +203,7 @@ impl Vram {
         };
         let mut flags = GpuBuddyAllocFlags::default();
         if req.contiguous {
-            flags = flags | GpuBuddyAllocFlag::Contiguous;
+            flags |= GpuBuddyAllocFlag::Contiguous;
         }
 
         // Reserve the tracking nodes first, so that nothing can fail once the blocks are ours.
@@ -257,6 +257,16 @@ impl VramAllocation {
             .map(|b| b.offset()..b.offset() + b.size())
     }
 
+    /// Returns the single VRAM range the allocation covers, if its blocks are contiguous.
+    pub(crate) fn contiguous_range(&self) -> Option<Range<u64>> {
+        let start = self.start();
+        let end = start.checked_add(self.size)?;
+        // The blocks never overlap, so they cover `start..end` exactly when all lie inside it.
+        self.ranges()
+            .all(|r| r.start >= start && r.end <= end)
+            .then_some(start..end)
+    }
+
     /// Returns the lowest address of the allocation.
     pub(crate) fn start(&self) -> u64 {
         self.ranges().map(|r| r.start).min().unwrap_or(0)
@@ -298,12 +308,15 @@ mod tests {
         // Anywhere: stays inside the range, 4 KiB granular.
         let a = vram.alloc(&AllocRequest::new(12 * 1024))?;
         assert_eq!(a.size(), 12 * 1024);
-        assert!(a.ranges().all(|r| r.start >= 16 * MIB && r.end <= 272 * MIB));
+        assert!(a
+            .ranges()
+            .all(|r| r.start >= 16 * MIB && r.end <= 272 * MIB));
 
         // Contiguous and aligned.
         let b = vram.alloc(&AllocRequest::new(3 * MIB).contiguous().aligned(MIB))?;
-        assert_eq!(b.ranges().count(), 1);
-        assert_eq!(b.start() % MIB, 0);
+        let r = b.contiguous_range().ok_or(EINVAL)?;
+        assert_eq!(r.end - r.start, 3 * MIB);
+        assert_eq!(r.start % MIB, 0);
         assert_eq!(b.size(), 3 * MIB);
 
         // Top-down: the highest free block.
@@ -335,7 +348,9 @@ mod tests {
         let vram = Vram::new(0..64 * MIB)?;
         assert!(vram.alloc(&AllocRequest::new(0)).is_err());
         assert!(vram.alloc(&AllocRequest::new(1000)).is_err());
-        assert!(vram.alloc(&AllocRequest::new(4096).aligned(3 * 4096)).is_err());
+        assert!(vram
+            .alloc(&AllocRequest::new(4096).aligned(3 * 4096))
+            .is_err());
         assert!(vram.alloc(&AllocRequest::new(4096).aligned(512)).is_err());
         // A range reaching outside the usable VRAM (into reserved memory) is refused.
         assert!(vram
@@ -404,7 +419,7 @@ mod tests {
         let start = Instant::<Monotonic>::now();
         let big = vram.alloc(&AllocRequest::new(size - 64 * MIB).contiguous())?;
         let us = start.elapsed().as_micros_ceil();
-        assert!(big.ranges().count() > 0);
+        assert!(big.contiguous_range().is_some());
         assert_eq!(big.size(), size - 64 * MIB);
         kernel::kunit::info(fmt!(
             "    # fragmentation: {} small allocations freed scattered; contiguous {} MiB alloc took {} us\n",
