@@ -116,6 +116,12 @@ pub struct Chip {
     pub fb_size: FbSizeReg,
     /// FSP boot-done scratch register (`NV_THERM_I2CS_SCRATCH`), if any.
     pub fsp_scratch: Option<u32>,
+    /// `NV_FUSE_STATUS_OPT_DISPLAY` offset (0x021c04 on Turing, 0x820c04 on
+    /// GA100 and later; nova-core `regs.rs`).
+    pub display_fuse: u32,
+    /// The chip has a display engine (bit 0 of the fuse, DISPLAY_DISABLED,
+    /// reads 0).
+    pub display: bool,
     /// Plain read/write registers the firmware or driver programs (sysmem
     /// flush page); they hold what is written and have no other effect.
     pub storage_regs: &'static [u32],
@@ -147,6 +153,8 @@ pub static CHIPS: [Chip; 5] = [
         bind: BindRegs::Vf,
         fb_size: FbSizeReg::LocalMemoryRange,
         fsp_scratch: None,
+        display_fuse: 0x0002_1c04,
+        display: true,
         storage_regs: &[0x0010_0c10],
         default_vram: 11 * GIB,
     },
@@ -165,6 +173,8 @@ pub static CHIPS: [Chip; 5] = [
         bind: BindRegs::Vf,
         fb_size: FbSizeReg::UsableFbSizeMb,
         fsp_scratch: None,
+        display_fuse: 0x0082_0c04,
+        display: true,
         storage_regs: &[0x0010_0c10, 0x0010_0c40],
         default_vram: 24 * GIB,
     },
@@ -183,6 +193,8 @@ pub static CHIPS: [Chip; 5] = [
         bind: BindRegs::Vf,
         fb_size: FbSizeReg::UsableFbSizeMb,
         fsp_scratch: None,
+        display_fuse: 0x0082_0c04,
+        display: true,
         storage_regs: &[0x0010_0c10, 0x0010_0c40],
         default_vram: 24 * GIB,
     },
@@ -201,6 +213,8 @@ pub static CHIPS: [Chip; 5] = [
         bind: BindRegs::VfHopper,
         fb_size: FbSizeReg::UsableFbSizeMb,
         fsp_scratch: Some(0x0002_00bc),
+        display_fuse: 0x0082_0c04,
+        display: false,
         storage_regs: &[0x0010_0a34, 0x0010_0a38],
         default_vram: 80 * GIB,
     },
@@ -219,6 +233,8 @@ pub static CHIPS: [Chip; 5] = [
         bind: BindRegs::VfHopper,
         fb_size: FbSizeReg::UsableFbSizeMb,
         fsp_scratch: Some(0x00ad_00bc),
+        display_fuse: 0x0082_0c04,
+        display: true,
         storage_regs: &[0x008a_1d58, 0x008a_1d5c],
         default_vram: 32 * GIB,
     },

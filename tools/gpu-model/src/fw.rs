@@ -10,6 +10,8 @@
 //!   valid bit 3);
 //! - the FRTS region, 1 MiB ending at the VGA workspace start aligned down to
 //!   128 KiB (nova-core `fb.rs`), i.e. `[fb_end - 2 MiB, fb_end - 1 MiB)`;
+//! - `NV_FUSE_STATUS_OPT_DISPLAY` (0x021c04 on Turing, 0x820c04 later):
+//!   DISPLAY_DISABLED 0:0 is 1 on GH100 (no display engine), 0 elsewhere;
 //! - with `--wpr2`, WPR2 as reported by `NV_PFB_PRI_MMU_WPR2_ADDR_LO/HI`
 //!   0x1fa824/0x1fa828 (31:4 = address >> 12). The model sets HI to the last
 //!   4 KiB page inside the region (inclusive bound: an inference).
@@ -84,6 +86,8 @@ pub enum FwError {
 pub struct FwState {
     fb_size_reg: FbSizeReg,
     fsp_scratch: Option<u32>,
+    display_fuse: u32,
+    display: bool,
     vram_size: u64,
     local_memory_range: u32,
     vga: Region,
@@ -150,6 +154,8 @@ impl FwState {
         Ok(FwState {
             fb_size_reg: chip.fb_size,
             fsp_scratch: chip.fsp_scratch,
+            display_fuse: chip.display_fuse,
+            display: chip.display,
             vram_size,
             local_memory_range,
             vga,
@@ -211,6 +217,8 @@ impl FwState {
                     .map_or(0, |w| (((w.end - 4 * KIB) >> 12) as u32) << 4),
             ),
             o if Some(o) == self.fsp_scratch => Some(FSP_BOOT_DONE),
+            // DISPLAY_DISABLED 0:0.
+            o if o == self.display_fuse => Some(u32::from(!self.display)),
             _ => None,
         }
     }
@@ -249,6 +257,7 @@ mod tests {
             if let Some(f) = c.fsp_scratch {
                 assert_eq!(fw.read(f), Some(0xff));
             }
+            assert_eq!(fw.read(c.display_fuse), Some(u32::from(c.name == "gh100")));
         }
         assert_eq!(
             FwState::new(chip("tu102"), 11 << 30, false)

@@ -18,6 +18,7 @@
 //! | 0x0200bc / 0xad00bc | FSP boot done (GH / GB) | RO |
 //! | 0x1fa824, 0x1fa828 | `NV_PFB_PRI_MMU_WPR2_ADDR_LO/HI` | RO |
 //! | 0x625f04 | `NV_PDISP_VGA_WORKSPACE_BASE` | RO |
+//! | 0x021c04 (TU) / 0x820c04 | `NV_FUSE_STATUS_OPT_DISPLAY` | RO |
 //! | sysmem flush page (per chip) | storage | RW |
 //! | 0xb80f40/48/50 | BAR1/BAR2 block, bind status (TU..AD) | RW/RW/RO |
 //! | 0xb80f60/64/70/74 | BAR1/BAR2 block low/high (GH, GB) | RW |
