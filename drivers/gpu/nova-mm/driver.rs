@@ -130,14 +130,6 @@ impl pci::Driver for NovaMmDriver {
                 })?,
                 GFP_KERNEL,
             )?;
-            if let Some(wpr2) = &layout.wpr2 {
-                dev_warn!(
-                    pdev,
-                    "WPR2 is set ({:#x}..{:#x}): firmware owns part of the GPU; keeping out of it\n",
-                    wpr2.start,
-                    wpr2.end
-                );
-            }
             // The allocator manages the largest usable range.
             let usable = layout
                 .usable()

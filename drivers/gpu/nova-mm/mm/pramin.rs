@@ -312,6 +312,11 @@ mod tests {
         assert_eq!(window_for(Some(0x10_0000), 0xf_fffc, 4), Some(0xf_0000));
         // An 8-byte access that would straddle the end moves the window.
         assert_eq!(window_for(Some(0), MIB - 4, 8), Some(MIB - KIB64));
+        // The last bytes of a 24 GiB VRAM.
+        let end = 24u64 << 30;
+        assert_eq!(window_for(None, end - 1, 1), Some(end - KIB64));
+        assert_eq!(window_for(Some(end - MIB), end - 8, 8), None);
+        assert_eq!(window_for(Some(end - MIB - KIB64), end - 4, 4), Some(end - KIB64));
         // 64 KiB steps.
         for i in 0..32u64 {
             assert_eq!(window_for(None, i * KIB64 + 4, 4), Some(i * KIB64));
