@@ -29,6 +29,7 @@ class Tally:
         self.passed = 0
         self.failed = 0
         self.quiet = quiet
+        self.suites = {}
 
     def check(self, ok, name, why=""):
         if ok:
@@ -72,6 +73,8 @@ def judge_suite(t, suite, block):
         if ind != depth:
             continue
         skip = "# SKIP" in rest
+        tally = t.suites.setdefault(suite, [0, 0, 0])
+        tally[2 if skip else (0 if ok else 1)] += 1
         label = f"kunit {suite}.{name}" + (f" (skipped:{rest.split('# SKIP', 1)[1]})" if skip else "")
         t.check(ok, label, rest.strip())
 
@@ -137,6 +140,7 @@ def main():
     ap.add_argument("--probe", action="append", default=[])
     ap.add_argument("--expect-insmod-fail", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--summary", action="store_true", help="print a line per KUnit suite")
     ap.add_argument("--grep", action="append", default=[],
                     help="a regular expression the console must match")
     ap.add_argument("--bound", type=int, default=None,
@@ -203,6 +207,10 @@ def main():
         if not os.path.exists(os.path.join(a.run, f"{chip}.report.json")):
             t.check(False, f"model {chip}: report", "no report written")
 
+    if a.summary:
+        print("KUnit suites:")
+        for suite, (p, f, k) in t.suites.items():
+            print(f"  {suite:28} {p:3} passed, {f} failed, {k} skipped")
     print(f"RESULTS {t.passed} {t.failed}")
     return 0 if t.failed == 0 else 1
 

@@ -15,14 +15,14 @@ set -e
 out=$NOVA_BUILD/guest/run
 echo "--- guest PCI devices (slot vendor device class):"
 sed -n '/NOVA-PCI-BEGIN/,/NOVA-PCI-END/p' "$out/console.log" | grep -v NOVA-
-echo "--- nova_mm:"
-grep -E 'nova_mm|nova-mm' "$out/console.log" | grep -v '^NOVA-' | grep -vE '^\s+(not )?ok|# ' || true
+echo "--- nova_mm (per-device kernel messages):"
+grep -E 'nova_mm [0-9a-f]{4}:' "$out/console.log" || true
 echo "--- debugfs:"
 sed -n '/NOVA-DEBUGFS-BEGIN/,/NOVA-DEBUGFS-END/p' "$out/console.log" | grep -v NOVA- || true
 echo "--- KUnit and model reports:"
 suites=$(grep -rhoE 'kunit_tests\([a-z0-9_]+\)' drivers/gpu/nova-mm | sed 's/kunit_tests(\(.*\))/\1/' | sort -u | paste -sd,)
 set +e
-in_root python3 scripts/guest-results.py "$out" --suites "$suites,gpu_buddy" --probe ga102 --probe gh100 --quiet
+in_root python3 scripts/guest-results.py "$out" --suites "$suites,gpu_buddy" --probe ga102 --probe gh100 --quiet --summary
 jrc=$?
 set -e
 echo "console: $out/console.log; model reports: $out/*.report.json"
