@@ -126,7 +126,15 @@ def compare_counters(t, chip, rep, drv):
         ("window_moves", drv.get("window_moves"), c.get("window_moves")),
         ("invalidates", drv.get("tlb_invalidates"),
          inv.get("total") if isinstance(inv, dict) else inv),
+        # Every poll of the invalidate register: busy, or the one that saw it complete.
+        ("invalidate polls", drv.get("tlb_reg_reads"),
+         inv.get("busy_polls", 0) + inv.get("completed", 0) if isinstance(inv, dict) else None),
     ]
+    # All of the driver's BAR0 writes are PRAMIN data, window moves and invalidate registers.
+    if all(k in drv for k in ("pramin_writes", "window_moves", "tlb_reg_writes")):
+        pairs.append(("bar0 writes",
+                      drv["pramin_writes"] + drv["window_moves"] + drv["tlb_reg_writes"],
+                      c.get("bar0_writes")))
     for name, d, m in pairs:
         if isinstance(m, dict):
             m = m.get("total")
