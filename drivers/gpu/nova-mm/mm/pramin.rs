@@ -316,7 +316,10 @@ mod tests {
         let end = 24u64 << 30;
         assert_eq!(window_for(None, end - 1, 1), Some(end - KIB64));
         assert_eq!(window_for(Some(end - MIB), end - 8, 8), None);
-        assert_eq!(window_for(Some(end - MIB - KIB64), end - 4, 4), Some(end - KIB64));
+        assert_eq!(
+            window_for(Some(end - MIB - KIB64), end - 4, 4),
+            Some(end - KIB64)
+        );
         // 64 KiB steps.
         for i in 0..32u64 {
             assert_eq!(window_for(None, i * KIB64 + 4, 4), Some(i * KIB64));
