@@ -130,11 +130,9 @@ def compare_counters(t, chip, rep, drv):
         ("invalidate polls", drv.get("tlb_reg_reads"),
          inv.get("busy_polls", 0) + inv.get("completed", 0) if isinstance(inv, dict) else None),
     ]
-    # All of the driver's BAR0 writes are PRAMIN data, window moves and invalidate registers.
-    if all(k in drv for k in ("pramin_writes", "window_moves", "tlb_reg_writes")):
-        pairs.append(("bar0 writes",
-                      drv["pramin_writes"] + drv["window_moves"] + drv["tlb_reg_writes"],
-                      c.get("bar0_writes")))
+    # Every BAR0 access of the driver is counted (its BAR0 type offers no uncounted path).
+    pairs.append(("bar0 reads", drv.get("mmio_reads"), c.get("bar0_reads")))
+    pairs.append(("bar0 writes", drv.get("mmio_writes"), c.get("bar0_writes")))
     for name, d, m in pairs:
         if isinstance(m, dict):
             m = m.get("total")

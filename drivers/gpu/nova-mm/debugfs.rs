@@ -3,7 +3,7 @@
 //! Read-only debugfs introspection: `/sys/kernel/debug/nova_mm/<pci device>/`.
 //!
 //! Files: `chip` (identity and MMU version), `fb_layout` (usable and reserved VRAM), `vram`
-//! (allocator accounting) and `counters` (PRAMIN and TLB operation counts). Probe never fails
+//! (allocator accounting) and `counters` (every BAR0 access, PRAMIN and TLB operation counts). Probe never fails
 //! because of debugfs: without it, the GPU simply has no directory.
 
 use kernel::{
@@ -21,6 +21,7 @@ use kernel::{
 };
 
 use crate::{
+    bar::MmioStats,
     fb::FbLayout,
     gpu::Spec,
     mm::{
@@ -64,6 +65,8 @@ pub(crate) struct DebugData {
     pub(crate) pramin: Arc<Pramin>,
     /// The TLB invalidation engine.
     pub(crate) tlb: Arc<Tlb>,
+    /// BAR0 access counts.
+    pub(crate) mmio: Arc<MmioStats>,
 }
 
 fn show_chip(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,6 +101,8 @@ fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     for r in d.pramin.allowed() {
         writeln!(f, "pramin_allowed: {:#x}..{:#x}", r.start, r.end)?;
     }
+    writeln!(f, "mmio_reads: {}", d.mmio.reads.load(Relaxed))?;
+    writeln!(f, "mmio_writes: {}", d.mmio.writes.load(Relaxed))?;
     writeln!(f, "pramin_reads: {}", p.reads.load(Relaxed))?;
     writeln!(f, "pramin_writes: {}", p.writes.load(Relaxed))?;
     writeln!(f, "window_moves: {}", p.window_moves.load(Relaxed))?;
@@ -117,6 +122,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         vram,
         pramin,
         tlb,
+        mmio,
     } = data;
     let data = try_pin_init!(DebugData {
         spec,
@@ -124,6 +130,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         vram,
         pramin,
         tlb,
+        mmio,
     }? Error);
     let scope = root.scope(data, name, |d, dir| {
         dir.read_callback_file(c"chip", d, &show_chip);

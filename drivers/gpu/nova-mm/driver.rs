@@ -8,7 +8,6 @@ use kernel::{
         Bound,
         Core, //
     },
-    io::Io,
     pci,
     pci::{
         Class,
@@ -16,11 +15,14 @@ use kernel::{
         Vendor, //
     },
     prelude::*,
-    sizes::SZ_16M,
     sync::Arc, //
 };
 
 use crate::{
+    bar::{
+        Bar0,
+        BAR0_SIZE, //
+    },
     debugfs::{
         self,
         DebugData, //
@@ -38,12 +40,6 @@ use crate::{
     },
     regs, //
 };
-
-/// Size of the BAR0 mapping: all of the GPU's registers and the PRAMIN aperture.
-pub(crate) const BAR0_SIZE: usize = SZ_16M;
-
-/// The mapped BAR0 of a GPU.
-pub(crate) type Bar0<'a> = pci::Bar<'a, BAR0_SIZE>;
 
 /// Per-GPU driver data.
 #[pin_data]
@@ -118,7 +114,7 @@ impl pci::Driver for NovaMmDriver {
             pdev.enable_device_mem()?;
             pdev.set_master();
             let pdev: &'bound pci::Device<Bound> = pdev;
-            let bar = pdev.iomap_region_sized::<BAR0_SIZE>(0, c"nova-mm/bar0")?;
+            let bar = Bar0::new(pdev.iomap_region_sized::<BAR0_SIZE>(0, c"nova-mm/bar0")?)?;
             let spec = identify(pdev, &bar)?;
             dev_info!(pdev, "{}\n", spec);
 
@@ -158,6 +154,7 @@ impl pci::Driver for NovaMmDriver {
                     vram: vram.clone(),
                     pramin: pramin.clone(),
                     tlb: tlb.clone(),
+                    mmio: bar.stats().clone(),
                 },
                 pdev.as_ref().name(),
             );

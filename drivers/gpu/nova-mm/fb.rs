@@ -27,10 +27,7 @@ use core::ops::Range;
 
 use kernel::{
     fmt,
-    io::{
-        poll::read_poll_timeout,
-        Io, //
-    },
+    io::poll::read_poll_timeout,
     prelude::*,
     ptr::{
         Alignable,
@@ -47,7 +44,7 @@ use kernel::{
 };
 
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     gpu::Chipset, //
 };
 

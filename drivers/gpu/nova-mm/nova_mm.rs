@@ -12,6 +12,7 @@ use kernel::{
     InPlaceModule, //
 };
 
+mod bar;
 mod debugfs;
 mod devices;
 mod driver;

@@ -53,7 +53,6 @@ mod device_id {
         gpu::Spec,
         regs, //
     };
-    use kernel::io::Io;
 
     /// Each bound GPU's identity read again through BAR0 is the one probe found, and the chips
     /// bound are the ones the model was told to be.

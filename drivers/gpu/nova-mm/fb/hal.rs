@@ -12,7 +12,7 @@ use kernel::{
 };
 
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     gpu::{
         Architecture,
         Chipset, //

@@ -14,7 +14,6 @@
 use core::ops::Range;
 
 use kernel::{
-    io::Io,
     new_mutex,
     prelude::*,
     sizes::{
@@ -31,7 +30,7 @@ use kernel::{
 };
 
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     gpu::Architecture, //
 };
 

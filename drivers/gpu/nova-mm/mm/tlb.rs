@@ -11,8 +11,7 @@
 use kernel::{
     io::{
         poll::read_poll_timeout,
-        register,
-        Io, //
+        register, //
     },
     new_mutex,
     prelude::*,
@@ -26,7 +25,7 @@ use kernel::{
     time::Delta,
 };
 
-use crate::driver::Bar0;
+use crate::bar::Bar0;
 
 register! {
     /// Page directory base of the invalidate (`NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_PDB`).

@@ -2,10 +2,8 @@
 
 //! GA100 framebuffer HAL: Turing's VRAM size register, Ampere's display fuse, no FRTS.
 
-use kernel::io::Io;
-
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     fb::{
         hal::{
             BootWait,

@@ -3,10 +3,8 @@
 //! GA10x (GA102 and later Ampere) and Ada framebuffer HAL: VRAM size from the boot firmware's
 //! scratch register, LIBOS 3 heap.
 
-use kernel::io::Io;
-
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     fb::{
         hal::{
             BootWait,

@@ -5,7 +5,7 @@
 use kernel::sizes::SizeConstants;
 
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     fb::hal::{
         BootWait,
         FbHal,

@@ -4,12 +4,11 @@
 //! status register at its GB20x address.
 
 use kernel::{
-    io::Io,
     sizes::SizeConstants, //
 };
 
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     fb::{
         hal::{
             BootWait,

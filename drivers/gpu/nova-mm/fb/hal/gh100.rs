@@ -2,13 +2,10 @@
 
 //! Hopper framebuffer HAL: FSP secure boot, FSP-placed FRTS, 2 MiB non-WPR heap.
 
-use kernel::{
-    io::Io,
-    sizes::SizeConstants, //
-};
+use kernel::sizes::SizeConstants;
 
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     fb::{
         hal::{
             BootWait,

@@ -3,12 +3,11 @@
 //! Turing framebuffer HAL; its helpers are shared with later families.
 
 use kernel::{
-    io::Io,
     sizes::SizeConstants, //
 };
 
 use crate::{
-    driver::Bar0,
+    bar::Bar0,
     fb::{
         hal::{
             BootWait,
