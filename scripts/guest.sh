@@ -73,7 +73,7 @@ done
 accel=tcg
 append="console=ttyS0 panic=-1 oops=panic loglevel=7 nova_mm.expect_chipsets=$expect nova_mm.expect_vram_gib=$expect_vram ${NOVA_MM_APPEND:-}"
 set +e
-timeout "${NOVA_MM_TIMEOUT:-600}" bash -c '. "$1/scripts/lib.sh"; shift; in_root "$@"' _ "$NOVA_TOP" \
+timeout "${NOVA_MM_TIMEOUT:-300}" bash -c '. "$1/scripts/lib.sh"; shift; in_root "$@"' _ "$NOVA_TOP" \
 	qemu-system-x86_64 -machine q35,accel=$accel,memory-backend=mem0 \
 	-object memory-backend-memfd,id=mem0,size=512M,share=on -m 512M -smp 2 -cpu max \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" -append "$append" \

@@ -29,6 +29,45 @@ pub(crate) fn skip(reason: &CStr) {
     test.status_comment[n] = 0;
 }
 
+/// Checks a condition inside a device closure; on failure logs where and returns `EINVAL`.
+///
+/// A failed KUnit assertion ends the test thread on the spot, which inside
+/// [`crate::devices::for_each`] would leave the device list (and any PRAMIN window) locked for
+/// good. Device closures check with this instead and the failure propagates as an error, which
+/// fails the test after the locks are released.
+macro_rules! ensure {
+    ($cond:expr) => {
+        if !$cond {
+            kernel::kunit::err(fmt!(
+                "    # {}:{}: check failed: {}\n",
+                file!(),
+                line!(),
+                stringify!($cond)
+            ));
+            return Err(EINVAL);
+        }
+    };
+}
+
+/// Like [`ensure!`], for equality; logs both values.
+macro_rules! ensure_eq {
+    ($a:expr, $b:expr) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            kernel::kunit::err(fmt!(
+                "    # {}:{}: check failed: {} == {} ({:?} != {:?})\n",
+                file!(),
+                line!(),
+                stringify!($a),
+                stringify!($b),
+                a,
+                b
+            ));
+            return Err(EINVAL);
+        }
+    }};
+}
+
 /// Returns the chipset codes the harness declared with `nova_mm.expect_chipsets`, in order.
 pub(crate) fn expected_chipsets() -> KVec<u32> {
     let mut v = KVec::new();
@@ -64,9 +103,9 @@ mod device_id {
             let boot0 = gpu.bar.read(regs::NV_PMC_BOOT_0).into_raw();
             let boot42 = gpu.bar.read(regs::NV_PMC_BOOT_42).into_raw();
             let spec = Spec::identify(boot0, boot42).map_err(Error::from)?;
-            assert_eq!(spec, gpu.spec);
+            ensure_eq!(spec, gpu.spec);
             // The PCI vendor must be NVIDIA's.
-            assert_eq!(u32::from(gpu.pdev.vendor_id().as_raw()), 0x10de);
+            ensure_eq!(u32::from(gpu.pdev.vendor_id().as_raw()), 0x10de);
             let code = spec.chipset as u32;
             match expected.iter().position(|&c| c == code) {
                 Some(i) => {
@@ -144,13 +183,13 @@ mod device_mm {
     fn usable_vram_matches_model() -> Result {
         on_each_gpu(|gpu| {
             if let Some(size) = expected_vram(gpu.spec.chipset as u32) {
-                assert_eq!(gpu.layout.fb.end, size);
+                ensure_eq!(gpu.layout.fb.end, size);
             }
             let usable = gpu.vram.range();
-            assert!(usable.end <= gpu.layout.fb.end);
-            assert_eq!(gpu.vram.stats().total, usable.end - usable.start);
+            ensure!(usable.end <= gpu.layout.fb.end);
+            ensure_eq!(gpu.vram.stats().total, usable.end - usable.start);
             for r in gpu.layout.reserved() {
-                assert!(r.range.start >= usable.end || r.range.end <= usable.start);
+                ensure!(r.range.start >= usable.end || r.range.end <= usable.start);
             }
             Ok(())
         })
@@ -177,9 +216,9 @@ mod device_mm {
                 }
                 for i in 0..64u64 {
                     let a = base + MIB - 256 + i * 8;
-                    assert_eq!(w.read64(a)?, 0x0123_4567_89ab_cdef ^ a);
+                    ensure_eq!(w.read64(a)?, 0x0123_4567_89ab_cdef ^ a);
                     // CAST: a pattern, truncation intended.
-                    assert_eq!(w.read32(a)?, (0x89ab_cdef ^ a) as u32);
+                    ensure_eq!(w.read32(a)?, (0x89ab_cdef ^ a) as u32);
                 }
                 for i in 0..16u64 {
                     let a = base + i * 64 * 1024 + 4;
@@ -188,12 +227,12 @@ mod device_mm {
                 }
                 for i in 0..16u64 {
                     let a = base + i * 64 * 1024 + 4;
-                    assert_eq!(w.read32(a)?, 0xa5a5_0000 | i as u32);
+                    ensure_eq!(w.read32(a)?, 0xa5a5_0000 | i as u32);
                 }
             }
             let moves = gpu.pramin.stats.window_moves.load(Relaxed) - moves0;
             // Writes across the boundary: at most two positions; then back down and up again.
-            assert!(moves <= 6);
+            ensure!(moves <= 6);
             drop(buf);
 
             // The last word of usable VRAM.
@@ -201,12 +240,51 @@ mod device_mm {
                 .vram
                 .alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
             let end = gpu.vram.range().end;
-            assert_eq!(top.start() + 64 * 1024, end);
+            ensure_eq!(top.start() + 64 * 1024, end);
             let mut w = gpu.pramin.access(bar);
             w.write32(end - 4, 0xdead_beef)?;
             w.write64(end - 16, 0x1122_3344_5566_7788)?;
-            assert_eq!(w.read32(end - 4)?, 0xdead_beef);
-            assert_eq!(w.read64(end - 16)?, 0x1122_3344_5566_7788);
+            ensure_eq!(w.read32(end - 4)?, 0xdead_beef);
+            ensure_eq!(w.read64(end - 16)?, 0x1122_3344_5566_7788);
+            Ok(())
+        })
+    }
+
+    /// A run of writes spanning a little more than the 1 MiB aperture moves the window exactly
+    /// twice, and a refused run writes nothing.
+    #[test]
+    fn pramin_batched_writes() -> Result {
+        on_each_gpu(|gpu| {
+            let buf = gpu
+                .vram
+                .alloc(&AllocRequest::new(2 * MIB).contiguous().aligned(MIB))?;
+            let base = buf.start();
+            // 1 MiB + 64 KiB of zeros from a 64 KiB boundary: exactly two window positions.
+            let start = base + 64 * 1024;
+            let count = (MIB + 64 * 1024) / 8;
+            let s = &gpu.pramin.stats;
+            let w0 = s.writes.load(Relaxed);
+            let mut w = gpu.pramin.access(&gpu.bar);
+            // Park the window away from the run first.
+            w.read32(base + 2 * MIB - 4)?;
+            let m1 = s.window_moves.load(Relaxed);
+            w.fill64(start, count, 0)?;
+            ensure_eq!(s.window_moves.load(Relaxed) - m1, 2);
+            ensure_eq!(s.writes.load(Relaxed) - w0, count);
+            let pattern = [1u64, 2, 3, 0xffff_ffff_ffff_ffff];
+            w.write64_slice(base + MIB - 16, &pattern)?;
+            for (i, v) in pattern.iter().enumerate() {
+                ensure_eq!(w.read64(base + MIB - 16 + 8 * i as u64)?, *v);
+            }
+            ensure_eq!(w.read64(start)?, 0);
+            ensure_eq!(w.read64(start + count * 8 - 8)?, 0);
+            // A run that ends past the usable VRAM is refused whole.
+            let end = gpu.vram.range().end;
+            let before = s.writes.load(Relaxed);
+            ensure_eq!(w.fill64(end - 64, 16, 0), Err(ERANGE));
+            ensure_eq!(w.write64_slice(end - 8, &pattern), Err(ERANGE));
+            ensure_eq!(w.fill64(start + 4, 2, 0), Err(EINVAL));
+            ensure_eq!(s.writes.load(Relaxed), before);
             Ok(())
         })
     }
@@ -223,17 +301,17 @@ mod device_mm {
                 s.window_moves.load(Relaxed),
             );
             let mut w = gpu.pramin.access(&gpu.bar);
-            assert_eq!(w.write32(end, 1), Err(ERANGE));
-            assert_eq!(w.read32(gpu.layout.fb.end - 4), Err(ERANGE));
-            assert_eq!(w.read64(gpu.layout.fb.end), Err(ERANGE));
-            assert_eq!(w.write32(2, 1), Err(EINVAL));
+            ensure_eq!(w.write32(end, 1), Err(ERANGE));
+            ensure_eq!(w.read32(gpu.layout.fb.end - 4), Err(ERANGE));
+            ensure_eq!(w.read64(gpu.layout.fb.end), Err(ERANGE));
+            ensure_eq!(w.write32(2, 1), Err(EINVAL));
             drop(w);
             let after = (
                 s.reads.load(Relaxed),
                 s.writes.load(Relaxed),
                 s.window_moves.load(Relaxed),
             );
-            assert_eq!(before, after);
+            ensure_eq!(before, after);
             Ok(())
         })
     }
@@ -248,27 +326,27 @@ mod device_mm {
             let res = gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::PdbHubOnly);
             let took = t0.elapsed();
             if crate::module_parameters::expect_tlb_hang.value() {
-                assert_eq!(res, Err(ETIMEDOUT));
-                assert!(took.as_micros_ceil() >= INVALIDATE_TIMEOUT.as_micros_ceil());
-                assert!(
+                ensure_eq!(res, Err(ETIMEDOUT));
+                ensure!(took.as_micros_ceil() >= INVALIDATE_TIMEOUT.as_micros_ceil());
+                ensure!(
                     took.as_micros_ceil()
                         < INVALIDATE_TIMEOUT.as_micros_ceil()
                             + Delta::from_millis(1000).as_micros_ceil()
                 );
-                assert!(gpu.tlb.stats.timeouts.load(Relaxed) >= 1);
+                ensure!(gpu.tlb.stats.timeouts.load(Relaxed) >= 1);
             } else {
-                assert_eq!(res, Ok(()));
-                assert_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::All), Ok(()));
-                assert_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::Pdb), Ok(()));
+                ensure_eq!(res, Ok(()));
+                ensure_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::All), Ok(()));
+                ensure_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::Pdb), Ok(()));
             }
-            assert!(gpu.tlb.stats.invalidates.load(Relaxed) > n0);
+            ensure!(gpu.tlb.stats.invalidates.load(Relaxed) > n0);
             // A misaligned page directory is refused without touching the hardware.
             let n1 = gpu.tlb.stats.invalidates.load(Relaxed);
-            assert_eq!(
+            ensure_eq!(
                 gpu.tlb.invalidate(&gpu.bar, pd.start() + 8, Scope::Pdb),
                 Err(EINVAL)
             );
-            assert_eq!(gpu.tlb.stats.invalidates.load(Relaxed), n1);
+            ensure_eq!(gpu.tlb.stats.invalidates.load(Relaxed), n1);
             Ok(())
         })
     }

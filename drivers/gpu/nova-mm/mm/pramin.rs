@@ -245,6 +245,70 @@ impl PraminAccess<'_, '_> {
         Ok(APERTURE_OFFSET + (addr - base) as usize)
     }
 
+    /// Writes `vals` as consecutive 64-bit words from VRAM address `addr`: one window move per
+    /// 1 MiB of VRAM covered at most.
+    ///
+    /// The whole range is checked first, so nothing is written when any part of it is refused.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `addr` is not 8-byte aligned, `ERANGE` if the range is not the driver's VRAM.
+    pub(crate) fn write64_slice(&mut self, addr: u64, vals: &[u64]) -> Result {
+        let len = u64::try_from(vals.len())
+            .ok()
+            .and_then(|n| n.checked_mul(8))
+            .ok_or(ERANGE)?;
+        self.check_run(addr, len)?;
+        for (a, v) in (addr..).step_by(8).zip(vals) {
+            self.write64(a, *v)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `count` copies of the 64-bit word `val` from VRAM address `addr` (e.g. to clear a
+    /// page table): one window move per 1 MiB of VRAM covered at most.
+    ///
+    /// The whole range is checked first, so nothing is written when any part of it is refused.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `addr` is not 8-byte aligned, `ERANGE` if the range is not the driver's VRAM.
+    pub(crate) fn fill64(&mut self, addr: u64, count: u64, val: u64) -> Result {
+        let len = count.checked_mul(8).ok_or(ERANGE)?;
+        self.check_run(addr, len)?;
+        for i in 0..count {
+            self.write64(addr + i * 8, val)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a run of `len` bytes of 64-bit words at `addr` as a whole.
+    fn check_run(&self, addr: u64, len: u64) -> Result {
+        if len == 0 {
+            return Ok(());
+        }
+        if addr % 8 != 0 {
+            return Err(EINVAL);
+        }
+        let end = addr.checked_add(len).ok_or(ERANGE)?;
+        if self
+            .pramin
+            .allowed
+            .iter()
+            .any(|r| addr >= r.start && end <= r.end)
+        {
+            Ok(())
+        } else {
+            self.pramin.stats.refused.fetch_add(1, Relaxed);
+            pr_err!(
+                "PRAMIN write of {} bytes at VRAM {:#x} refused: not driver-owned VRAM\n",
+                len,
+                addr
+            );
+            Err(ERANGE)
+        }
+    }
+
     /// Reads the 32-bit word at VRAM address `addr`.
     ///
     /// # Errors
