@@ -1,12 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
-# Build tools/gpu-model (release) with the host's cargo. Prints the binary's path.
+# Build tools/gpu-model (release), with the host's cargo or the build root's
+# (see model_cargo in lib.sh).
 set -e
 . "$(dirname "$0")/lib.sh"
 
-command -v cargo >/dev/null || die "cargo not found: install Rust (rustup or Debian's cargo) to build tools/gpu-model"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$NOVA_CACHE/gpu-model-target}
-log "building tools/gpu-model"
-cargo build --release --locked -q --manifest-path "$NOVA_TOP/tools/gpu-model/Cargo.toml" >&2 ||
-	die "building tools/gpu-model failed"
-echo "$CARGO_TARGET_DIR/release/gpu-model"
+[ "$MODEL_IN_ROOT" = 0 ] || "$NOVA_TOP/scripts/setup.sh"
+log "building tools/gpu-model ($([ "$MODEL_IN_ROOT" = 1 ] && echo "build root's cargo" || echo "host cargo"))"
+model_cargo build --release --locked -q >&2 || die "building tools/gpu-model failed"

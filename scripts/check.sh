@@ -25,13 +25,11 @@ scripts/setup.sh
 kdir=$(scripts/build-kernel.sh)
 
 # The GPU model.
-export CARGO_TARGET_DIR=$NOVA_CACHE/gpu-model-target
-model=$NOVA_TOP/tools/gpu-model
-step model-fmt cargo fmt --manifest-path "$model/Cargo.toml" --check
-step model-clippy cargo clippy --locked --manifest-path "$model/Cargo.toml" --all-targets -- -D warnings
+step model-fmt model_cargo fmt --check
+step model-clippy model_cargo clippy --locked --all-targets -- -D warnings
 log "running the model's cargo test"
 set +e
-cargo test --locked --manifest-path "$model/Cargo.toml" >"$logs/model-test.log" 2>&1
+model_cargo test --locked >"$logs/model-test.log" 2>&1
 rc=$?
 set -e
 read -r mp mf < <(awk '/^test result:/ {for (i = 1; i <= NF; i++) {if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i}} END {print p + 0, f + 0}' "$logs/model-test.log")

@@ -17,7 +17,7 @@ set -e
 name=$1; shift
 [ $# -gt 0 ] || die "usage: guest.sh NAME CHIP[:OPTIONS] ..."
 kdir=$("$NOVA_TOP/scripts/build-kernel.sh")
-model=$("$NOVA_TOP/scripts/build-model.sh")
+"$NOVA_TOP/scripts/build-model.sh"
 img=$("$NOVA_TOP/scripts/build-initramfs.sh")
 out=$NOVA_BUILD/guest/$name
 rm -rf "$out" && mkdir -p "$out"
@@ -58,7 +58,7 @@ for spec in "$@"; do
 	sock=$out/$chip.sock
 	[ ${#sock} -lt 100 ] || die "socket path too long for a Unix socket: $sock (clone to a shorter path)"
 	# shellcheck disable=SC2086
-	"$model" --chip "$chip" --socket "$sock" --report "$out/$chip.report.json" \
+	model_run --chip "$chip" --socket "$sock" --report "$out/$chip.report.json" \
 		--control "$out/$chip.ctl" ${opts//,/ } >"$out/$chip.model.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done

@@ -11,7 +11,7 @@ DEBIAN_MIRROR=${NOVA_MM_MIRROR:-http://deb.debian.org/debian}
 # Packages of the build root (trixie), and those taken from trixie-backports.
 # Packages are ensured on every run (installing only what is missing), so the
 # list can grow without rebuilding the root.
-ROOT_PKGS="make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio kmod xz-utils rsync python3 busybox-static rustc rust-src rustfmt rust-clippy bindgen libclang-dev"
+ROOT_PKGS="make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio kmod xz-utils rsync python3 busybox-static rustc rust-src rustfmt rust-clippy bindgen libclang-dev cargo ca-certificates"
 ROOT_BPO_PKGS="linux-source-7.3 qemu-system-x86"
 ROOT=$NOVA_CACHE/root-trixie-v1
 KCACHE=$NOVA_CACHE/kernel
@@ -42,4 +42,40 @@ done
 exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
 	/bin/bash -c 'cd "$1" && shift && exec "$@"' bash "$top" "$@"
 INNER
+}
+
+# The GPU model is built and run with the host's cargo when there is one, else
+# (or with NOVA_MM_MODEL_IN_ROOT=1) with the build root's cargo, inside it.
+if [ "${NOVA_MM_MODEL_IN_ROOT:-}" = 1 ] || { [ "${NOVA_MM_MODEL_IN_ROOT:-}" != 0 ] && ! command -v cargo >/dev/null; }; then
+	MODEL_IN_ROOT=1
+	MODEL_TARGET=/var/cache/nova-mm/gpu-model-target
+else
+	MODEL_IN_ROOT=0
+	MODEL_TARGET=$NOVA_CACHE/gpu-model-target
+fi
+
+# model_cargo ARGS...: cargo for tools/gpu-model (run from tools/gpu-model).
+model_cargo() {
+	if [ "$MODEL_IN_ROOT" = 1 ]; then
+		local ca=()
+		# A host-installed CA bundle (e.g. a proxy's) is what the network needs.
+		if [ -n "${SSL_CERT_FILE:-}" ] && [ -f "$SSL_CERT_FILE" ]; then
+			mkdir -p "$ROOT/usr/local/share/nova-mm"
+			cp "$SSL_CERT_FILE" "$ROOT/usr/local/share/nova-mm/host-ca.crt"
+			ca=(SSL_CERT_FILE=/usr/local/share/nova-mm/host-ca.crt CARGO_HTTP_CAINFO=/usr/local/share/nova-mm/host-ca.crt)
+		fi
+		in_root /usr/bin/env "${ca[@]}" CARGO_TARGET_DIR="$MODEL_TARGET" \
+			/bin/sh -c 'cd tools/gpu-model && exec cargo "$@"' cargo "$@"
+	else
+		(cd "$NOVA_TOP/tools/gpu-model" && CARGO_TARGET_DIR=$MODEL_TARGET cargo "$@")
+	fi
+}
+
+# model_run ARGS...: run the built GPU model.
+model_run() {
+	if [ "$MODEL_IN_ROOT" = 1 ]; then
+		in_root "$MODEL_TARGET/release/gpu-model" "$@"
+	else
+		"$MODEL_TARGET/release/gpu-model" "$@"
+	fi
 }

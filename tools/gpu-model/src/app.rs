@@ -124,7 +124,7 @@ pub fn bind_fresh(path: &Path) -> io::Result<UnixListener> {
 }
 
 fn human(bytes: u64) -> String {
-    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
         format!("{} GiB", bytes >> 30)
     } else {
         format!("{} MiB", bytes >> 20)

@@ -91,18 +91,14 @@ impl Backend {
 /// Splits a BAR0 access into naturally sized pieces.
 fn bar0_pieces(offset: u64, len: usize) -> Vec<(u64, usize)> {
     // CAST: `len` is at most 1 MiB.
-    if matches!(len, 1 | 2 | 4 | 8) && offset.is_multiple_of(len as u64) {
+    if matches!(len, 1 | 2 | 4 | 8) && offset % (len as u64) == 0 {
         return vec![(offset, len)];
     }
     let mut v = Vec::new();
     let mut o = offset;
     let end = offset.saturating_add(len as u64);
     while o < end {
-        let n = if o.is_multiple_of(4) && end - o >= 4 {
-            4
-        } else {
-            1
-        };
+        let n = if o % 4 == 0 && end - o >= 4 { 4 } else { 1 };
         v.push((o, n));
         // CAST: n is 1 or 4.
         o += n as u64;

@@ -116,7 +116,7 @@ impl FwState {
     ///
     /// [`FwError`] when the size cannot be modelled or encoded.
     pub fn new(chip: &Chip, vram_size: u64, wpr2: bool) -> Result<Self, FwError> {
-        if !vram_size.is_multiple_of(MIB) || vram_size < 64 * MIB {
+        if vram_size % MIB != 0 || vram_size < 64 * MIB {
             return Err(FwError::BadSize(vram_size));
         }
         if vram_size > (128 << 30) {

@@ -690,7 +690,7 @@ fn firmware_registers_through_bar0() {
             }
             crate::chip::FbSizeReg::LocalMemoryRange => {
                 let v = g.bar0_read(0x100ce0, 4);
-                assert_eq!((v >> 4 & 0x3f) << (v & 0xf), chip.default_vram >> 20);
+                assert_eq!(((v >> 4) & 0x3f) << (v & 0xf), chip.default_vram >> 20);
             }
         }
         // Read-only: writes are violations and change nothing.
@@ -819,7 +819,7 @@ fn fault_injection() {
     let mut g = Gpu::new(cfg).unwrap();
     let boot42 = g.bar0_read(0xa00, 4);
     assert_eq!(boot42 >> 24, 0x1f);
-    assert_eq!(g.bar0_read(0, 4) >> 24 & 0x1f, 0x1f);
+    assert_eq!((g.bar0_read(0, 4) >> 24) & 0x1f, 0x1f);
 }
 
 #[test]
