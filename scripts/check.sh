@@ -54,8 +54,7 @@ else
 fi
 
 # Every KUnit suite of the module, found in its source, and the kernel's own.
-suites=$(grep -rhoE 'kunit_tests\([a-z0-9_]+\)' drivers/gpu/nova-mm | sed 's/kunit_tests(\(.*\))/\1/' | sort -u | paste -sd,)
-suites="$suites,gpu_buddy"
+suites=$(kunit_suites)
 
 # guest NAME ARGS -- CHIPS: boot a guest and judge it.
 guest() {

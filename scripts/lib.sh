@@ -79,3 +79,12 @@ model_run() {
 		"$MODEL_TARGET/release/gpu-model" "$@"
 	fi
 }
+
+# kunit_suites: the KUnit suites the guest must run, comma-separated: every
+# #[kunit_tests(...)] of the module, and the kernel's own gpu_buddy suite.
+kunit_suites() {
+	local s
+	s=$(grep -rhoE 'kunit_tests\([a-z0-9_]+\)' "$NOVA_TOP/drivers/gpu/nova-mm" |
+		sed 's/kunit_tests(\(.*\))/\1/' | sort -u | paste -sd,)
+	echo "$s,gpu_buddy"
+}

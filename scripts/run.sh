@@ -20,9 +20,8 @@ grep -E 'nova_mm [0-9a-f]{4}:' "$out/console.log" || true
 echo "--- debugfs:"
 sed -n '/NOVA-DEBUGFS-BEGIN/,/NOVA-DEBUGFS-END/p' "$out/console.log" | grep -v NOVA- || true
 echo "--- KUnit and model reports:"
-suites=$(grep -rhoE 'kunit_tests\([a-z0-9_]+\)' drivers/gpu/nova-mm | sed 's/kunit_tests(\(.*\))/\1/' | sort -u | paste -sd,)
 set +e
-in_root python3 scripts/guest-results.py "$out" --suites "$suites,gpu_buddy" --probe ga102 --probe gh100 --quiet --summary
+in_root python3 scripts/guest-results.py "$out" --suites "$(kunit_suites)" --probe ga102 --probe gh100 --quiet --summary
 jrc=$?
 set -e
 echo "console: $out/console.log; model reports: $out/*.report.json"
