@@ -210,11 +210,14 @@ impl FwState {
                     // CAST: addresses are below 2^37, so >> 12 fits in 28 bits.
                     .map_or(0, |w| ((w.start >> 12) as u32) << 4),
             ),
+            // HI holds the exclusive end >> 12, as NVIDIA's open-gpu-kernel-modules reads the
+            // WPR ADDR_HI registers (`end = VAL << ALIGNMENT`, range `start..=end - 1`) and
+            // nova-core does (`higher (exclusive) bound`).
             WPR2_ADDR_HI => Some(
                 self.wpr2
                     .as_ref()
                     // CAST: as above.
-                    .map_or(0, |w| (((w.end - 4 * KIB) >> 12) as u32) << 4),
+                    .map_or(0, |w| ((w.end >> 12) as u32) << 4),
             ),
             o if Some(o) == self.fsp_scratch => Some(FSP_BOOT_DONE),
             // DISPLAY_DISABLED 0:0.
@@ -307,7 +310,11 @@ mod tests {
         let lo = u64::from(fw.read(WPR2_ADDR_LO).unwrap() >> 4) << 12;
         let hi = u64::from(fw.read(WPR2_ADDR_HI).unwrap() >> 4) << 12;
         assert_eq!(lo, (1 << 30) - MIB - 128 * MIB);
-        assert_eq!(hi, (1 << 30) - MIB - 4096);
+        assert_eq!(hi, (1 << 30) - MIB);
+        // The region ends (exclusively) at HI, where the VGA workspace begins; its last
+        // bytes hold FRTS (reported by its narrower name).
+        assert_eq!(fw.reserved_hit(hi - 4, 4).unwrap().name, "frts");
+        assert_eq!(fw.reserved_hit(hi, 4).unwrap().name, "vga_workspace");
         assert_eq!(fw.reserved_hit(lo, 4).unwrap().name, "wpr2");
         assert!(fw.reserved_hit(lo - 4, 4).is_none());
     }
