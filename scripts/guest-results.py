@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import struct
 import sys
 
 CRASH = re.compile(r"Kernel panic|BUG:|Oops|WARNING:|general protection fault|"
@@ -139,6 +140,44 @@ def compare_counters(t, chip, rep, drv):
         t.check(d is not None and d == m, f"counters {chip}: {name} driver {d} = model {m}")
 
 
+def read_dump(path):
+    """The model's VRAM dump: (chunk size, poison, {chunk address: bytes})."""
+    with open(path, "rb") as f:
+        d = f.read()
+    magic, _ver, csz, _size, n, poison, _ = struct.unpack_from("<8sIIQQII", d)
+    if magic != b"NVMMVRAM":
+        raise ValueError("not a VRAM dump")
+    chunks, off = {}, 40
+    for _ in range(n):
+        (addr,) = struct.unpack_from("<Q", d, off)
+        chunks[addr] = d[off + 8:off + 8 + csz]
+        off += 8 + csz
+    return csz, poison, chunks
+
+
+def check_marks(t, run, lines):
+    """Each NOVA-MARK the driver printed is in the model's VRAM at that physical address."""
+    names = {v: k for k, v in CODES.items()}
+    dumps = {}
+    for line in lines:
+        m = re.search(r"NOVA-MARK (0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+)", line)
+        if not m:
+            continue
+        code, addr, val = (int(x, 16) for x in m.groups())
+        chip = names.get(code, hex(code))
+        name = f"vram {chip}: {val:#x} at {addr:#x}"
+        try:
+            if chip not in dumps:
+                dumps[chip] = read_dump(os.path.join(run, f"{chip}.vram.bin"))
+            csz, _poison, chunks = dumps[chip]
+            base = addr - addr % csz
+            data = chunks.get(base)
+            got = struct.unpack_from("<Q", data, addr - base)[0] if data else None
+            t.check(got == val, name, f"dump has {got if got is None else hex(got)}")
+        except (OSError, ValueError, struct.error) as e:
+            t.check(False, name, str(e))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -201,6 +240,7 @@ def main():
             t.check(n == 0, f"model {chip}: no undeclared violation", f"{n}: {why}")
         except (OSError, ValueError) as e:
             t.check(False, f"model {chip}: report", str(e))
+    check_marks(t, a.run, lines)
     drv = debugfs_counters(lines)
     for chip in a.probe:
         path = os.path.join(a.run, f"{chip}.report.json")

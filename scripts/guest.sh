@@ -59,7 +59,7 @@ for spec in "$@"; do
 	[ ${#sock} -lt 100 ] || die "socket path too long for a Unix socket: $sock (clone to a shorter path)"
 	# shellcheck disable=SC2086
 	model_run --chip "$chip" --socket "$sock" --report "$out/$chip.report.json" \
-		--control "$out/$chip.ctl" ${opts//,/ } >"$out/$chip.model.log" 2>&1 &
+		--control "$out/$chip.ctl" --dump-vram "$out/$chip.vram.bin" ${opts//,/ } >"$out/$chip.model.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 	[ -S "$sock" ] || die "the $chip model did not start; see $out/$chip.model.log"

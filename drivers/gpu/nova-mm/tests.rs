@@ -289,6 +289,38 @@ mod device_mm {
         })
     }
 
+    /// Signatures written through PRAMIN land at the intended physical addresses: the test
+    /// prints where it wrote what (`NOVA-MARK`), and the harness finds the values at those
+    /// addresses in the model's VRAM dump, a path independent of the driver's own reads.
+    #[test]
+    fn pramin_marks_for_the_harness() -> Result {
+        on_each_gpu(|gpu| {
+            // Low in usable VRAM, where no other test allocates (they take the highest blocks).
+            let lo = gpu.vram.range().start;
+            let buf = gpu.vram.alloc(
+                &AllocRequest::new(4 * MIB)
+                    .contiguous()
+                    .placed(Placement::Within(lo..lo + 64 * MIB)),
+            )?;
+            let base = buf.start();
+            let mut w = gpu.pramin.access(&gpu.bar);
+            for off in [8, MIB + 0x1_2340, 3 * MIB + 0xf_fff8] {
+                let addr = base + off;
+                let val = 0x4e4f_5641_0000_0000 | (addr >> 3);
+                w.write64(addr, val)?;
+                ensure_eq!(w.read64(addr)?, val);
+                pr_info!(
+                    "NOVA-MARK {:#x} {:#x} {:#x}\n",
+                    gpu.spec.chipset as u32,
+                    addr,
+                    val
+                );
+            }
+            // The allocation is freed, but nothing else is placed this low in the tests.
+            Ok(())
+        })
+    }
+
     /// Addresses outside the driver's VRAM are refused before the hardware is touched.
     #[test]
     fn pramin_refuses_reserved() -> Result {
