@@ -193,8 +193,11 @@ def main():
     a = ap.parse_args()
     t = Tally(a.quiet)
 
-    with open(os.path.join(a.run, "console.log"), errors="replace") as f:
-        lines = [l.rstrip("\r\n") for l in f]
+    # The kernel's console (ttyS0), then what /init printed (ttyS1).
+    lines = []
+    for name in ("console.log", "guest.out"):
+        with open(os.path.join(a.run, name), errors="replace") as f:
+            lines += [l.rstrip("\r\n") for l in f]
     text = "\n".join(lines)
 
     crashes = [l for l in lines if CRASH.search(l)]

@@ -5,7 +5,8 @@
 # power off.
 #
 # Usage: guest.sh NAME CHIP[:MODEL-OPTION,...] ...
-#   NAME    name of the run: outputs go to build/guest/NAME/ (console.log,
+#   NAME    name of the run: outputs go to build/guest/NAME/ (console.log: the
+#           kernel's console on ttyS0; guest.out: what /init prints, on ttyS1,
 #           CHIP.report.json, CHIP.model.log)
 #   CHIP    tu102, ga102, ad102, gh100, gb202; model options after a colon,
 #           comma-separated, e.g. gh100:--invalidate-delay=3
@@ -21,6 +22,7 @@ kdir=$("$NOVA_TOP/scripts/build-kernel.sh")
 img=$("$NOVA_TOP/scripts/build-initramfs.sh")
 out=$NOVA_BUILD/guest/$name
 rm -rf "$out" && mkdir -p "$out"
+: >"$out/guest.out"
 
 # Default VRAM of each model in the runs (GiB); given to the model and to the tests.
 vram_gib() {
@@ -77,7 +79,7 @@ timeout "${NOVA_MM_TIMEOUT:-300}" bash -c '. "$1/scripts/lib.sh"; shift; in_root
 	qemu-system-x86_64 -machine q35,accel=$accel,memory-backend=mem0 \
 	-object memory-backend-memfd,id=mem0,size=512M,share=on -m 512M -smp 2 -cpu max \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" -append "$append" \
-	-nographic -no-reboot -net none \
+	-display none -monitor none -serial stdio -serial "file:$out/guest.out" -no-reboot -net none \
 	"${devs[@]}" </dev/null >"$out/console.log" 2>&1
 rc=$?
 set -e

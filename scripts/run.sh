@@ -14,19 +14,19 @@ qrc=$?
 set -e
 out=$NOVA_BUILD/guest/run
 echo "--- guest PCI devices (slot vendor device class):"
-sed -n '/NOVA-PCI-BEGIN/,/NOVA-PCI-END/p' "$out/console.log" | grep -v NOVA-
+sed -n '/NOVA-PCI-BEGIN/,/NOVA-PCI-END/p' "$out/guest.out" | grep -v NOVA-
 echo "--- nova_mm (per-device kernel messages):"
 grep -E 'nova_mm [0-9a-f]{4}:' "$out/console.log" || true
 echo "--- debugfs:"
-sed -n '/NOVA-DEBUGFS-BEGIN/,/NOVA-DEBUGFS-END/p' "$out/console.log" | grep -v NOVA- || true
+sed -n '/NOVA-DEBUGFS-BEGIN/,/NOVA-DEBUGFS-END/p' "$out/guest.out" | grep -v NOVA- || true
 echo "--- KUnit and model reports:"
 set +e
 in_root python3 scripts/guest-results.py "$out" --suites "$(kunit_suites)" --probe ga102 --probe gh100 --quiet --summary
 jrc=$?
 set -e
-echo "console: $out/console.log; model reports: $out/*.report.json"
+echo "kernel console: $out/console.log; guest output: $out/guest.out; model reports: $out/*.report.json"
 [ $qrc -eq 0 ] || die "QEMU exited with $qrc"
-grep -q 'NOVA-INSMOD nova_mm rc=0' "$out/console.log" || die "nova_mm failed to load"
+grep -q 'NOVA-INSMOD nova_mm rc=0' "$out/guest.out" || die "nova_mm failed to load"
 grep -q 'NVIDIA GA102 (Ampere), MMU v2' "$out/console.log" || die "the GA102 was not probed"
 grep -q 'NVIDIA GH100 (Hopper), MMU v3' "$out/console.log" || die "the GH100 was not probed"
 exit $jrc
