@@ -21,9 +21,19 @@ use crate::driver::NovaMm;
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct DevicePtr(*const NovaMm<'static>);
 
-// SAFETY: `NovaMm` is `Sync` (its hardware state is behind locks) and the pointer is only
-// dereferenced under the `DEVICES` lock, while the invariant of `DevicePtr` holds.
+// SAFETY: `NovaMm` is `Sync` (checked below; its mutable hardware state is behind locks) and the
+// pointer is only dereferenced under the `DEVICES` lock, while the invariant of `DevicePtr` holds.
 unsafe impl Send for DevicePtr {}
+
+// SAFETY: A shared `DevicePtr` only gives out its address (to copy or compare it); it is
+// dereferenced in `for_each` alone, under the `DEVICES` lock.
+unsafe impl Sync for DevicePtr {}
+
+// The device suites use a GPU's driver data from the KUnit thread, so it must be `Sync`.
+const _: () = {
+    const fn assert_sync<T: Sync>() {}
+    assert_sync::<NovaMm<'static>>();
+};
 
 global_lock! {
     // SAFETY: Initialized in module initialization, before the driver is registered.
