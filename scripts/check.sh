@@ -12,6 +12,15 @@ passed=0
 failed=0
 t0=$(date +%s)
 
+# A step that stops the run (setup, the kernel build) still ends with the summary.
+finished=0
+summary_on_exit() {
+	[ "$finished" = 1 ] && return
+	echo "not ok - check stopped early (see the message above)"
+	echo "$passed passed, $((failed + 1)) failed"
+}
+trap summary_on_exit EXIT
+
 pass() { passed=$((passed + 1)); echo "ok - $1"; }
 fail() { failed=$((failed + 1)); echo "not ok - $1${2:+: $2}"; }
 # step NAME CMD...: one check, its output in build/check/NAME.log.
@@ -49,7 +58,8 @@ if scripts/build-module.sh CLIPPY=1 >"$logs/module-build.log" 2>&1; then
 	fi
 else
 	fail module-build-clippy "see $logs/module-build.log"
-	echo "$passed passed, $((failed + 1)) failed"
+	finished=1
+	echo "$passed passed, $failed failed"
 	exit 1
 fi
 
@@ -94,5 +104,6 @@ guest gone --suites "$devsuites" --bound 0 \
 	--grep 'NV_PMC_BOOT_42 = 0xffffffff' -- ga102:--fault=device-gone
 
 echo "check took $(($(date +%s) - t0)) s"
+finished=1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
