@@ -99,6 +99,9 @@ guest wpr2 --suites "$devsuites" --probe gh100 --bound 1 --grep 'WPR2 is set' --
 # An unknown chip: refused with ENODEV and a message naming NV_PMC_BOOT_42.
 guest unknown --suites "$devsuites" --bound 0 \
 	--grep 'unsupported or unknown chip: NV_PMC_BOOT_42 = 0x[0-9a-f]{8}' -- ga102:--fault=unknown-chip
+# Firmware that never finished booting: the bounded wait gives up with a message.
+guest boot --suites "$devsuites" --bound 0 \
+	--grep 'GA102: GFW boot did not complete within 4000 ms' -- ga102:--fault=boot-incomplete
 # A GPU that fell off the bus (every read all-ones): refused, no crash.
 guest gone --suites "$devsuites" --bound 0 \
 	--grep 'NV_PMC_BOOT_42 = 0xffffffff' -- ga102:--fault=device-gone

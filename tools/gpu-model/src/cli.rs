@@ -16,7 +16,7 @@ usage: gpu-model --chip <tu102|ga102|ad102|gh100|gb202> --socket <path>
                  [--invalidate-delay <n>] [--fault <fault>]...
                  [--dump-vram <path>]
 sizes take a K, M, G or T suffix (powers of 1024)
-faults: invalidate-hang, device-gone, unknown-chip, disconnect-after=<n>";
+faults: invalidate-hang, device-gone, unknown-chip, boot-incomplete, disconnect-after=<n>";
 
 /// Everything the program needs to run.
 #[derive(Clone, Debug)]
@@ -79,6 +79,7 @@ fn parse_fault(s: &str, f: &mut Faults) -> Result<(), String> {
         "invalidate-hang" => f.invalidate_hang = true,
         "device-gone" => f.device_gone = true,
         "unknown-chip" => f.unknown_chip = true,
+        "boot-incomplete" => f.boot_incomplete = true,
         _ => {
             let Some(n) = s.strip_prefix("disconnect-after=") else {
                 return Err(format!("unknown fault {s:?}"));

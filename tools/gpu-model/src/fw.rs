@@ -93,6 +93,7 @@ pub struct FwState {
     vga: Region,
     frts: Region,
     wpr2: Option<Region>,
+    boot_incomplete: bool,
 }
 
 /// Encodes a size in MiB as `(mag, scale)` with `size = mag << scale`,
@@ -161,7 +162,14 @@ impl FwState {
             vga,
             frts,
             wpr2,
+            boot_incomplete: false,
         })
+    }
+
+    /// Models firmware that never finished booting: the GFW boot progress and the FSP
+    /// boot-complete scratch never report completion.
+    pub fn set_boot_incomplete(&mut self, incomplete: bool) {
+        self.boot_incomplete = incomplete;
     }
 
     /// The firmware-reserved ranges.
@@ -203,7 +211,11 @@ impl FwState {
                 Some((((self.vga.start >> 16) as u32) << 8) | (1 << 3))
             }
             GFW_PRIV_LEVEL_MASK => Some(GFW_PRIV_LEVEL_MASK_VALUE),
-            GFW_BOOT_PROGRESS => Some(GFW_BOOT_COMPLETED),
+            GFW_BOOT_PROGRESS => Some(if self.boot_incomplete {
+                0
+            } else {
+                GFW_BOOT_COMPLETED
+            }),
             WPR2_ADDR_LO => Some(
                 self.wpr2
                     .as_ref()
@@ -219,7 +231,11 @@ impl FwState {
                     // CAST: as above.
                     .map_or(0, |w| ((w.end >> 12) as u32) << 4),
             ),
-            o if Some(o) == self.fsp_scratch => Some(FSP_BOOT_DONE),
+            o if Some(o) == self.fsp_scratch => Some(if self.boot_incomplete {
+                0
+            } else {
+                FSP_BOOT_DONE
+            }),
             // DISPLAY_DISABLED 0:0.
             o if o == self.display_fuse => Some(u32::from(!self.display)),
             _ => None,
@@ -302,6 +318,19 @@ mod tests {
             fw.reserved_hit((24 << 30) - 8, 8).unwrap().name,
             "vga_workspace"
         );
+    }
+
+    #[test]
+    fn boot_incomplete() {
+        for name in ["tu102", "ga102", "gh100", "gb202"] {
+            let c = chip(name);
+            let mut fw = FwState::new(c, c.default_vram, false).unwrap();
+            fw.set_boot_incomplete(true);
+            if let Some(scratch) = c.fsp_scratch {
+                assert_eq!(fw.read(scratch), Some(0), "{name}");
+            }
+            assert_eq!(fw.read(GFW_BOOT_PROGRESS).unwrap() & 0xff, 0, "{name}");
+        }
     }
 
     #[test]

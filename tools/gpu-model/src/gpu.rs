@@ -29,6 +29,8 @@ pub struct Faults {
     pub device_gone: bool,
     /// BOOT_0/BOOT_42 report an architecture no driver knows.
     pub unknown_chip: bool,
+    /// The firmware never finished booting (GFW boot progress / FSP boot-complete never set).
+    pub boot_incomplete: bool,
     /// Close the connection after this many BAR accesses.
     pub disconnect_after: Option<u64>,
 }
@@ -45,6 +47,9 @@ impl Faults {
         }
         if self.unknown_chip {
             v.push("unknown-chip".to_string());
+        }
+        if self.boot_incomplete {
+            v.push("boot-incomplete".to_string());
         }
         if let Some(n) = self.disconnect_after {
             v.push(format!("disconnect-after={n}"));
@@ -216,7 +221,8 @@ impl Gpu {
     /// [`FwError`] if the VRAM size cannot be modelled for the chip.
     pub fn new(cfg: Config) -> Result<Self, FwError> {
         let chip = cfg.chip;
-        let fw = FwState::new(chip, cfg.vram_bytes, cfg.wpr2)?;
+        let mut fw = FwState::new(chip, cfg.vram_bytes, cfg.wpr2)?;
+        fw.set_boot_incomplete(cfg.faults.boot_incomplete);
         let mut rec = Recorder::new();
         for k in &cfg.expect {
             rec.expect(*k);
