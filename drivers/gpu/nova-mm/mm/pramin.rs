@@ -191,10 +191,15 @@ impl Pramin {
     ///
     /// `EINVAL` for a misaligned access, `ERANGE` for one outside the allowed ranges.
     pub(crate) fn check(&self, addr: u64, size: u64) -> Result {
-        if addr % size != 0 {
+        self.check_span(addr, size, size)
+    }
+
+    /// Checks that `len` bytes at `addr` (aligned to `align`) lie inside one allowed range.
+    fn check_span(&self, addr: u64, len: u64, align: u64) -> Result {
+        if addr % align != 0 {
             return Err(EINVAL);
         }
-        let end = addr.checked_add(size).ok_or(ERANGE)?;
+        let end = addr.checked_add(len).ok_or(ERANGE)?;
         if self.allowed.iter().any(|r| addr >= r.start && end <= r.end) {
             Ok(())
         } else {
@@ -225,14 +230,7 @@ pub(crate) struct PraminAccess<'a, 'b> {
 impl PraminAccess<'_, '_> {
     /// Checks the access and moves the window if needed; returns the BAR0 offset of `addr`.
     fn prepare(&mut self, addr: u64, size: u64) -> Result<usize> {
-        self.pramin.check(addr, size).inspect_err(|_| {
-            self.pramin.stats.refused.fetch_add(1, Relaxed);
-            pr_err!(
-                "PRAMIN access of {} bytes at VRAM {:#x} refused: not driver-owned VRAM\n",
-                size,
-                addr
-            );
-        })?;
+        self.admit(addr, size, size)?;
         if let Some(base) = window_for(*self.window, addr, size) {
             let val = self.pramin.reg.encode(base)?;
             self.bar.try_write32(val, self.pramin.reg.offset)?;
@@ -287,26 +285,25 @@ impl PraminAccess<'_, '_> {
         if len == 0 {
             return Ok(());
         }
-        if addr % 8 != 0 {
-            return Err(EINVAL);
-        }
-        let end = addr.checked_add(len).ok_or(ERANGE)?;
-        if self
-            .pramin
-            .allowed
-            .iter()
-            .any(|r| addr >= r.start && end <= r.end)
-        {
-            Ok(())
-        } else {
+        self.admit(addr, len, 8)
+    }
+
+    /// Checks an access before any hardware is touched; counts and logs a refusal.
+    fn admit(&self, addr: u64, len: u64, align: u64) -> Result {
+        self.pramin.check_span(addr, len, align).inspect_err(|e| {
             self.pramin.stats.refused.fetch_add(1, Relaxed);
+            let why = if *e == EINVAL {
+                "misaligned"
+            } else {
+                "not driver-owned VRAM"
+            };
             pr_err!(
-                "PRAMIN write of {} bytes at VRAM {:#x} refused: not driver-owned VRAM\n",
+                "PRAMIN access of {} bytes at VRAM {:#x} refused: {}\n",
                 len,
-                addr
+                addr,
+                why
             );
-            Err(ERANGE)
-        }
+        })
     }
 
     /// Reads the 32-bit word at VRAM address `addr`.
