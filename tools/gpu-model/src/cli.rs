@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::chip::Chip;
 use crate::gpu::{Config, Faults};
 use crate::report::Kind;
+use crate::walk::WalkOptions;
 
 /// Usage text.
 pub const USAGE: &str = "\
@@ -15,8 +16,11 @@ usage: gpu-model --chip <tu102|ga102|ad102|gh100|gb202> --socket <path>
                  [--control <path>] [--expect <kind>]... [--wpr2]
                  [--invalidate-delay <n>] [--fault <fault>]...
                  [--dump-vram <path>]
+       gpu-model walk --chip <tu102|ga102|ad102|gh100|gb202> --dump <file>
+                 [--queries <file>]
 sizes take a K, M, G or T suffix (powers of 1024)
-faults: invalidate-hang, device-gone, unknown-chip, boot-incomplete, disconnect-after=<n>";
+faults: invalidate-hang, device-gone, unknown-chip, boot-incomplete, disconnect-after=<n>
+walk: one \"<pdb> <va>\" query per line (hex with 0x) from --queries or stdin";
 
 /// Everything the program needs to run.
 #[derive(Clone, Debug)]
@@ -40,6 +44,8 @@ pub struct Options {
 pub enum Command {
     /// Run the model.
     Run(Box<Options>),
+    /// Walk the page tables of a VRAM dump (`gpu-model walk`).
+    Walk(WalkOptions),
     /// Print usage.
     Help,
     /// Print the version.
@@ -93,12 +99,67 @@ fn parse_fault(s: &str, f: &mut Faults) -> Result<(), String> {
     Ok(())
 }
 
+fn parse_chip(value: &str) -> Result<&'static Chip, String> {
+    Chip::by_name(value).ok_or_else(|| {
+        format!(
+            "unknown chip {value:?} (known: {})",
+            Chip::names().join(", ")
+        )
+    })
+}
+
+/// Parses the arguments of `gpu-model walk` (after `walk`).
+fn parse_walk(args: &[String]) -> Result<Command, String> {
+    let mut chip = None;
+    let mut dump = None;
+    let mut queries = None;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        if matches!(name, "-h" | "--help") {
+            return Ok(Command::Help);
+        }
+        if !matches!(name, "--chip" | "--dump" | "--queries") {
+            return Err(format!("walk: unknown option {name}"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                let v = args
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("walk: {name} needs a value"))?;
+                i += 1;
+                v
+            }
+        };
+        match name {
+            "--chip" => chip = Some(parse_chip(&value)?),
+            "--dump" => dump = Some(PathBuf::from(value)),
+            _ => queries = Some(PathBuf::from(value)),
+        }
+    }
+    Ok(Command::Walk(WalkOptions {
+        chip: chip.ok_or("walk: --chip is required")?,
+        dump: dump.ok_or("walk: --dump is required")?,
+        queries,
+    }))
+}
+
 /// Parses the arguments (without the program name).
 ///
 /// # Errors
 ///
 /// A message for the user.
 pub fn parse(args: &[String]) -> Result<Command, String> {
+    if args.first().is_some_and(|a| a == "walk") {
+        return parse_walk(&args[1..]);
+    }
     let mut chip = None;
     let mut socket = None;
     let mut vram = None;
@@ -147,14 +208,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
         };
         match name {
-            "--chip" => {
-                chip = Some(Chip::by_name(&value).ok_or_else(|| {
-                    format!(
-                        "unknown chip {value:?} (known: {})",
-                        Chip::names().join(", ")
-                    )
-                })?)
-            }
+            "--chip" => chip = Some(parse_chip(&value)?),
             "--socket" => socket = Some(PathBuf::from(value)),
             "--vram" => vram = Some(parse_size(&value)?),
             "--bar1" => bar1 = Some(parse_size(&value)?),
@@ -266,5 +320,36 @@ mod tests {
         assert!(parse(&args("--chip ga102 --socket")).is_err());
         assert!(parse(&args("--chip ga102 --socket s --wpr2=1")).is_err());
         assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn walk_command_line() {
+        let Command::Walk(w) = parse(&args("walk --chip gh100 --dump d.bin")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(w.chip.name, "gh100");
+        assert_eq!(w.dump, PathBuf::from("d.bin"));
+        assert_eq!(w.queries, None);
+        let Command::Walk(w) =
+            parse(&args("walk --queries=q.txt --dump=d.bin --chip=tu102")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(w.chip.name, "tu102");
+        assert_eq!(w.queries, Some(PathBuf::from("q.txt")));
+        assert!(matches!(parse(&args("walk --help")), Ok(Command::Help)));
+        for bad in [
+            "walk",
+            "walk --dump d.bin",
+            "walk --chip ga102",
+            "walk --chip nv50 --dump d",
+            "walk --chip ga102 --dump",
+            "walk --chip ga102 --dump d --socket s",
+            "walk --chip ga102 --dump d extra",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+        // `walk` is a subcommand only in first position.
+        assert!(parse(&args("--chip ga102 walk")).is_err());
     }
 }

@@ -125,9 +125,11 @@ enum Target {
     Dropped,
 }
 
-/// Reads entries straight from VRAM.
-struct FreshSource<'a> {
-    vram: &'a Vram,
+/// Reads entries straight from VRAM (also the offline `walk` command's
+/// source, so both see the same entries and errors).
+pub(crate) struct FreshSource<'a> {
+    /// The VRAM the tables live in.
+    pub(crate) vram: &'a Vram,
 }
 
 fn read_entry(vram: &Vram, addr: u64, dual: bool) -> Result<[u64; 2], String> {
@@ -186,10 +188,12 @@ impl EntrySource for CachedSource<'_> {
 /// The effective result of a translation for one VA, for stale checks.
 fn effective(r: &Result<Leaf, Fault>, va: u64) -> Option<(bool, u64, bool)> {
     match r {
+        // PRIVILEGE is not enforced, so it is not part of the effect.
         Ok(Leaf::Page {
             pa,
             size,
             read_only,
+            ..
         }) => Some((true, pa + (va & (size - 1)), *read_only)),
         Ok(Leaf::Sparse { .. }) => Some((false, 0, false)),
         Err(_) => None,
@@ -202,6 +206,7 @@ fn describe(r: &Result<Leaf, Fault>, va: u64) -> String {
             pa,
             size,
             read_only,
+            ..
         }) => format!(
             "VRAM {:#x} ({}{} KiB page at {pa:#x})",
             pa + (va & (size - 1)),
@@ -500,6 +505,7 @@ impl Gpu {
                 pa,
                 size,
                 read_only,
+                ..
             } => {
                 let pa = pa + (va & (size - 1));
                 if !self.vram.contains(pa, len64) {
@@ -559,6 +565,7 @@ impl Gpu {
                     pa: va & !0xfff,
                     size: 0x1000,
                     read_only: false,
+                    privileged: false,
                 })
             }
             Binding::Virtual { pdb, .. } => *pdb,

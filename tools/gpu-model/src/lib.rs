@@ -20,6 +20,7 @@
 //! - [`report`]: rule checker records, counters, JSON report.
 //! - [`backend`], [`protocol`]: the vfio-user device and server loop.
 //! - [`control`], [`app`], [`cli`]: control socket, program flow, options.
+//! - [`walk`]: the offline `gpu-model walk` command over a VRAM dump.
 
 pub mod app;
 pub mod backend;
@@ -37,3 +38,4 @@ pub mod regs;
 pub mod report;
 pub mod tlb;
 pub mod vram;
+pub mod walk;

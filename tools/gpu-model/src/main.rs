@@ -8,6 +8,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match cli::parse(&args) {
         Ok(Command::Run(opts)) => std::process::exit(gpu_model::app::run(*opts)),
+        Ok(Command::Walk(opts)) => std::process::exit(gpu_model::walk::run(&opts)),
         Ok(Command::Help) => println!("{USAGE}"),
         Ok(Command::Version) => println!("gpu-model {}", env!("CARGO_PKG_VERSION")),
         Err(e) => {

@@ -16,10 +16,15 @@
 //! | big PT | 20:16 | 20:16 | 8 B, 64 KiB pages, 256 B table |
 //! | small PT | 20:12 | 20:12 | 8 B, 4 KiB pages, 4 KiB table |
 //!
-//! Dual-PDE rule: when the big half points at a big page table, its entry
-//! for the VA decides first: a valid big PTE maps a 64 KiB page, a sparse
-//! one is sparse, an "invalid, ignore small PTEs" one faults; an invalid
-//! (zero) big PTE, or an invalid big half, falls through to the small half.
+//! Dual-PDE rule: the big half decides first. A sparse big half (no big
+//! page table) makes the whole 2 MiB sparse, whatever the small half says.
+//! When the big half points at a big page table, its entry for the VA
+//! decides next: a valid big PTE maps a 64 KiB page, a sparse one is sparse,
+//! an "invalid, ignore small PTEs" one faults. Sparse big entries win over
+//! the small ones as nouveau's `nvkm/subdev/mmu/vmm.c` puts it ("Sparse
+//! LPTEs prevent SPTEs from being accessed"). An invalid (zero) big PTE, or
+//! an invalid big half, falls through to the small half: a table is walked,
+//! a sparse small half is sparse, an invalid one faults.
 
 pub mod v2;
 pub mod v3;
@@ -81,21 +86,37 @@ pub enum Pde {
     Invalid,
 }
 
+/// One half (big or small) of a dual PDE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Half {
+    /// Points at a page table: aperture and address.
+    Table(Aperture, u64),
+    /// Aperture invalid with the format's sparse encoding.
+    Sparse,
+    /// Aperture invalid.
+    Invalid,
+}
+
+impl Half {
+    fn table(self) -> Option<(Aperture, u64)> {
+        match self {
+            Half::Table(a, addr) => Some((a, addr)),
+            Half::Sparse | Half::Invalid => None,
+        }
+    }
+}
+
 /// A decoded dual PDE (the PDE0 level).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DualPde {
     /// IS_PTE set in the low half: a 2 MiB leaf.
     Leaf(Pte),
-    /// Both halves invalid, sparse flag set.
-    Sparse,
-    /// Both halves invalid.
-    Invalid,
-    /// At least one half points at a page table.
-    Tables {
-        /// Big (64 KiB) page table: aperture and address.
-        big: Option<(Aperture, u64)>,
-        /// Small (4 KiB) page table: aperture and address.
-        small: Option<(Aperture, u64)>,
+    /// The two halves; [`walk`] applies the dual-PDE rule to them.
+    Halves {
+        /// Big (64 KiB pages) half.
+        big: Half,
+        /// Small (4 KiB pages) half.
+        small: Half,
     },
 }
 
@@ -144,6 +165,8 @@ pub enum Leaf {
         size: u64,
         /// Writes are dropped.
         read_only: bool,
+        /// Privileged-only page (decoded, not enforced).
+        privileged: bool,
     },
     /// Sparse (or mapping-nowhere) range of `size` bytes.
     Sparse {
@@ -220,7 +243,7 @@ fn leaf_from_pte(pte: Pte, size: u64, level: &'static str) -> Result<Option<Leaf
             aperture: Aperture::Video,
             addr,
             read_only,
-            ..
+            privileged,
         } => {
             if addr % size != 0 {
                 return Err(fault(
@@ -232,6 +255,7 @@ fn leaf_from_pte(pte: Pte, size: u64, level: &'static str) -> Result<Option<Leaf
                 pa: addr,
                 size,
                 read_only,
+                privileged,
             }))
         }
         Pte::Valid { aperture, addr, .. } => Err(fault(
@@ -352,17 +376,28 @@ pub fn walk(
                     format!("invalid 2 MiB PTE {:#018x} at {addr:#x}", raw[0]),
                 )
             }),
-            DualPde::Sparse => Ok(Leaf::Sparse { size: leaf_size }),
-            DualPde::Invalid => Err(fault(
+            // A sparse big half hides the small half: the whole 2 MiB is
+            // sparse (see the module documentation).
+            DualPde::Halves {
+                big: Half::Sparse, ..
+            } => Ok(Leaf::Sparse { size: leaf_size }),
+            DualPde::Halves {
+                big: Half::Invalid,
+                small: Half::Sparse,
+            } => Ok(Leaf::Sparse { size: leaf_size }),
+            DualPde::Halves {
+                big: Half::Invalid,
+                small: Half::Invalid,
+            } => Err(fault(
                 lvl.name,
                 format!(
                     "invalid dual PDE {:#018x}_{:016x} at {addr:#x}",
                     raw[1], raw[0]
                 ),
             )),
-            DualPde::Tables { big, small } => {
+            DualPde::Halves { big, small } => {
                 src.note_table(lvl, key, raw);
-                walk_tables(fmt, src, va, big, small)
+                walk_tables(fmt, src, va, big.table(), small)
             }
         };
     }
@@ -374,7 +409,7 @@ fn walk_tables(
     src: &mut dyn EntrySource,
     va: u64,
     big: Option<(Aperture, u64)>,
-    small: Option<(Aperture, u64)>,
+    small: Half,
 ) -> Result<Leaf, Fault> {
     let fmt_name_big = "PT64K";
     let fmt_name_small = "PT4K";
@@ -407,11 +442,17 @@ fn walk_tables(
             }
         }
     }
-    let Some((ap, base)) = small else {
-        return Err(fault(
-            fmt_name_small,
-            format!("{why_not_big}, small half invalid"),
-        ));
+    let (ap, base) = match small {
+        Half::Table(ap, base) => (ap, base),
+        // Only reached with a big table whose entry for this 64 KiB was
+        // invalid: the result holds for that 64 KiB.
+        Half::Sparse => return Ok(Leaf::Sparse { size: 1 << 16 }),
+        Half::Invalid => {
+            return Err(fault(
+                fmt_name_small,
+                format!("{why_not_big}, small half invalid"),
+            ))
+        }
     };
     let base = table_addr(fmt_name_small, ap, base)?;
     let index = (va >> 12) & 0x1ff;

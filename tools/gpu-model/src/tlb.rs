@@ -197,6 +197,7 @@ mod tests {
             pa: 0x1000,
             size: 0x1000,
             read_only: false,
+            privileged: false,
         };
         t.insert(0x10000, 0x5000, leaf);
         t.insert(0x20000, 0x5000, leaf);

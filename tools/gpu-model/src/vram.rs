@@ -7,10 +7,11 @@
 //! the poison pattern [`POISON`] (the little-endian bytes `ef be ad de`
 //! repeated), so a page table the driver forgot to clear is visible.
 //!
-//! The dump format written by [`Vram::dump`] is described there.
+//! The dump format written by [`Vram::dump`] is described there;
+//! [`Vram::load`] reads it back.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 /// Size of one allocation chunk.
 pub const CHUNK_SIZE: u64 = 64 * 1024;
@@ -40,6 +41,41 @@ pub struct OutOfRange {
     pub len: u64,
     /// VRAM size.
     pub size: u64,
+}
+
+/// Why a VRAM dump cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The bytes are not a valid dump.
+    #[error("not a valid VRAM dump: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> LoadError {
+    LoadError::Invalid(msg.into())
+}
+
+/// `read_exact`, with a short read reported as a truncated dump.
+fn read_part(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(), LoadError> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => invalid(format!("truncated in the {what}")),
+        _ => LoadError::Io(e),
+    })
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
 }
 
 /// Sparse VRAM.
@@ -204,6 +240,87 @@ impl Vram {
         }
         Ok(())
     }
+
+    /// Reads a dump written by [`Vram::dump`]; chunks it does not list read
+    /// as poison.
+    ///
+    /// The header must match what `dump` writes (magic, version 1, chunk
+    /// size 65536, poison 0xdeadbeef; the reserved word is ignored), the
+    /// records must be chunk-aligned, inside VRAM and strictly ascending,
+    /// and nothing may follow the last record.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Io`] when reading fails, [`LoadError::Invalid`] when the
+    /// bytes are not a valid dump.
+    pub fn load(r: &mut dyn Read) -> Result<Vram, LoadError> {
+        let mut h = [0u8; 40];
+        read_part(r, &mut h, "40-byte header")?;
+        if &h[0..8] != DUMP_MAGIC {
+            return Err(invalid("bad magic (expected \"NVMMVRAM\")"));
+        }
+        let version = le_u32(&h[8..]);
+        if version != 1 {
+            return Err(invalid(format!(
+                "unsupported version {version} (expected 1)"
+            )));
+        }
+        let chunk = le_u32(&h[12..]);
+        if u64::from(chunk) != CHUNK_SIZE {
+            return Err(invalid(format!(
+                "chunk size {chunk} (expected {CHUNK_SIZE})"
+            )));
+        }
+        let size = le_u64(&h[16..]);
+        let count = le_u64(&h[24..]);
+        let poison = le_u32(&h[32..]);
+        if poison != POISON {
+            return Err(invalid(format!(
+                "poison value {poison:#010x} (expected {POISON:#010x})"
+            )));
+        }
+        let max_chunks = size.div_ceil(CHUNK_SIZE);
+        if count > max_chunks {
+            return Err(invalid(format!(
+                "{count} chunks listed, but {size:#x} bytes of VRAM hold only {max_chunks}"
+            )));
+        }
+        let mut vram = Vram::new(size);
+        let mut prev: Option<u64> = None;
+        for i in 0..count {
+            let mut a = [0u8; 8];
+            read_part(r, &mut a, &format!("address of record {i}"))?;
+            let addr = u64::from_le_bytes(a);
+            if addr % CHUNK_SIZE != 0 || addr >= size {
+                return Err(invalid(format!(
+                    "record {i}: address {addr:#x} is not a chunk of the {size:#x} bytes of VRAM"
+                )));
+            }
+            let key = addr / CHUNK_SIZE;
+            if prev.is_some_and(|p| p >= key) {
+                return Err(invalid(format!(
+                    "record {i}: address {addr:#x} is not above the previous record's"
+                )));
+            }
+            prev = Some(key);
+            // CAST: CHUNK_SIZE is 64 KiB.
+            let mut data = vec![0u8; CHUNK_SIZE as usize].into_boxed_slice();
+            read_part(r, &mut data, &format!("data of record {i}"))?;
+            // Invariant: `key` is below `max_chunks` (checked above) and the
+            // data is one chunk.
+            vram.chunks.insert(key, data);
+        }
+        let mut extra = [0u8; 1];
+        loop {
+            match r.read(&mut extra) {
+                Ok(0) => break,
+                Ok(_) => return Err(invalid(format!("trailing bytes after the {count} records"))),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LoadError::Io(e)),
+            }
+        }
+        Ok(vram)
+    }
 }
 
 #[cfg(test)]
@@ -251,5 +368,69 @@ mod tests {
         assert_eq!(out.len(), 40 + 8 + CHUNK_SIZE as usize);
         assert_eq!(u64::from_le_bytes(out[40..48].try_into().unwrap()), 0x10000);
         assert_eq!(&out[48 + 8..48 + 12], &[1, 2, 3, 4]);
+    }
+
+    fn dumped(v: &Vram) -> Vec<u8> {
+        let mut out = Vec::new();
+        v.dump(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn load_round_trip() {
+        let mut v = Vram::new(1 << 30);
+        v.write(0x3_0000 - 4, &[9; 8]).unwrap();
+        v.write(0x2000_0000, &[7; 3]).unwrap();
+        let out = dumped(&v);
+        let back = Vram::load(&mut out.as_slice()).unwrap();
+        assert_eq!(back.size(), 1 << 30);
+        assert_eq!(back.touched_chunks(), 3);
+        assert_eq!(back.read_u64(0x3_0000 - 4).unwrap(), 0x0909_0909_0909_0909);
+        let mut b = [0u8; 4];
+        back.read(0x2000_0000, &mut b).unwrap();
+        assert_eq!(b, [7, 7, 7, 0xde]);
+        // Unlisted chunks and the untouched rest of a chunk are poison.
+        assert_eq!(back.read_u64(0x1000_0000).unwrap(), POISON64);
+        assert_eq!(back.read_u32(0x2_0000).unwrap(), POISON);
+        assert_eq!(dumped(&back), out);
+        // An empty dump.
+        let e = Vram::load(&mut dumped(&Vram::new(1 << 20)).as_slice()).unwrap();
+        assert_eq!((e.size(), e.touched_chunks()), (1 << 20, 0));
+    }
+
+    #[test]
+    fn load_rejects_bad_dumps() {
+        let mut v = Vram::new(1 << 20);
+        v.write(0, &[1]).unwrap();
+        v.write(0x2_0000, &[2]).unwrap();
+        let good = dumped(&v);
+        let rec = 8 + CHUNK_SIZE as usize;
+        let err = |d: &[u8]| match Vram::load(&mut &d[..]) {
+            Err(LoadError::Invalid(m)) => m,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(err(&good[..39]).contains("header"));
+        assert!(err(&good[..good.len() - 1]).contains("record 1"));
+        let mut d = good.clone();
+        d.push(0);
+        assert!(err(&d).contains("trailing"));
+        let patch = |off: usize, bytes: &[u8]| {
+            let mut d = good.clone();
+            d[off..off + bytes.len()].copy_from_slice(bytes);
+            d
+        };
+        assert!(err(&patch(0, b"NVMMVRAX")).contains("magic"));
+        assert!(err(&patch(8, &2u32.to_le_bytes())).contains("version"));
+        assert!(err(&patch(12, &4096u32.to_le_bytes())).contains("chunk size"));
+        assert!(err(&patch(32, &0u32.to_le_bytes())).contains("poison"));
+        assert!(err(&patch(24, &17u64.to_le_bytes())).contains("hold only 16"));
+        // Unsorted, duplicate, misaligned and out-of-range addresses.
+        assert!(err(&patch(40 + rec, &0u64.to_le_bytes())).contains("previous"));
+        assert!(err(&patch(40, &0x3_0000u64.to_le_bytes())).contains("previous"));
+        assert!(err(&patch(40, &0x100u64.to_le_bytes())).contains("not a chunk"));
+        assert!(err(&patch(40 + rec, &(1u64 << 20).to_le_bytes())).contains("not a chunk"));
+        // The reserved word is ignored.
+        assert!(Vram::load(&mut &patch(36, &5u32.to_le_bytes())[..]).is_ok());
     }
 }

@@ -391,6 +391,133 @@ fn sparse_entries() {
     }
 }
 
+/// A sparse big half (v2 APERTURE_BIG invalid + VOL_BIG; v3 PCF_BIG
+/// `NV_MMU_VER3_DUAL_PDE_PCF_BIG_SPARSE_ATS_ALLOWED` 1 or `_NOT_ALLOWED` 3)
+/// makes the whole 2 MiB sparse even when the small half points at a mapped
+/// table (nouveau: "Sparse LPTEs prevent SPTEs from being accessed").
+#[test]
+fn sparse_big_half_hides_the_small_table() {
+    for chip in CHIPS_V2_V3 {
+        for pcf_big in [1u64, 3] {
+            let v3 = chip == "gh100";
+            if !v3 && pcf_big == 3 {
+                continue; // v2: bit 3 (VOL_BIG) is the only sparse encoding.
+            }
+            let mut h = H::new(chip, 1 << 30);
+            let va = 0x40_0000;
+            h.w64(0x1000_0000, 0x1234_5678);
+            h.map_4k(va, 0x1000_0000, false);
+            h.map_4k(va + 0x1f_f000, 0x1000_0000, false);
+            h.bind();
+            assert_eq!(h.b1r32(va), 0x1234_5678, "{chip}");
+            // Big half: aperture invalid, sparse; the small half is kept.
+            let e = h.pd0(va);
+            let (_, hi) = h.duals[&e];
+            h.set_dual(va, pcf_big << 3, hi);
+            let pdb = h.pdb;
+            h.invalidate(pdb, false);
+            let sparse = h.gpu.rec.counters.bar1_sparse;
+            h.b1w32(va, 0xffff_ffff);
+            assert_eq!(h.b1r32(va), 0, "{chip}");
+            assert_eq!(h.b1r32(va + 0x1f_f000), 0, "{chip}");
+            assert_eq!(h.r32(0x1000_0000), 0x1234_5678, "{chip}: write dropped");
+            assert_eq!(h.gpu.rec.counters.bar1_sparse, sparse + 3, "{chip}");
+            assert_eq!(h.gpu.rec.unexpected(), 0, "{chip}");
+            // The sparse leaf covers the whole 2 MiB.
+            assert_eq!(
+                h.gpu.bar1_translate(va + 0x12_3456),
+                Ok(Leaf::Sparse { size: 2 * MIB })
+            );
+        }
+    }
+}
+
+/// A sparse big PTE wins over the small PTE of the same 64 KiB.
+#[test]
+fn sparse_big_pte_hides_the_small_pte() {
+    for chip in CHIPS_V2_V3 {
+        let mut h = H::new(chip, 1 << 30);
+        h.w64(0x1000_0000, 0x1234_5678);
+        h.map_4k(0x1_0000, 0x1000_0000, false);
+        h.set_64k(0x1_0000, 1 << 3);
+        h.bind();
+        assert_eq!(h.b1r32(0x1_0000), 0, "{chip}");
+        assert_eq!(
+            h.gpu.bar1_translate(0x1_0000),
+            Ok(Leaf::Sparse { size: 0x1_0000 })
+        );
+        assert_eq!(h.gpu.rec.unexpected(), 0, "{chip}");
+    }
+}
+
+/// v3 PCF_SMALL (69:67) `NV_MMU_VER3_DUAL_PDE_PCF_SMALL_SPARSE_ATS_ALLOWED`
+/// (1) / `_SPARSE_ATS_NOT_ALLOWED` (3) with APERTURE_SMALL invalid: the
+/// small half is sparse.
+#[test]
+fn v3_sparse_small_half() {
+    for pcf_small in [1u64, 3] {
+        let mut h = H::new("gh100", 1 << 30);
+        // No big table: the whole 2 MiB is sparse.
+        h.set_dual(0x20_0000, 0, pcf_small << 3);
+        // A big table with one valid 64 KiB page: the other 64 KiB pieces
+        // fall through to the sparse small half.
+        h.w64(0x1001_0000, 0xabcd);
+        h.map_64k(0x41_0000, 0x1001_0000);
+        let e = h.pd0(0x40_0000);
+        let (lo, _) = h.duals[&e];
+        h.set_dual(0x40_0000, lo, pcf_small << 3);
+        h.bind();
+        assert_eq!(
+            h.gpu.bar1_translate(0x21_2345),
+            Ok(Leaf::Sparse { size: 2 * MIB })
+        );
+        // The sparse result is cached for its 64 KiB only, so the 64 KiB
+        // page next to it still translates (no stale_tlb).
+        assert_eq!(h.b1r32(0x40_0000), 0);
+        assert_eq!(
+            h.gpu.bar1_translate(0x40_1000),
+            Ok(Leaf::Sparse { size: 0x1_0000 })
+        );
+        assert_eq!(h.b1r32(0x41_0000), 0xabcd);
+        assert_eq!(h.count(Kind::Bar1Fault), 0);
+        assert_eq!(h.gpu.rec.unexpected(), 0);
+        // PCF_SMALL 0 and 2 (INVALID) and the undefined 4..7 are invalid.
+        for pcf in [0u64, 2, 4, 5, 6, 7] {
+            h.set_dual(0x60_0000, 0, pcf << 3);
+            let before = h.count(Kind::Bar1Fault);
+            h.b1r32(0x60_0000);
+            assert_eq!(h.count(Kind::Bar1Fault), before + 1, "PCF_SMALL {pcf}");
+        }
+    }
+}
+
+/// v3 PDE PCF (5:3) with APERTURE invalid: only SPARSE_ATS_ALLOWED (1) and
+/// SPARSE_ATS_NOT_ALLOWED (3) are sparse; the undefined 5 and 7 (bit 0 set,
+/// once taken as sparse) are invalid and fault. Same for PCF_BIG.
+#[test]
+fn v3_undefined_pde_pcf_faults() {
+    let mut h = H::new("gh100", 1 << 30);
+    h.map_4k(0, 0x1000_0000, false);
+    h.bind();
+    let pd1 = h.table(3, 0);
+    for (pcf, sparse) in [(1u64, true), (3, true), (5, false), (7, false)] {
+        // PDE1 entry 1 (VA 512 MiB) and the dual PDE of VA 2 MiB.
+        h.w64(pd1 + 8, pcf << 3);
+        h.set_dual(0x20_0000, pcf << 3, 0);
+        let pdb = h.pdb;
+        h.invalidate(pdb, false);
+        for va in [0x2000_0000, 0x20_0000] {
+            let r = h.gpu.bar1_translate(va);
+            if sparse {
+                assert!(matches!(r, Ok(Leaf::Sparse { .. })), "PCF {pcf}: {r:?}");
+            } else {
+                let e = r.unwrap_err();
+                assert!(e.contains("invalid"), "PCF {pcf}: {e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn read_only_pages() {
     for chip in CHIPS_V2_V3 {

@@ -19,9 +19,12 @@
 //! documented driver conventions, HARDWARE.md §6): a PTE with VALID 0 and
 //! VOL 1 is sparse; a big PTE with VALID 0 and PRIVILEGE 1 is "invalid,
 //! ignore the small PTEs"; a PDE with APERTURE invalid and VOL set is sparse
-//! (for the dual PDE, VOL_BIG); all-zero is unmapped.
+//! (for the dual PDE, APERTURE_BIG invalid with VOL_BIG set: a sparse big
+//! half, which makes the whole 2 MiB sparse, see [`super`]); all-zero is
+//! unmapped. No sparse encoding of the small half is known (the manual gives
+//! VOL_SMALL 67 no such meaning), so an invalid small half is just invalid.
 
-use super::{Aperture, DualPde, Format, Level, Pde, Pte};
+use super::{Aperture, DualPde, Format, Half, Level, Pde, Pte};
 use crate::chip::MmuVersion;
 
 /// The version 2 format.
@@ -119,29 +122,27 @@ impl Format for V2 {
         if lo & VALID != 0 {
             return DualPde::Leaf(self.decode_pte(lo));
         }
-        let big = pde_aperture(lo).map(|a| {
-            let addr = if a == Aperture::Video {
-                // ADDRESS_BIG_VID 32:4, BIG_SHIFT 8.
-                ((lo >> 4) & ((1 << 29) - 1)) << 8
-            } else {
-                // ADDRESS_BIG_SYS 53:4.
-                ((lo >> 4) & ((1 << 50) - 1)) << 8
-            };
-            (a, addr)
-        });
-        let small = pde_aperture(hi).map(|a| {
-            let addr = if a == Aperture::Video {
-                addr_vid(hi)
-            } else {
-                addr_sys(hi)
-            };
-            (a, addr)
-        });
-        match (big, small) {
-            (None, None) if lo & VOL != 0 => DualPde::Sparse,
-            (None, None) => DualPde::Invalid,
-            (big, small) => DualPde::Tables { big, small },
-        }
+        let big = match pde_aperture(lo) {
+            Some(a) => {
+                let addr = if a == Aperture::Video {
+                    // ADDRESS_BIG_VID 32:4, BIG_SHIFT 8.
+                    ((lo >> 4) & ((1 << 29) - 1)) << 8
+                } else {
+                    // ADDRESS_BIG_SYS 53:4.
+                    ((lo >> 4) & ((1 << 50) - 1)) << 8
+                };
+                Half::Table(a, addr)
+            }
+            // APERTURE_BIG invalid + VOL_BIG: sparse.
+            None if lo & VOL != 0 => Half::Sparse,
+            None => Half::Invalid,
+        };
+        let small = match pde_aperture(hi) {
+            Some(Aperture::Video) => Half::Table(Aperture::Video, addr_vid(hi)),
+            Some(a) => Half::Table(a, addr_sys(hi)),
+            None => Half::Invalid,
+        };
+        DualPde::Halves { big, small }
     }
 
     fn decode_pte(&self, raw: u64) -> Pte {
@@ -226,13 +227,35 @@ mod tests {
         let hi = (1 << 1) | (0x20000u64 >> 4);
         assert_eq!(
             V2.decode_dual(lo, hi),
-            DualPde::Tables {
-                big: Some((Aperture::Video, 0x10100)),
-                small: Some((Aperture::Video, 0x20000)),
+            DualPde::Halves {
+                big: Half::Table(Aperture::Video, 0x10100),
+                small: Half::Table(Aperture::Video, 0x20000),
             }
         );
-        assert_eq!(V2.decode_dual(0, 0), DualPde::Invalid);
-        assert_eq!(V2.decode_dual(VOL, 0), DualPde::Sparse);
+        assert_eq!(
+            V2.decode_dual(0, 0),
+            DualPde::Halves {
+                big: Half::Invalid,
+                small: Half::Invalid
+            }
+        );
+        // VOL_BIG with APERTURE_BIG invalid: a sparse big half, also next to
+        // a small page table.
+        assert_eq!(
+            V2.decode_dual(VOL, hi),
+            DualPde::Halves {
+                big: Half::Sparse,
+                small: Half::Table(Aperture::Video, 0x20000)
+            }
+        );
+        // VOL_SMALL (67) alone has no sparse meaning.
+        assert_eq!(
+            V2.decode_dual(0, VOL),
+            DualPde::Halves {
+                big: Half::Invalid,
+                small: Half::Invalid
+            }
+        );
         assert!(matches!(V2.decode_dual(1, 0), DualPde::Leaf(_)));
     }
 }
