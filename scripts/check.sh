@@ -88,7 +88,7 @@ guest() {
 	failed=$((failed + $3))
 }
 
-devsuites=nova_mm_device_id,nova_mm_device_mm
+devsuites=nova_mm_device_id,nova_mm_device_mm,nova_mm_device_vmm
 # Both GPUs with their defaults: every suite, the kernel's own gpu_buddy suite too.
 guest devices --suites "$suites" --probe ga102 --probe gh100 --bound 2 -- ga102 gh100
 # Invalidates that never complete: the driver must return ETIMEDOUT within its bound.

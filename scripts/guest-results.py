@@ -178,6 +178,48 @@ def check_marks(t, run, lines):
             t.check(False, name, str(e))
 
 
+def check_walks(t, run, lines):
+    """Each page the driver announced (NOVA-MAP) is what the model's own walker finds in its
+    VRAM dump: the physical address of the page's first and last 8 bytes, the page size and the
+    access; or sparse; or a fault."""
+    names = {v: k for k, v in CODES.items()}
+    want = {}
+    for line in lines:
+        m = re.search(r"NOVA-MAP (0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+) "
+                      r"(0x[0-9a-f]+) (0x[0-9a-f]+) ([a-z]+)", line)
+        if not m:
+            continue
+        code, pdb, va, pa, ln, page = (int(x, 16) for x in m.groups()[:6])
+        what = m.group(7)
+        chip = names.get(code, hex(code))
+        for o in range(0, ln, page):
+            for d in (0, page - 8):
+                want.setdefault(chip, []).append((pdb, va + o + d, pa + o + d, page, what))
+    for chip, exp in sorted(want.items()):
+        path = os.path.join(run, f"{chip}.walk.out")
+        try:
+            with open(path) as f:
+                got = [l.split() for l in f if l.strip()]
+        except OSError as e:
+            t.check(False, f"walk {chip}: model walk of the announced mappings", str(e))
+            continue
+        bad = []
+        for i, (pdb, va, pa, page, what) in enumerate(exp):
+            g = got[i] if i < len(got) else []
+            ok = len(g) >= 3 and int(g[0], 16) == pdb and int(g[1], 16) == va
+            if ok and what in ("rw", "ro"):
+                ok = (g[2] == "page" and f"pa={pa:#x}" in g and f"size={page:#x}" in g
+                      and f"ro={int(what == 'ro')}" in g)
+            elif ok:
+                ok = g[2] == what
+            if not ok:
+                bad.append(f"va {va:#x}: want {what} pa {pa:#x} size {page:#x}, model: {' '.join(g)}")
+        pages = len(exp) // 2
+        t.check(not bad and len(got) == len(exp),
+                f"walk {chip}: the model's walker agrees on {pages} announced pages ({len(exp)} addresses)",
+                "; ".join(bad[:5]) or f"{len(got)} answers for {len(exp)} queries")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -244,6 +286,7 @@ def main():
         except (OSError, ValueError) as e:
             t.check(False, f"model {chip}: report", str(e))
     check_marks(t, a.run, lines)
+    check_walks(t, a.run, lines)
     drv = debugfs_counters(lines)
     for chip in a.probe:
         path = os.path.join(a.run, f"{chip}.report.json")

@@ -88,4 +88,22 @@ for p in "${pids[@]}"; do
 	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 	kill "$p" 2>/dev/null || true
 done
+
+# The mappings the device tests announced (NOVA-MAP lines), translated by each model's own
+# page walker from its VRAM dump: the first and last 8 bytes of every page. guest-results.py
+# compares the answers with what the driver said it mapped.
+for spec in "$@"; do
+	chip=${spec%%:*}
+	c=$(code "$chip")
+	[ -f "$out/$chip.vram.bin" ] || continue
+	grep -ao "NOVA-MAP $c [^ ]* [^ ]* [^ ]* [^ ]* [^ ]* [a-z]*" "$out/console.log" |
+		while read -r _ _ pdb va _ len page _; do
+			for ((o = 0; o < len; o += page)); do
+				printf '%#x %#x\n%#x %#x\n' "$pdb" $((va + o)) "$pdb" $((va + o + page - 8))
+			done
+		done >"$out/$chip.walk.in"
+	[ -s "$out/$chip.walk.in" ] || continue
+	model_run walk --chip "$chip" --dump "$out/$chip.vram.bin" --queries "$out/$chip.walk.in" \
+		>"$out/$chip.walk.out" 2>"$out/$chip.walk.err" || true
+done
 exit $rc

@@ -3,7 +3,9 @@
 //! Read-only debugfs introspection: `/sys/kernel/debug/nova_mm/<pci device>/`.
 //!
 //! Files: `chip` (identity and MMU version), `fb_layout` (usable and reserved VRAM), `vram`
-//! (allocator accounting) and `counters` (every BAR0 access, PRAMIN and TLB operation counts). Probe never fails
+//! (allocator accounting), `counters` (every BAR0 access, PRAMIN and TLB operation counts),
+//! `vmm` (the page-table pool and every address space: reservations, mappings, operation counts)
+//! and `pagetables` (each address space's tree, decoded from the shadow). Probe never fails
 //! because of debugfs: without it, the GPU simply has no directory.
 
 use kernel::{
@@ -26,7 +28,9 @@ use crate::{
     gpu::Spec,
     mm::{
         pramin::Pramin,
+        ptpool::PtPool,
         tlb::Tlb,
+        vmm::Spaces,
         vram::Vram, //
     },
 };
@@ -65,6 +69,10 @@ pub(crate) struct DebugData {
     pub(crate) pramin: Arc<Pramin>,
     /// The TLB invalidation engine.
     pub(crate) tlb: Arc<Tlb>,
+    /// Page-table memory.
+    pub(crate) pool: Arc<PtPool>,
+    /// The GPU's address spaces.
+    pub(crate) spaces: Arc<Spaces>,
     /// BAR0 access counts.
     pub(crate) mmio: Arc<MmioStats>,
 }
@@ -113,6 +121,44 @@ fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "tlb_reg_reads: {}", t.reads.load(Relaxed))
 }
 
+fn show_vmm(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let p = &d.pool.stats;
+    let (chunks, bytes) = d.pool.footprint();
+    writeln!(
+        f,
+        "pagetable_pool: {} tables in use, {} chunks ({} KiB), {} allocs ({} known zero), {} frees",
+        d.pool.in_use(),
+        chunks,
+        bytes >> 10,
+        p.allocs.load(Relaxed),
+        p.zero_hits.load(Relaxed),
+        p.frees.load(Relaxed)
+    )?;
+    d.spaces.for_each(|s| {
+        s.show(f)?;
+        let st = &s.stats;
+        writeln!(
+            f,
+            "  ops: {} maps, {} unmaps, {} access changes, {} invalidates, {} entry writes, {} tables created, {} freed, {} failed",
+            st.maps.load(Relaxed),
+            st.unmaps.load(Relaxed),
+            st.protects.load(Relaxed),
+            st.invalidates.load(Relaxed),
+            st.entry_writes.load(Relaxed),
+            st.tables_created.load(Relaxed),
+            st.tables_freed.load(Relaxed),
+            st.failed.load(Relaxed)
+        )
+    })
+}
+
+fn show_pagetables(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    d.spaces.for_each(|s| {
+        writeln!(f, "address space {}:", s.name())?;
+        s.dump(f)
+    })
+}
+
 /// Creates the debugfs directory `name` of one GPU, or `None` if debugfs is not available.
 pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<DebugData>>>> {
     let root = ROOT.lock().clone()?;
@@ -122,6 +168,8 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         vram,
         pramin,
         tlb,
+        pool,
+        spaces,
         mmio,
     } = data;
     let data = try_pin_init!(DebugData {
@@ -130,6 +178,8 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         vram,
         pramin,
         tlb,
+        pool,
+        spaces,
         mmio,
     }? Error);
     let scope = root.scope(data, name, |d, dir| {
@@ -137,6 +187,8 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         dir.read_callback_file(c"fb_layout", d, &show_layout);
         dir.read_callback_file(c"vram", d, &show_vram);
         dir.read_callback_file(c"counters", d, &show_counters);
+        dir.read_callback_file(c"vmm", d, &show_vmm);
+        dir.read_callback_file(c"pagetables", d, &show_pagetables);
     });
     KBox::pin_init(scope, GFP_KERNEL).ok()
 }

@@ -33,11 +33,7 @@ use crate::{
         FwParams, //
     },
     gpu::Spec,
-    mm::{
-        pramin::Pramin,
-        tlb::Tlb,
-        vram::Vram, //
-    },
+    mm::GpuMm,
     regs, //
 };
 
@@ -49,20 +45,14 @@ pub(crate) struct NovaMm<'bound> {
     _listed: Listed,
     /// The PCI device.
     pub(crate) pdev: &'bound pci::Device<Bound>,
-    /// BAR0: registers and the PRAMIN aperture.
-    pub(crate) bar: Bar0<'bound>,
     // Dropped before the state it shows.
     _debugfs: Option<Pin<KBox<Scope<DebugData>>>>,
     /// The chip's identity.
     pub(crate) spec: Spec,
     /// The layout of VRAM: usable and reserved ranges.
     pub(crate) layout: Arc<FbLayout>,
-    /// The usable VRAM's allocator.
-    pub(crate) vram: Arc<Vram>,
-    /// The PRAMIN window, restricted to the usable VRAM.
-    pub(crate) pramin: Arc<Pramin>,
-    /// TLB invalidation.
-    pub(crate) tlb: Arc<Tlb>,
+    /// Memory management: BAR0, VRAM, PRAMIN, TLB, page tables, address spaces.
+    pub(crate) mm: GpuMm<'bound>,
 }
 
 /// The nova-mm PCI driver.
@@ -114,7 +104,10 @@ impl pci::Driver for NovaMmDriver {
             pdev.enable_device_mem()?;
             pdev.set_master();
             let pdev: &'bound pci::Device<Bound> = pdev;
-            let bar = Bar0::new(pdev.iomap_region_sized::<BAR0_SIZE>(0, c"nova-mm/bar0")?)?;
+            let bar = Arc::new(
+                Bar0::new(pdev.iomap_region_sized::<BAR0_SIZE>(0, c"nova-mm/bar0")?)?,
+                GFP_KERNEL,
+            )?;
             let spec = identify(pdev, &bar)?;
             dev_info!(pdev, "{}\n", spec);
 
@@ -133,12 +126,7 @@ impl pci::Driver for NovaMmDriver {
                 .max_by_key(|r| r.end - r.start)
                 .cloned()
                 .ok_or(ENOSPC)?;
-            let vram = Vram::new(usable.clone())?;
-            let pramin = Arc::pin_init(
-                Pramin::new(spec.chipset.arch(), &[usable.clone()]),
-                GFP_KERNEL,
-            )?;
-            let tlb = Arc::pin_init(Tlb::new(), GFP_KERNEL)?;
+            let mm = GpuMm::new(bar.clone(), &spec, usable.clone())?;
             dev_info!(
                 pdev,
                 "VRAM {} MiB, usable {:#x}..{:#x} ({} MiB)\n",
@@ -151,9 +139,11 @@ impl pci::Driver for NovaMmDriver {
                 DebugData {
                     spec,
                     layout: layout.clone(),
-                    vram: vram.clone(),
-                    pramin: pramin.clone(),
-                    tlb: tlb.clone(),
+                    vram: mm.vram.clone(),
+                    pramin: mm.pramin.clone(),
+                    tlb: mm.tlb.clone(),
+                    pool: mm.pool.clone(),
+                    spaces: mm.spaces.clone(),
                     mmio: bar.stats().clone(),
                 },
                 pdev.as_ref().name(),
@@ -161,13 +151,10 @@ impl pci::Driver for NovaMmDriver {
 
             Ok(try_pin_init!(&this in NovaMm {
                 pdev,
-                bar,
                 _debugfs: dbg,
                 spec,
                 layout,
-                vram,
-                pramin,
-                tlb,
+                mm,
                 // SAFETY: Every other field is initialized at this point (fields are initialized
                 // in the order written here), the data is pinned, and `_listed` is declared
                 // first, so it is dropped before the rest.

@@ -164,6 +164,12 @@ impl Chipset {
     pub(crate) const fn mmu_version(self) -> MmuVersion {
         self.arch().mmu_version()
     }
+
+    /// Whether the MMU takes 512 MiB pages (a PTE at PD1): every architecture but Turing
+    /// (open-gpu-kernel-modules `uvm_ampere_mmu.c` adds 512 MiB to the Turing page sizes).
+    pub(crate) const fn has_512m_pages(self) -> bool {
+        !matches!(self.arch(), Architecture::Turing)
+    }
 }
 
 /// Why a GPU was not identified.

@@ -1,7 +1,208 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Memory management of the GPU: video memory, the PRAMIN window and TLB invalidation.
+//! Memory management of the GPU: video memory, the PRAMIN window, TLB invalidation, page tables
+//! and GPU virtual address spaces, gathered per GPU in [`GpuMm`].
 
+use core::ops::Range;
+
+use kernel::{
+    new_mutex,
+    prelude::*,
+    sync::{
+        Arc,
+        Mutex, //
+    },
+};
+
+use crate::{
+    bar::Bar0,
+    gpu::Spec, //
+};
+
+pub(crate) mod pagetable;
 pub(crate) mod pramin;
+pub(crate) mod ptpool;
 pub(crate) mod tlb;
+pub(crate) mod vmm;
 pub(crate) mod vram;
+
+use pagetable::{
+    EntryWriter,
+    PageTableOps, //
+};
+use pramin::{
+    Pramin,
+    PraminAccess, //
+};
+use ptpool::PtPool;
+use tlb::{
+    Scope,
+    Tlb, //
+};
+use vmm::{
+    Mapping,
+    PtHw,
+    Reservation,
+    Spaces,
+    Vmm, //
+};
+use vram::Vram;
+
+impl EntryWriter for PraminAccess<'_, '_> {
+    fn write(&mut self, addr: u64, val: u64) -> Result {
+        self.write64(addr, val)
+    }
+}
+
+/// Page-table writes through PRAMIN and invalidates through the TLB registers of one GPU.
+pub(crate) struct GpuHw<'a> {
+    bar: Arc<Bar0<'a>>,
+    pramin: Arc<Pramin>,
+    tlb: Arc<Tlb>,
+    scope: Scope,
+}
+
+impl PtHw for GpuHw<'_> {
+    fn with_writer(&self, f: &mut dyn FnMut(&mut dyn EntryWriter) -> Result) -> Result {
+        let mut access = self.pramin.access(&self.bar);
+        f(&mut access)
+    }
+
+    fn invalidate(&self, pdb: u64) -> Result {
+        self.tlb.invalidate(&self.bar, pdb, self.scope)
+    }
+}
+
+/// The memory-management state of one GPU, built in one place at probe.
+pub(crate) struct GpuMm<'a> {
+    /// BAR0.
+    pub(crate) bar: Arc<Bar0<'a>>,
+    /// The usable VRAM's allocator.
+    pub(crate) vram: Arc<Vram>,
+    /// The PRAMIN window, restricted to the usable VRAM.
+    pub(crate) pramin: Arc<Pramin>,
+    /// TLB invalidation.
+    pub(crate) tlb: Arc<Tlb>,
+    /// Page-table memory.
+    pub(crate) pool: Arc<PtPool>,
+    /// The live address spaces (for debugfs).
+    pub(crate) spaces: Arc<Spaces>,
+    /// The walker of the chip's MMU format, chosen once here.
+    ops: &'static dyn PageTableOps,
+    /// Whether the chip has 512 MiB pages.
+    huge: bool,
+    hw: Arc<GpuHw<'a>>,
+    hub_hw: Arc<GpuHw<'a>>,
+    /// Mappings left in place on purpose until the GPU goes away, so that the test harness can
+    /// check the page tables in the model's VRAM after power-off (dropped first).
+    pub(crate) kept: Pin<KBox<Mutex<KVec<Kept<'a>>>>>,
+}
+
+/// Something the device tests leave mapped until the GPU goes away.
+// Held only to keep it alive; never read.
+#[allow(dead_code)]
+pub(crate) enum Kept<'a> {
+    /// An address space.
+    Space(Arc<Vmm<'a>>),
+    /// A reservation.
+    Reservation(Reservation<'a>),
+    /// A mapping.
+    Mapping(Mapping<'a>),
+}
+
+impl Drop for GpuMm<'_> {
+    fn drop(&mut self) {
+        // The GPU is going away: release what is still mapped without writing to it.
+        self.spaces.retire_all();
+        // Whatever the order, a mapping keeps its reservation and space alive until it is gone.
+        let mut kept = self.kept.lock();
+        kept.clear();
+    }
+}
+
+impl<'a> GpuMm<'a> {
+    /// Builds the memory management of a GPU of `spec` whose usable VRAM is `usable`.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`, or `EINVAL` for a range the PRAMIN window cannot reach.
+    pub(crate) fn new(bar: Arc<Bar0<'a>>, spec: &Spec, usable: Range<u64>) -> Result<Self> {
+        let vram = Vram::new(usable.clone())?;
+        let pramin = Arc::pin_init(
+            Pramin::new(spec.chipset.arch(), &[usable.clone()]),
+            GFP_KERNEL,
+        )?;
+        let tlb = Arc::pin_init(Tlb::new(), GFP_KERNEL)?;
+        let pool = PtPool::new(vram.clone())?;
+        let hw = |scope| {
+            Arc::new(
+                GpuHw {
+                    bar: bar.clone(),
+                    pramin: pramin.clone(),
+                    tlb: tlb.clone(),
+                    scope,
+                },
+                GFP_KERNEL,
+            )
+        };
+        let (gpu_hw, hub_hw) = (hw(Scope::Pdb)?, hw(Scope::PdbHubOnly)?);
+        Ok(Self {
+            bar,
+            vram,
+            pramin,
+            tlb,
+            pool,
+            spaces: Spaces::new()?,
+            ops: pagetable::ops_for(spec.chipset.mmu_version()),
+            huge: spec.chipset.has_512m_pages(),
+            hw: gpu_hw,
+            hub_hw,
+            kept: KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?,
+        })
+    }
+
+    /// Creates a GPU virtual address space covering `va`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a bad range; `ENOMEM`/`ENOSPC` for the root directory; MMIO errors.
+    pub(crate) fn new_vmm(&self, name: &'static str, va: Range<u64>) -> Result<Arc<Vmm<'a>>> {
+        Vmm::new(
+            name,
+            self.ops,
+            self.pool.clone(),
+            self.hw.clone(),
+            self.spaces.clone(),
+            va,
+            self.huge,
+        )
+    }
+
+    /// Creates an address space whose invalidates only reach the hub TLB (BAR1, BAR2).
+    ///
+    /// # Errors
+    ///
+    /// As [`GpuMm::new_vmm`].
+    #[allow(dead_code)]
+    pub(crate) fn new_hub_vmm(&self, name: &'static str, va: Range<u64>) -> Result<Arc<Vmm<'a>>> {
+        Vmm::new(
+            name,
+            self.ops,
+            self.pool.clone(),
+            self.hub_hw.clone(),
+            self.spaces.clone(),
+            va,
+            self.huge,
+        )
+    }
+
+    /// Returns the MMU format version of the chip's page tables.
+    pub(crate) fn format_version(&self) -> u32 {
+        self.ops.version()
+    }
+
+    /// Whether the chip has 512 MiB pages.
+    pub(crate) fn has_512m_pages(&self) -> bool {
+        self.huge
+    }
+}

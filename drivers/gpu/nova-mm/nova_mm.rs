@@ -12,6 +12,46 @@ use kernel::{
     InPlaceModule, //
 };
 
+// Checks for tests that must not end the test thread (see `tests.rs`).
+/// Checks a condition inside a device closure; on failure logs where and returns `EINVAL`.
+///
+/// A failed KUnit assertion ends the test thread on the spot, which inside
+/// [`crate::devices::for_each`] would leave the device list (and any PRAMIN window) locked for
+/// good. Device closures check with this instead and the failure propagates as an error, which
+/// fails the test after the locks are released.
+macro_rules! ensure {
+    ($cond:expr) => {
+        if !$cond {
+            kernel::kunit::err(fmt!(
+                "    # {}:{}: check failed: {}\n",
+                file!(),
+                line!(),
+                stringify!($cond)
+            ));
+            return Err(EINVAL);
+        }
+    };
+}
+
+/// Like [`ensure!`], for equality; logs both values.
+macro_rules! ensure_eq {
+    ($a:expr, $b:expr) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            kernel::kunit::err(fmt!(
+                "    # {}:{}: check failed: {} == {} ({:?} != {:?})\n",
+                file!(),
+                line!(),
+                stringify!($a),
+                stringify!($b),
+                a,
+                b
+            ));
+            return Err(EINVAL);
+        }
+    }};
+}
+
 mod bar;
 mod debugfs;
 mod devices;

@@ -29,45 +29,6 @@ pub(crate) fn skip(reason: &CStr) {
     test.status_comment[n] = 0;
 }
 
-/// Checks a condition inside a device closure; on failure logs where and returns `EINVAL`.
-///
-/// A failed KUnit assertion ends the test thread on the spot, which inside
-/// [`crate::devices::for_each`] would leave the device list (and any PRAMIN window) locked for
-/// good. Device closures check with this instead and the failure propagates as an error, which
-/// fails the test after the locks are released.
-macro_rules! ensure {
-    ($cond:expr) => {
-        if !$cond {
-            kernel::kunit::err(fmt!(
-                "    # {}:{}: check failed: {}\n",
-                file!(),
-                line!(),
-                stringify!($cond)
-            ));
-            return Err(EINVAL);
-        }
-    };
-}
-
-/// Like [`ensure!`], for equality; logs both values.
-macro_rules! ensure_eq {
-    ($a:expr, $b:expr) => {{
-        let (a, b) = (&$a, &$b);
-        if a != b {
-            kernel::kunit::err(fmt!(
-                "    # {}:{}: check failed: {} == {} ({:?} != {:?})\n",
-                file!(),
-                line!(),
-                stringify!($a),
-                stringify!($b),
-                a,
-                b
-            ));
-            return Err(EINVAL);
-        }
-    }};
-}
-
 /// Returns the chipset codes the harness declared with `nova_mm.expect_chipsets`, in order.
 pub(crate) fn expected_chipsets() -> KVec<u32> {
     let mut v = KVec::new();
@@ -100,8 +61,8 @@ mod device_id {
         let mut expected = expected_chipsets();
         let mut seen = 0;
         let n = devices::for_each(|gpu: &NovaMm<'_>| {
-            let boot0 = gpu.bar.read(regs::NV_PMC_BOOT_0).into_raw();
-            let boot42 = gpu.bar.read(regs::NV_PMC_BOOT_42).into_raw();
+            let boot0 = gpu.mm.bar.read(regs::NV_PMC_BOOT_0).into_raw();
+            let boot42 = gpu.mm.bar.read(regs::NV_PMC_BOOT_42).into_raw();
             let spec = Spec::identify(boot0, boot42).map_err(Error::from)?;
             ensure_eq!(spec, gpu.spec);
             // The PCI vendor must be NVIDIA's.
@@ -185,9 +146,9 @@ mod device_mm {
             if let Some(size) = expected_vram(gpu.spec.chipset as u32) {
                 ensure_eq!(gpu.layout.fb.end, size);
             }
-            let usable = gpu.vram.range();
+            let usable = gpu.mm.vram.range();
             ensure!(usable.end <= gpu.layout.fb.end);
-            ensure_eq!(gpu.vram.stats().total, usable.end - usable.start);
+            ensure_eq!(gpu.mm.vram.stats().total, usable.end - usable.start);
             for r in gpu.layout.reserved() {
                 ensure!(r.range.start >= usable.end || r.range.end <= usable.start);
             }
@@ -200,15 +161,16 @@ mod device_mm {
     #[test]
     fn pramin_patterns() -> Result {
         on_each_gpu(|gpu| {
-            let bar = &gpu.bar;
+            let bar = &gpu.mm.bar;
             // 2 MiB, 1 MiB aligned: spans two window positions.
             let buf = gpu
+                .mm
                 .vram
                 .alloc(&AllocRequest::new(2 * MIB).contiguous().aligned(MIB))?;
             let base = buf.start();
-            let moves0 = gpu.pramin.stats.window_moves.load(Relaxed);
+            let moves0 = gpu.mm.pramin.stats.window_moves.load(Relaxed);
             {
-                let mut w = gpu.pramin.access(bar);
+                let mut w = gpu.mm.pramin.access(bar);
                 // Across the 1 MiB boundary, in 32 and 64 bits.
                 for i in 0..64u64 {
                     let a = base + MIB - 256 + i * 8;
@@ -230,18 +192,19 @@ mod device_mm {
                     ensure_eq!(w.read32(a)?, 0xa5a5_0000 | i as u32);
                 }
             }
-            let moves = gpu.pramin.stats.window_moves.load(Relaxed) - moves0;
+            let moves = gpu.mm.pramin.stats.window_moves.load(Relaxed) - moves0;
             // Writes across the boundary: at most two positions; then back down and up again.
             ensure!(moves <= 6);
             drop(buf);
 
             // The last word of usable VRAM.
             let top = gpu
+                .mm
                 .vram
                 .alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
-            let end = gpu.vram.range().end;
+            let end = gpu.mm.vram.range().end;
             ensure_eq!(top.start() + 64 * 1024, end);
-            let mut w = gpu.pramin.access(bar);
+            let mut w = gpu.mm.pramin.access(bar);
             w.write32(end - 4, 0xdead_beef)?;
             w.write64(end - 16, 0x1122_3344_5566_7788)?;
             ensure_eq!(w.read32(end - 4)?, 0xdead_beef);
@@ -256,15 +219,16 @@ mod device_mm {
     fn pramin_batched_writes() -> Result {
         on_each_gpu(|gpu| {
             let buf = gpu
+                .mm
                 .vram
                 .alloc(&AllocRequest::new(2 * MIB).contiguous().aligned(MIB))?;
             let base = buf.start();
             // 1 MiB + 64 KiB of zeros from a 64 KiB boundary: exactly two window positions.
             let start = base + 64 * 1024;
             let count = (MIB + 64 * 1024) / 8;
-            let s = &gpu.pramin.stats;
+            let s = &gpu.mm.pramin.stats;
             let w0 = s.writes.load(Relaxed);
-            let mut w = gpu.pramin.access(&gpu.bar);
+            let mut w = gpu.mm.pramin.access(&gpu.mm.bar);
             // Park the window away from the run first.
             w.read32(base + 2 * MIB - 4)?;
             let m1 = s.window_moves.load(Relaxed);
@@ -279,7 +243,7 @@ mod device_mm {
             ensure_eq!(w.read64(start)?, 0);
             ensure_eq!(w.read64(start + count * 8 - 8)?, 0);
             // A run that ends past the usable VRAM is refused whole.
-            let end = gpu.vram.range().end;
+            let end = gpu.mm.vram.range().end;
             let before = s.writes.load(Relaxed);
             ensure_eq!(w.fill64(end - 64, 16, 0), Err(ERANGE));
             ensure_eq!(w.write64_slice(end - 8, &pattern), Err(ERANGE));
@@ -296,14 +260,14 @@ mod device_mm {
     fn pramin_marks_for_the_harness() -> Result {
         on_each_gpu(|gpu| {
             // Low in usable VRAM, where no other test allocates (they take the highest blocks).
-            let lo = gpu.vram.range().start;
-            let buf = gpu.vram.alloc(
+            let lo = gpu.mm.vram.range().start;
+            let buf = gpu.mm.vram.alloc(
                 &AllocRequest::new(4 * MIB)
                     .contiguous()
                     .placed(Placement::Within(lo..lo + 64 * MIB)),
             )?;
             let base = buf.start();
-            let mut w = gpu.pramin.access(&gpu.bar);
+            let mut w = gpu.mm.pramin.access(&gpu.mm.bar);
             for off in [8, MIB + 0x1_2340, 3 * MIB + 0xf_fff8] {
                 let addr = base + off;
                 let val = 0x4e4f_5641_0000_0000 | (addr >> 3);
@@ -325,14 +289,14 @@ mod device_mm {
     #[test]
     fn pramin_refuses_reserved() -> Result {
         on_each_gpu(|gpu| {
-            let end = gpu.vram.range().end;
-            let s = &gpu.pramin.stats;
+            let end = gpu.mm.vram.range().end;
+            let s = &gpu.mm.pramin.stats;
             let before = (
                 s.reads.load(Relaxed),
                 s.writes.load(Relaxed),
                 s.window_moves.load(Relaxed),
             );
-            let mut w = gpu.pramin.access(&gpu.bar);
+            let mut w = gpu.mm.pramin.access(&gpu.mm.bar);
             ensure_eq!(w.write32(end, 1), Err(ERANGE));
             ensure_eq!(w.read32(gpu.layout.fb.end - 4), Err(ERANGE));
             ensure_eq!(w.read64(gpu.layout.fb.end), Err(ERANGE));
@@ -352,10 +316,13 @@ mod device_mm {
     #[test]
     fn tlb_invalidate() -> Result {
         on_each_gpu(|gpu| {
-            let pd = gpu.vram.alloc(&AllocRequest::new(4096))?;
-            let n0 = gpu.tlb.stats.invalidates.load(Relaxed);
+            let pd = gpu.mm.vram.alloc(&AllocRequest::new(4096))?;
+            let n0 = gpu.mm.tlb.stats.invalidates.load(Relaxed);
             let t0 = Instant::<Monotonic>::now();
-            let res = gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::PdbHubOnly);
+            let res = gpu
+                .mm
+                .tlb
+                .invalidate(&gpu.mm.bar, pd.start(), Scope::PdbHubOnly);
             let took = t0.elapsed();
             if crate::module_parameters::expect_tlb_hang.value() {
                 ensure_eq!(res, Err(ETIMEDOUT));
@@ -365,20 +332,407 @@ mod device_mm {
                         < INVALIDATE_TIMEOUT.as_micros_ceil()
                             + Delta::from_millis(1000).as_micros_ceil()
                 );
-                ensure!(gpu.tlb.stats.timeouts.load(Relaxed) >= 1);
+                ensure!(gpu.mm.tlb.stats.timeouts.load(Relaxed) >= 1);
             } else {
                 ensure_eq!(res, Ok(()));
-                ensure_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::All), Ok(()));
-                ensure_eq!(gpu.tlb.invalidate(&gpu.bar, pd.start(), Scope::Pdb), Ok(()));
+                ensure_eq!(
+                    gpu.mm.tlb.invalidate(&gpu.mm.bar, pd.start(), Scope::All),
+                    Ok(())
+                );
+                ensure_eq!(
+                    gpu.mm.tlb.invalidate(&gpu.mm.bar, pd.start(), Scope::Pdb),
+                    Ok(())
+                );
             }
-            ensure!(gpu.tlb.stats.invalidates.load(Relaxed) > n0);
+            ensure!(gpu.mm.tlb.stats.invalidates.load(Relaxed) > n0);
             // A misaligned page directory is refused without touching the hardware.
-            let n1 = gpu.tlb.stats.invalidates.load(Relaxed);
+            let n1 = gpu.mm.tlb.stats.invalidates.load(Relaxed);
             ensure_eq!(
-                gpu.tlb.invalidate(&gpu.bar, pd.start() + 8, Scope::Pdb),
+                gpu.mm
+                    .tlb
+                    .invalidate(&gpu.mm.bar, pd.start() + 8, Scope::Pdb),
                 Err(EINVAL)
             );
-            ensure_eq!(gpu.tlb.stats.invalidates.load(Relaxed), n1);
+            ensure_eq!(gpu.mm.tlb.stats.invalidates.load(Relaxed), n1);
+            Ok(())
+        })
+    }
+}
+
+#[kunit_tests(nova_mm_device_vmm)]
+mod device_vmm {
+    use super::*;
+    use crate::{
+        devices,
+        driver::NovaMm,
+        mm::{
+            pagetable::{
+                Access,
+                Entry,
+                SZ_2M,
+                SZ_4K,
+                SZ_512M,
+                SZ_64K, //
+            },
+            vmm::{
+                Mapping,
+                Reservation,
+                Vmm, //
+            },
+            vram::{
+                AllocRequest,
+                Placement, //
+            },
+            GpuMm,
+            Kept, //
+        },
+    };
+    use kernel::sync::{
+        atomic::Relaxed,
+        Arc, //
+    };
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn on_each_gpu(f: impl FnMut(&NovaMm<'_>) -> Result) -> Result {
+        if crate::module_parameters::expect_tlb_hang.value() {
+            skip(c"invalidates hang (nova_mm_device_vmm.vmm_invalidate_hang covers it)");
+            return Ok(());
+        }
+        if devices::for_each(f)? == 0 {
+            skip(c"no GPU bound");
+        }
+        Ok(())
+    }
+
+    /// With invalidates that never complete, a map fails with `ETIMEDOUT` within the bound and
+    /// leaves no table or mapping behind.
+    #[test]
+    fn vmm_invalidate_hang() -> Result {
+        if !crate::module_parameters::expect_tlb_hang.value() {
+            skip(c"invalidates complete (only with the model's invalidate-hang fault)");
+            return Ok(());
+        }
+        let n = devices::for_each(|gpu| {
+            let mm = &gpu.mm;
+            let vmm = mm.new_vmm("kunit-hang", 0..1 << 40)?;
+            let mem = Arc::new(mm.vram.alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
+            let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
+            let t0 = mm.tlb.stats.timeouts.load(Relaxed);
+            ensure_eq!(
+                res.map(0, &mem, 0, SZ_4K, Access::ReadWrite).err(),
+                Some(ETIMEDOUT)
+            );
+            ensure!(mm.tlb.stats.timeouts.load(Relaxed) > t0);
+            ensure_eq!(vmm.tables(), 1);
+            ensure_eq!(vmm.lookup(res.range().start).0, Entry::Invalid);
+            Ok(())
+        })?;
+        if n == 0 {
+            skip(c"no GPU bound");
+        }
+        Ok(())
+    }
+
+    /// MMIO counters of one GPU.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Counts {
+        mmio_reads: u64,
+        mmio_writes: u64,
+        pramin_reads: u64,
+        pramin_writes: u64,
+        invalidates: u64,
+        polls: u64,
+    }
+
+    fn counts(mm: &GpuMm<'_>) -> Counts {
+        Counts {
+            mmio_reads: mm.bar.stats().reads.load(Relaxed),
+            mmio_writes: mm.bar.stats().writes.load(Relaxed),
+            pramin_reads: mm.pramin.stats.reads.load(Relaxed),
+            pramin_writes: mm.pramin.stats.writes.load(Relaxed),
+            invalidates: mm.tlb.stats.invalidates.load(Relaxed),
+            polls: mm.tlb.stats.reads.load(Relaxed),
+        }
+    }
+
+    /// Checks that what happened since `c0` was one operation: exactly one invalidate, and no
+    /// MMIO read but that invalidate's completion polls.
+    fn one_op(mm: &GpuMm<'_>, c0: Counts) -> Result<Counts> {
+        let c = counts(mm);
+        ensure_eq!(c.invalidates - c0.invalidates, 1);
+        ensure_eq!(c.pramin_reads, c0.pramin_reads);
+        ensure_eq!(c.mmio_reads - c0.mmio_reads, c.polls - c0.polls);
+        Ok(c)
+    }
+
+    /// Prints a mapping for the harness, which checks each page with the model's own walker on
+    /// the page tables in the model's VRAM after power-off: `NOVA-MAP <chipset> <pdb> <va> <pa>
+    /// <len> <page> <rw|ro|sparse|fault>`.
+    fn announce(
+        gpu: &NovaMm<'_>,
+        vmm: &Vmm<'_>,
+        va: u64,
+        pa: u64,
+        len: u64,
+        page: u64,
+        what: &str,
+    ) {
+        pr_info!(
+            "NOVA-MAP {:#x} {:#x} {:#x} {:#x} {:#x} {:#x} {}\n",
+            gpu.spec.chipset as u32,
+            vmm.pdb(),
+            va,
+            pa,
+            len,
+            page,
+            what
+        );
+    }
+
+    fn announce_mapping(gpu: &NovaMm<'_>, vmm: &Vmm<'_>, m: &Mapping<'_>) {
+        let what = if m.access() == Access::ReadOnly {
+            "ro"
+        } else {
+            "rw"
+        };
+        for p in m.pieces() {
+            announce(gpu, vmm, p.va, p.pa, p.len, p.page, what);
+        }
+    }
+
+    /// Every page of `m` translates, from the shadow, to its physical address with its access.
+    fn check_shadow(vmm: &Vmm<'_>, m: &Mapping<'_>) -> Result {
+        let ro = m.access() == Access::ReadOnly;
+        for p in m.pieces() {
+            let mut off = 0;
+            while off < p.len {
+                let (e, size) = vmm.lookup(p.va + off);
+                ensure_eq!(size, p.page);
+                ensure_eq!(
+                    e,
+                    Entry::Page {
+                        pa: p.pa + off,
+                        read_only: ro
+                    }
+                );
+                off += p.page;
+            }
+        }
+        Ok(())
+    }
+
+    /// A 2 MiB page in a fresh address space costs the design's minimum: the root's entry and
+    /// each new table once (its entries, plus its zeros unless the memory is known zero), one
+    /// invalidate, no reads but its polls; the unmap one write per leaf and per freed table.
+    #[test]
+    fn vmm_minimum_cost() -> Result {
+        on_each_gpu(|gpu| {
+            let mm = &gpu.mm;
+            let levels = if mm.format_version() == 3 { 4 } else { 3 };
+            let vmm = mm.new_vmm("kunit-minimum", 0..1 << 40)?;
+            let mem = Arc::new(
+                mm.vram
+                    .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
+                GFP_KERNEL,
+            )?;
+            let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
+            for round in 0..2 {
+                let z0 = mm.pool.stats.zero_hits.load(Relaxed);
+                let c0 = counts(mm);
+                let m = res.map(0, &mem, 0, SZ_2M, Access::ReadWrite)?;
+                let c1 = one_op(mm, c0)?;
+                let zero = mm.pool.stats.zero_hits.load(Relaxed) - z0;
+                // New tables below the root: one entry each if known zero, else 512 writes.
+                let expect = 1 + zero + (levels - zero) * 512;
+                ensure_eq!(c1.pramin_writes - c0.pramin_writes, expect);
+                // The second time every table comes back known zero.
+                if round == 1 {
+                    ensure_eq!(zero, levels);
+                }
+                check_shadow(&vmm, &m)?;
+                drop(m);
+                let c2 = one_op(mm, c1)?;
+                ensure_eq!(c2.pramin_writes - c1.pramin_writes, 1 + levels);
+                // Besides PRAMIN: the invalidate's three register writes, and window moves.
+                ensure!(c2.mmio_writes - c1.mmio_writes >= 4);
+            }
+            ensure_eq!(vmm.tables(), 1);
+            Ok(())
+        })
+    }
+
+    /// Maps at every page size (512 MiB where the chip has them), mixed sizes under one dual
+    /// PDE, a non-contiguous allocation, read-only, sparse; changes access; unmaps some. Each
+    /// operation costs one invalidate and no reads. What stays mapped is left in place until the
+    /// GPU goes away and announced for the harness, which checks it with the model's walker.
+    #[test]
+    fn vmm_checked_by_the_model() -> Result {
+        on_each_gpu(|gpu| {
+            let mm = &gpu.mm;
+            let huge = mm.has_512m_pages();
+            let vmm = mm.new_vmm("kunit-checked", 0..1 << 40)?;
+            let big = if huge { SZ_512M } else { 8 * MIB };
+            let mem = Arc::new(
+                mm.vram
+                    .alloc(&AllocRequest::new(big).contiguous().aligned(big))?,
+                GFP_KERNEL,
+            )?;
+            let res = vmm.reserve(4 * GIB, SZ_512M, Some(4 * GIB), false)?;
+            // (offset in the reservation, offset in the allocation, size, largest page)
+            let mut cases = KVec::new();
+            for c in [
+                (SZ_4K, SZ_4K, 4 * SZ_4K, SZ_4K),
+                (SZ_2M + SZ_64K, SZ_64K, 4 * SZ_64K, SZ_64K),
+                (8 * MIB, SZ_2M, 4 * MIB, SZ_2M),
+                (16 * MIB + 60 * 1024, 60 * 1024, 72 * 1024, SZ_64K),
+                (20 * MIB + 4096, 8192, 64 * 1024, SZ_4K),
+            ] {
+                cases.push(c, GFP_KERNEL)?;
+            }
+            if huge {
+                cases.push((SZ_512M, 0, SZ_512M, SZ_512M), GFP_KERNEL)?;
+            }
+            let mut keep = KVec::new();
+            for (i, &(off, moff, size, page)) in cases.iter().enumerate() {
+                let c0 = counts(mm);
+                let mut m = res.map(off, &mem, moff, size, Access::ReadWrite)?;
+                let c1 = one_op(mm, c0)?;
+                ensure_eq!(m.pieces().iter().map(|p| p.page).max(), Some(page));
+                check_shadow(&vmm, &m)?;
+                if i == 2 {
+                    // Access change: one invalidate, every leaf rewritten.
+                    m.set_access(Access::ReadOnly)?;
+                    one_op(mm, c1)?;
+                    check_shadow(&vmm, &m)?;
+                }
+                if i == 1 {
+                    // Unmapped again: the range must fault.
+                    let va = m.va();
+                    drop(m);
+                    one_op(mm, c1)?;
+                    announce(gpu, &vmm, va, 0, size, SZ_4K, "fault");
+                    continue;
+                }
+                announce_mapping(gpu, &vmm, &m);
+                keep.push(m, GFP_KERNEL)?;
+            }
+
+            // A non-contiguous allocation, mapped contiguously: several buddy blocks.
+            // In a 1 MiB window low in VRAM (no other test allocates there; the PRAMIN marks
+            // are further down), every other 64 KiB taken, then 512 KiB from the holes.
+            let lo = mm.vram.range().start + 128 * MIB;
+            let win = Placement::Within(lo..lo + MIB);
+            let mut frag = KVec::new();
+            for _ in 0..16 {
+                frag.push(
+                    mm.vram
+                        .alloc(&AllocRequest::new(SZ_64K).placed(win.clone()))?,
+                    GFP_KERNEL,
+                )?;
+            }
+            for i in (0..16).rev().step_by(2) {
+                let _ = frag.remove(i);
+            }
+            let scattered = Arc::new(
+                mm.vram.alloc(&AllocRequest::new(8 * SZ_64K).placed(win))?,
+                GFP_KERNEL,
+            )?;
+            drop(frag);
+            ensure_eq!(scattered.ranges().count(), 8);
+            let c0 = counts(mm);
+            let m = res.map(64 * MIB, &scattered, 0, scattered.size(), Access::ReadWrite)?;
+            one_op(mm, c0)?;
+            check_shadow(&vmm, &m)?;
+            announce_mapping(gpu, &vmm, &m);
+            keep.push(m, GFP_KERNEL)?;
+
+            // Sparse: reads zero wherever nothing is mapped; a mapping inside it.
+            let c0 = counts(mm);
+            let sparse = vmm.reserve(
+                SZ_512M + 3 * SZ_2M + 3 * SZ_4K,
+                SZ_512M,
+                Some(8 * GIB),
+                true,
+            )?;
+            one_op(mm, c0)?;
+            let s = sparse.range();
+            let c0 = counts(mm);
+            let m = sparse.map(
+                SZ_512M + SZ_2M + SZ_4K,
+                &mem,
+                0,
+                2 * SZ_4K,
+                Access::ReadWrite,
+            )?;
+            one_op(mm, c0)?;
+            announce_mapping(gpu, &vmm, &m);
+            keep.push(m, GFP_KERNEL)?;
+            for off in [
+                0,
+                SZ_512M - SZ_4K,
+                SZ_512M,
+                SZ_512M + SZ_2M,
+                SZ_512M + SZ_2M + 3 * SZ_4K,
+            ] {
+                announce(gpu, &vmm, s.start + off, 0, SZ_4K, SZ_4K, "sparse");
+            }
+            announce(gpu, &vmm, s.end - 3 * SZ_4K, 0, 3 * SZ_4K, SZ_4K, "sparse");
+
+            let mut kept = mm.kept.lock();
+            for m in keep.drain_all() {
+                kept.push(Kept::Mapping(m), GFP_KERNEL)?;
+            }
+            kept.push(Kept::Reservation(sparse), GFP_KERNEL)?;
+            kept.push(Kept::Reservation(res), GFP_KERNEL)?;
+            kept.push(Kept::Space(vmm), GFP_KERNEL)?;
+            Ok(())
+        })
+    }
+
+    /// Bad requests are refused before anything is written.
+    #[test]
+    fn vmm_refuses_bad_input() -> Result {
+        on_each_gpu(|gpu| {
+            let mm = &gpu.mm;
+            let vmm = mm.new_vmm("kunit-bad", 0..1 << 32)?;
+            let mem = Arc::new(mm.vram.alloc(&AllocRequest::new(SZ_64K))?, GFP_KERNEL)?;
+            let res: Reservation<'_> = vmm.reserve(MIB, MIB, None, false)?;
+            let c0 = counts(mm);
+            ensure_eq!(
+                res.map(0, &mem, 0, 0, Access::ReadWrite).err(),
+                Some(EINVAL)
+            );
+            ensure_eq!(
+                res.map(12, &mem, 0, SZ_4K, Access::ReadWrite).err(),
+                Some(EINVAL)
+            );
+            ensure_eq!(
+                res.map(0, &mem, SZ_64K, SZ_4K, Access::ReadWrite).err(),
+                Some(ERANGE)
+            );
+            ensure_eq!(
+                res.map(MIB - SZ_4K, &mem, 0, 2 * SZ_4K, Access::ReadWrite)
+                    .err(),
+                Some(ERANGE)
+            );
+            ensure_eq!(
+                res.map(u64::MAX & !4095, &mem, 0, SZ_4K, Access::ReadWrite)
+                    .err(),
+                Some(ERANGE)
+            );
+            ensure_eq!(
+                vmm.reserve(SZ_4K, SZ_4K, Some(0x1234_5000), false)
+                    .map(|_| ()),
+                Ok(())
+            );
+            ensure_eq!(
+                vmm.reserve(SZ_4K, SZ_4K, Some(1 << 32), false).err(),
+                Some(EEXIST)
+            );
+            ensure_eq!(vmm.reserve(2 << 32, SZ_4K, None, false).err(), Some(ENOSPC));
+            ensure_eq!(counts(mm), c0);
             Ok(())
         })
     }

@@ -109,10 +109,13 @@ pub(crate) struct VramStats {
 /// # Invariants
 ///
 /// `blocks` holds exactly the blocks of the live [`VramAllocation`]s of this `Vram`, keyed by
-/// start address, with their end address as value.
+/// start address, with their end address as value. The buddy allocator covers `0..range.end`,
+/// so its offsets are VRAM addresses and its alignments physical ones; `head`, when present,
+/// holds `0..range.start` for the life of the `Vram`, so nothing below the range is handed out.
 #[pin_data]
 pub(crate) struct Vram {
     buddy: GpuBuddy,
+    head: Option<Pin<KBox<AllocatedBlocks>>>,
     range: Range<u64>,
     #[pin]
     blocks: Mutex<RBTree<u64, u64>>,
@@ -135,14 +138,31 @@ impl Vram {
             );
             return Err(EINVAL);
         }
+        // The allocator starts at address 0, so that an aligned block is aligned in VRAM (the
+        // page-table layer maps 2 MiB and 512 MiB pages only at physically aligned addresses);
+        // what lies below the usable range is taken once, here, and never freed.
         let buddy = GpuBuddy::new(GpuBuddyParams {
-            base_offset: range.start,
-            size: range.end - range.start,
+            base_offset: 0,
+            size: range.end,
             chunk_size: Alignment::new::<SZ_4K>(),
         })?;
+        let head = if range.start > 0 {
+            Some(KBox::pin_init(
+                buddy.alloc_blocks(
+                    GpuBuddyAllocMode::Range(0..range.start),
+                    range.start,
+                    Alignment::new::<SZ_4K>(),
+                    GpuBuddyAllocFlags::default(),
+                ),
+                GFP_KERNEL,
+            )?)
+        } else {
+            None
+        };
         Arc::pin_init(
             pin_init!(Self {
                 buddy,
+                head,
                 range,
                 blocks <- new_mutex!(RBTree::new()),
                 allocations <- new_mutex!(0),
@@ -167,7 +187,7 @@ impl Vram {
         }
         largest = largest.max(self.range.end.saturating_sub(cursor));
         VramStats {
-            total: self.buddy.size(),
+            total: self.range.end - self.range.start,
             free: self.buddy.avail(),
             largest_free: largest,
             allocations: *self.allocations.lock(),
@@ -197,8 +217,8 @@ impl Vram {
                 if r.start < self.range.start || r.end > self.range.end || r.start >= r.end {
                     return Err(EINVAL);
                 }
-                // The C allocator takes ranges relative to its base offset.
-                GpuBuddyAllocMode::Range(r.start - self.range.start..r.end - self.range.start)
+                // The allocator's offsets are VRAM addresses (its base offset is 0).
+                GpuBuddyAllocMode::Range(r.clone())
             }
         };
         let mut flags = GpuBuddyAllocFlags::default();

@@ -1,0 +1,1234 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One GPU virtual address space: reserve, map, change access, unmap.
+//!
+//! The API follows the CUDA virtual-memory calls (`cuMemAddressReserve`, `cuMemMap`,
+//! `cuMemSetAccess`, `cuMemUnmap`) with RAII handles, so misuse cannot be expressed:
+//!
+//! - [`Vmm::reserve`] returns a [`Reservation`] of a virtual-address range (optionally at a fixed
+//!   address, optionally sparse); the range is free again when the reservation and every mapping
+//!   in it are gone.
+//! - [`Reservation::map`] maps a [`VramAllocation`] (or a page-aligned part of one, whatever its
+//!   buddy blocks) at an offset of the reservation and returns a [`Mapping`], which keeps the VRAM
+//!   and the reservation alive and unmaps on drop. [`Mapping::set_access`] changes its access.
+//!
+//! Every operation prepares first (virtual addresses, shadow nodes, page-table memory: all that can
+//! fail) and leaves nothing behind when that fails; then it writes the entries and invalidates the
+//! TLB once for the address space. Page tables left empty by an unmap, and the VRAM of the mapping,
+//! are released only after that invalidate completed ([`Flush`]).
+//!
+//! The virtual-address allocator is an [`RBTree`] of the reserved ranges, keyed by start: exact
+//! sizes and any power-of-two alignment, fixed-address reservations checked against the two
+//! neighbours, and first-fit placement. A second `GpuBuddy` over the address space was the
+//! alternative; it rounds every reservation to a power of two (with alignments as large as a
+//! mapping's largest page, a 1.5 GiB range would take 2 GiB of address space), which matters for
+//! BAR1, whose address space is only as large as the BAR.
+
+use core::ops::Range;
+
+use kernel::{
+    fmt, new_mutex,
+    prelude::*,
+    rbtree::{
+        RBTree,
+        RBTreeNodeReservation, //
+    },
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        Mutex, //
+    },
+};
+
+use crate::mm::{
+    pagetable::{
+        Access,
+        CommitStats,
+        EntryWriter,
+        FreeList,
+        Leaf,
+        PageTableOps,
+        Piece,
+        Shadow,
+        SZ_4K, //
+    },
+    ptpool::PtPool,
+    vram::VramAllocation,
+};
+
+/// The hardware an address space writes to: page-table entries and TLB invalidates.
+pub(crate) trait PtHw: Send + Sync {
+    /// Runs `f` with a writer of page-table entries (for PRAMIN: the window locked).
+    ///
+    /// # Errors
+    ///
+    /// What `f` returns.
+    fn with_writer(&self, f: &mut dyn FnMut(&mut dyn EntryWriter) -> Result) -> Result;
+    /// Invalidates the cached translations of the address space whose root is `pdb`, and waits.
+    ///
+    /// # Errors
+    ///
+    /// `ETIMEDOUT` if the invalidate did not complete.
+    fn invalidate(&self, pdb: u64) -> Result;
+}
+
+/// Counters of a [`Vmm`].
+pub(crate) struct VmmStats {
+    /// Map operations completed.
+    pub(crate) maps: Atomic<u64>,
+    /// Unmap operations completed.
+    pub(crate) unmaps: Atomic<u64>,
+    /// Access changes completed.
+    pub(crate) protects: Atomic<u64>,
+    /// TLB invalidates issued.
+    pub(crate) invalidates: Atomic<u64>,
+    /// Page-table entries (quadwords) written.
+    pub(crate) entry_writes: Atomic<u64>,
+    /// Page tables created.
+    pub(crate) tables_created: Atomic<u64>,
+    /// Page tables freed.
+    pub(crate) tables_freed: Atomic<u64>,
+    /// Operations refused or rolled back.
+    pub(crate) failed: Atomic<u64>,
+}
+
+impl VmmStats {
+    fn new() -> Self {
+        Self {
+            maps: Atomic::new(0),
+            unmaps: Atomic::new(0),
+            protects: Atomic::new(0),
+            invalidates: Atomic::new(0),
+            entry_writes: Atomic::new(0),
+            tables_created: Atomic::new(0),
+            tables_freed: Atomic::new(0),
+            failed: Atomic::new(0),
+        }
+    }
+}
+
+/// A record of one live mapping, for debugfs.
+#[derive(Clone, Copy)]
+struct MapRecord {
+    end: u64,
+    pa: u64,
+    page: u64,
+    access: Access,
+    pieces: u32,
+}
+
+struct VmmState {
+    shadow: Option<Shadow>,
+    /// Reserved ranges: start to (end, sparse).
+    reserved: RBTree<u64, (u64, bool)>,
+    /// Mapped ranges: start to record.
+    mapped: RBTree<u64, MapRecord>,
+}
+
+/// The state of one address space that outlives no hardware: what debugfs shows.
+#[pin_data]
+pub(crate) struct Space {
+    ops: &'static dyn PageTableOps,
+    pool: Arc<PtPool>,
+    va: Range<u64>,
+    pdb: u64,
+    name: &'static str,
+    #[pin]
+    state: Mutex<VmmState>,
+    /// Set when the GPU goes away: unmaps from then on release memory without writing.
+    dying: Atomic<u32>,
+    /// Counters.
+    pub(crate) stats: VmmStats,
+}
+
+/// The address spaces of one GPU, for debugfs.
+#[pin_data]
+pub(crate) struct Spaces {
+    #[pin]
+    list: Mutex<KVec<Arc<Space>>>,
+}
+
+impl Spaces {
+    /// Creates an empty list.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self { list <- new_mutex!(KVec::new()) }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Marks every address space as going away with its GPU: what is still mapped is then
+    /// released without page-table writes or invalidates (nothing translates through these
+    /// spaces any more, and the VRAM is no longer the driver's), so that removing a GPU with
+    /// live mappings costs no MMIO.
+    pub(crate) fn retire_all(&self) {
+        for s in self.list.lock().iter() {
+            s.dying.store(1, Relaxed);
+        }
+    }
+
+    /// Calls `f` on every live address space.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Space) -> fmt::Result) -> fmt::Result {
+        for s in self.list.lock().iter() {
+            f(s)?;
+        }
+        Ok(())
+    }
+}
+
+impl VmmState {
+    /// Whether `va` lies in a sparse reservation.
+    fn reserved_sparse(&self, va: u64) -> bool {
+        self.reserved
+            .iter()
+            .any(|(s, (e, sparse))| *sparse && va >= *s && va < *e)
+    }
+}
+
+/// One GPU virtual address space.
+///
+/// # Invariants
+///
+/// `space` is in `spaces` from creation until drop.
+pub(crate) struct Vmm<'a> {
+    space: Arc<Space>,
+    hw: Arc<dyn PtHw + 'a>,
+    spaces: Arc<Spaces>,
+}
+
+impl core::ops::Deref for Vmm<'_> {
+    type Target = Space;
+
+    fn deref(&self) -> &Space {
+        &self.space
+    }
+}
+
+/// An invalidate that runs when the page-table edits of one operation are done, before what they
+/// unlinked (tables, VRAM) is released.
+struct Flush<'v, 'a> {
+    vmm: &'v Vmm<'a>,
+    free: FreeList,
+    armed: bool,
+}
+
+impl Flush<'_, '_> {
+    fn finish(mut self) -> Result {
+        self.armed = false;
+        self.vmm.stats.invalidates.fetch_add(1, Relaxed);
+        self.vmm.hw.invalidate(self.vmm.pdb)
+        // `self.free` is dropped here, after the invalidate returned.
+    }
+}
+
+impl Drop for Flush<'_, '_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // An error path after entries were written: still invalidate before freeing.
+            self.vmm.stats.invalidates.fetch_add(1, Relaxed);
+            let _ = self.vmm.hw.invalidate(self.vmm.pdb);
+        }
+    }
+}
+
+impl<'a> Vmm<'a> {
+    /// Creates an address space covering `va` with the walker `ops`, its tables from `pool`,
+    /// written through `hw`. `huge` allows 512 MiB pages.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for an empty or misaligned range; `ENOMEM`/`ENOSPC`; errors of `hw`.
+    pub(crate) fn new(
+        name: &'static str,
+        ops: &'static dyn PageTableOps,
+        pool: Arc<PtPool>,
+        hw: Arc<dyn PtHw + 'a>,
+        spaces: Arc<Spaces>,
+        va: Range<u64>,
+        huge: bool,
+    ) -> Result<Arc<Self>> {
+        if va.start >= va.end || va.start % SZ_4K != 0 || va.end % SZ_4K != 0 {
+            return Err(EINVAL);
+        }
+        let mut shadow = None;
+        hw.with_writer(&mut |w| {
+            shadow = Some(ops.new_shadow(&pool, huge, w)?);
+            Ok(())
+        })?;
+        let shadow = shadow.ok_or(EINVAL)?;
+        let pdb = shadow.pdb();
+        let space = Arc::pin_init(
+            try_pin_init!(Space {
+                ops,
+                pool,
+                va,
+                pdb,
+                name,
+                state <- new_mutex!(VmmState {
+                    shadow: Some(shadow),
+                    reserved: RBTree::new(),
+                    mapped: RBTree::new(),
+                }),
+                dying: Atomic::new(0),
+                stats: VmmStats::new(),
+            }),
+            GFP_KERNEL,
+        )?;
+        spaces.list.lock().push(space.clone(), GFP_KERNEL)?;
+        Ok(Arc::new(Self { space, hw, spaces }, GFP_KERNEL)?)
+    }
+
+    /// Returns the VRAM address of the root directory.
+    pub(crate) fn pdb(&self) -> u64 {
+        self.pdb
+    }
+
+    /// Returns the number of page tables (the root included).
+    pub(crate) fn tables(&self) -> u64 {
+        let st = self.state.lock();
+        st.shadow.as_ref().map_or(0, |s| self.ops.tables(s))
+    }
+
+    /// Translates `va` from the shadow.
+    pub(crate) fn lookup(&self, va: u64) -> (crate::mm::pagetable::Entry, u64) {
+        let st = self.state.lock();
+        match st.shadow.as_ref() {
+            Some(s) => self.ops.lookup(s, va),
+            None => (crate::mm::pagetable::Entry::Invalid, 0),
+        }
+    }
+
+    /// Finds room for `size` bytes aligned to `align` in `reserved`, or checks `at`.
+    fn place(
+        &self,
+        reserved: &RBTree<u64, (u64, bool)>,
+        size: u64,
+        align: u64,
+        at: Option<u64>,
+    ) -> Result<u64> {
+        let fits = |start: u64| -> bool {
+            let Some(end) = start.checked_add(size) else {
+                return false;
+            };
+            start >= self.va.start
+                && end <= self.va.end
+                && reserved.iter().all(|(s, (e, _))| end <= *s || start >= *e)
+        };
+        if let Some(a) = at {
+            if a % align != 0 {
+                return Err(EINVAL);
+            }
+            return if fits(a) { Ok(a) } else { Err(EEXIST) };
+        }
+        let up = |x: u64| x.checked_add(align - 1).map(|v| v & !(align - 1));
+        let mut cursor = up(self.va.start).ok_or(ENOSPC)?;
+        for (s, (e, _)) in reserved.iter() {
+            if cursor.checked_add(size).is_some_and(|end| end <= *s) {
+                break;
+            }
+            cursor = cursor.max(up(*e).ok_or(ENOSPC)?);
+        }
+        if fits(cursor) {
+            Ok(cursor)
+        } else {
+            Err(ENOSPC)
+        }
+    }
+
+    /// Reserves `size` bytes of virtual addresses aligned to `align` (a power of two, at least
+    /// 4 KiB), at `at` if given. A sparse reservation reads zero and drops writes, without
+    /// faulting, wherever nothing is mapped.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a zero or unaligned size or a bad alignment; `EEXIST` if `at` overlaps a
+    /// reservation or is outside the space; `ENOSPC` if no room; `ENOMEM`; for sparse ones, the
+    /// errors of the page-table update.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        size: u64,
+        align: u64,
+        at: Option<u64>,
+        sparse: bool,
+    ) -> Result<Reservation<'a>> {
+        if size == 0 || size % SZ_4K != 0 || !align.is_power_of_two() || align < SZ_4K {
+            self.stats.failed.fetch_add(1, Relaxed);
+            return Err(EINVAL);
+        }
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let mut pieces = KVec::new();
+        let mut st = self.state.lock();
+        let start = self.place(&st.reserved, size, align, at).inspect_err(|_| {
+            self.stats.failed.fetch_add(1, Relaxed);
+        })?;
+        let range = start..start + size;
+        if sparse {
+            self.update(
+                &mut st,
+                &[(start, start, size)],
+                Leaf::Sparse,
+                range.clone(),
+                &mut pieces,
+            )?;
+        }
+        st.reserved
+            .insert(node.into_node(start, (start + size, sparse)));
+        drop(st);
+        Ok(Reservation(Arc::new(
+            ResInner {
+                vmm: self.clone(),
+                range,
+                sparse,
+            },
+            GFP_KERNEL,
+        )?))
+    }
+
+    /// Prepares and commits one update of the tables, with its one invalidate.
+    ///
+    /// `bound` is the reservation the update lies in (sparse collapse stays inside it).
+    fn update(
+        &self,
+        st: &mut VmmState,
+        runs: &[(u64, u64, u64)],
+        leaf: Leaf,
+        bound: Range<u64>,
+        pieces: &mut KVec<Piece>,
+    ) -> Result<CommitStats> {
+        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
+        let lo = runs.iter().map(|r| r.0).min().unwrap_or(0);
+        let hi = runs.iter().map(|r| r.0 + r.2).max().unwrap_or(0);
+        if let Err(e) = self.ops.prepare(sh, &self.pool, runs, leaf, pieces) {
+            self.ops.rollback(sh, lo..hi);
+            self.stats.failed.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+        self.commit(sh, pieces, leaf, None).inspect_err(|_| {
+            // The device failed mid-way (a write or the invalidate): take back what was
+            // written, so that no entry outlives the failed call. Best effort: on a dead
+            // device this fails too, and the tables go with the address space.
+            self.stats.failed.fetch_add(1, Relaxed);
+            let back = if st.reserved_sparse(lo) {
+                Leaf::Sparse
+            } else {
+                Leaf::Zero
+            };
+            if let Some(sh) = st.shadow.as_mut() {
+                let _ = self.commit(sh, pieces, back, Some(bound));
+            }
+        })
+    }
+
+    /// Commits `leaf` over `pieces`, invalidates, then frees what was unlinked.
+    fn commit(
+        &self,
+        sh: &mut Shadow,
+        pieces: &[Piece],
+        leaf: Leaf,
+        reclaim: Option<Range<u64>>,
+    ) -> Result<CommitStats> {
+        let mut flush = Flush {
+            vmm: self,
+            free: FreeList::default(),
+            armed: true,
+        };
+        let mut stats = CommitStats::default();
+        let res = self.hw.with_writer(&mut |w| {
+            stats = self
+                .ops
+                .commit(sh, pieces, leaf, reclaim.clone(), w, &mut flush.free)?;
+            Ok(())
+        });
+        self.stats.entry_writes.fetch_add(stats.writes, Relaxed);
+        self.stats
+            .tables_created
+            .fetch_add(stats.tables_new, Relaxed);
+        self.stats.tables_freed.fetch_add(flush.free.count, Relaxed);
+        res?;
+        flush.finish()?;
+        Ok(stats)
+    }
+}
+
+impl Space {
+    /// Returns the name of the address space.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Writes a line per reservation and mapping.
+    pub(crate) fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.state.lock();
+        writeln!(
+            f,
+            "vmm {}: va {:#x}..{:#x}, format v{}, pdb {:#x}, {} tables",
+            self.name,
+            self.va.start,
+            self.va.end,
+            self.ops.version(),
+            self.pdb,
+            st.shadow.as_ref().map_or(0, |s| self.ops.tables(s))
+        )?;
+        for (s, (e, sparse)) in st.reserved.iter() {
+            writeln!(
+                f,
+                "  reserved {:#x}..{:#x}{}",
+                s,
+                e,
+                if *sparse { " sparse" } else { "" }
+            )?;
+        }
+        for (s, m) in st.mapped.iter() {
+            writeln!(
+                f,
+                "  mapped {:#x}..{:#x} -> pa {:#x} largest page {:#x} {} ({} runs)",
+                s,
+                m.end,
+                m.pa,
+                m.page,
+                if m.access == Access::ReadOnly {
+                    "ro"
+                } else {
+                    "rw"
+                },
+                m.pieces
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes the decoded page-table tree from the shadow.
+    pub(crate) fn dump(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.state.lock();
+        match st.shadow.as_ref() {
+            Some(s) => self.ops.dump(s, f),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Vmm<'_> {
+    fn drop(&mut self) {
+        // Every reservation and mapping holds the space, so none is left: only the root and
+        // tables kept by sparse ranges remain. The space is bound nowhere; nothing is written.
+        let mut st = self.space.state.lock();
+        if let Some(sh) = st.shadow.take() {
+            let mut free = FreeList::default();
+            self.space.ops.teardown(sh, &mut free);
+        }
+        drop(st);
+        let mut list = self.spaces.list.lock();
+        if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, &self.space)) {
+            let _ = list.remove(i);
+        }
+    }
+}
+
+struct ResInner<'a> {
+    vmm: Arc<Vmm<'a>>,
+    range: Range<u64>,
+    sparse: bool,
+}
+
+impl Drop for ResInner<'_> {
+    fn drop(&mut self) {
+        let vmm = &self.vmm;
+        let mut st = vmm.state.lock();
+        if self.sparse && vmm.dying.load(Relaxed) == 0 {
+            // Back to unmapped: zero entries, by the current shape of the tables.
+            let mut pieces = KVec::new();
+            let r = self.range.clone();
+            let res = (|| -> Result {
+                let sh = st.shadow.as_mut().ok_or(ENODEV)?;
+                if let Err(e) = vmm.ops.prepare(
+                    sh,
+                    &vmm.pool,
+                    &[(r.start, r.start, r.end - r.start)],
+                    Leaf::Zero,
+                    &mut pieces,
+                ) {
+                    vmm.ops.rollback(sh, r.clone());
+                    return Err(e);
+                }
+                vmm.commit(sh, &pieces, Leaf::Zero, Some(r.clone()))?;
+                Ok(())
+            })();
+            if let Err(e) = res {
+                pr_err!(
+                    "vmm {}: releasing sparse range {:#x}..{:#x} failed: {:?}\n",
+                    vmm.name,
+                    r.start,
+                    r.end,
+                    e
+                );
+            }
+        }
+        let _ = st.reserved.remove(&self.range.start);
+    }
+}
+
+/// A reserved range of virtual addresses; free again when it and its mappings are dropped.
+pub(crate) struct Reservation<'a>(Arc<ResInner<'a>>);
+
+impl<'a> Reservation<'a> {
+    /// Returns the reserved range.
+    pub(crate) fn range(&self) -> Range<u64> {
+        self.0.range.clone()
+    }
+
+    /// Maps `size` bytes of `mem` from byte `mem_offset` (in the order of its blocks) at
+    /// `offset` into the reservation, with `access`, in the largest pages the alignment of
+    /// virtual and physical addresses allows.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for zero or unaligned sizes and offsets; `ERANGE` if the range is outside the
+    /// reservation or the allocation; `EBUSY` if it overlaps a mapping; `ENOMEM`/`ENOSPC` if
+    /// page-table memory is exhausted; errors of the hardware. On error nothing is changed.
+    pub(crate) fn map(
+        &self,
+        offset: u64,
+        mem: &Arc<VramAllocation>,
+        mem_offset: u64,
+        size: u64,
+        access: Access,
+    ) -> Result<Mapping<'a>> {
+        let vmm = &self.0.vmm;
+        let fail = |e: Error| {
+            vmm.stats.failed.fetch_add(1, Relaxed);
+            e
+        };
+        if size == 0 || size % SZ_4K != 0 || offset % SZ_4K != 0 || mem_offset % SZ_4K != 0 {
+            return Err(fail(EINVAL));
+        }
+        let r = &self.0.range;
+        let va = r
+            .start
+            .checked_add(offset)
+            .filter(|v| v.checked_add(size).is_some_and(|e| e <= r.end))
+            .ok_or_else(|| fail(ERANGE))?;
+        if mem_offset.checked_add(size).is_none_or(|e| e > mem.size()) {
+            return Err(fail(ERANGE));
+        }
+        // The physical runs of the part, in block order, at consecutive virtual addresses.
+        let mut runs = KVec::new();
+        let (mut skip, mut left, mut v) = (mem_offset, size, va);
+        for b in mem.ranges() {
+            let len = b.end - b.start;
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let take = (len - skip).min(left);
+            runs.push((v, b.start + skip, take), GFP_KERNEL)?;
+            v += take;
+            left -= take;
+            skip = 0;
+            if left == 0 {
+                break;
+            }
+        }
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let mut pieces = KVec::new();
+        let mut st = vmm.state.lock();
+        if st.mapped.iter().any(|(s, m)| va < m.end && va + size > *s) {
+            return Err(fail(EBUSY));
+        }
+        vmm.update(&mut st, &runs, Leaf::Page(access), r.clone(), &mut pieces)?;
+        let rec = MapRecord {
+            end: va + size,
+            pa: runs.first().map_or(0, |r| r.1),
+            page: pieces.iter().map(|p| p.page).max().unwrap_or(0),
+            access,
+            // CAST: a piece count fits in 32 bits (at most one per 4 KiB page of a run).
+            pieces: pieces.len() as u32,
+        };
+        st.mapped.insert(node.into_node(va, rec));
+        drop(st);
+        vmm.stats.maps.fetch_add(1, Relaxed);
+        Ok(Mapping {
+            res: self.0.clone(),
+            _mem: mem.clone(),
+            va,
+            size,
+            pieces,
+            access,
+        })
+    }
+}
+
+/// A live mapping of VRAM; unmapped (entries cleared, one invalidate, then the VRAM released)
+/// when dropped.
+pub(crate) struct Mapping<'a> {
+    res: Arc<ResInner<'a>>,
+    // Keeps the VRAM allocated until the unmap completed (dropped after `drop` ran).
+    _mem: Arc<VramAllocation>,
+    va: u64,
+    size: u64,
+    pieces: KVec<Piece>,
+    access: Access,
+}
+
+impl Mapping<'_> {
+    /// Returns the first virtual address.
+    pub(crate) fn va(&self) -> u64 {
+        self.va
+    }
+
+    /// Returns the runs of pages the mapping was split into.
+    pub(crate) fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+
+    /// Returns the access of the mapping.
+    pub(crate) fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Changes the access of the whole mapping: every leaf rewritten, one invalidate.
+    ///
+    /// # Errors
+    ///
+    /// Errors of the hardware.
+    pub(crate) fn set_access(&mut self, access: Access) -> Result {
+        if access == self.access {
+            return Ok(());
+        }
+        let vmm = &self.res.vmm;
+        let mut st = vmm.state.lock();
+        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
+        vmm.commit(sh, &self.pieces, Leaf::Page(access), None)?;
+        self.access = access;
+        if let Some(m) = st.mapped.get_mut(&self.va) {
+            m.access = access;
+        }
+        drop(st);
+        vmm.stats.protects.fetch_add(1, Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for Mapping<'_> {
+    fn drop(&mut self) {
+        let vmm = &self.res.vmm;
+        let leaf = if self.res.sparse {
+            Leaf::Sparse
+        } else {
+            Leaf::Zero
+        };
+        let mut st = vmm.state.lock();
+        let live = vmm.dying.load(Relaxed) == 0;
+        if let (Some(sh), true) = (st.shadow.as_mut(), live) {
+            if let Err(e) = vmm.commit(sh, &self.pieces, leaf, Some(self.res.range.clone())) {
+                pr_err!(
+                    "vmm {}: unmap of {:#x}..{:#x} failed: {:?}\n",
+                    vmm.name,
+                    self.va,
+                    self.va + self.size,
+                    e
+                );
+            }
+        }
+        let _ = st.mapped.remove(&self.va);
+        drop(st);
+        vmm.stats.unmaps.fetch_add(1, Relaxed);
+        // `self.mem` is released after this, after the invalidate.
+    }
+}
+
+/// An in-memory VRAM backing for the unit tests: entries written, invalidates counted.
+#[cfg(CONFIG_KUNIT)]
+pub(crate) mod membacking {
+    use super::*;
+
+    /// What never-written memory reads as (the model's poison).
+    pub(crate) const POISON: u64 = 0xdead_beef_dead_beef;
+
+    /// Page-table memory in kernel memory.
+    #[pin_data]
+    pub(crate) struct MemHw {
+        #[pin]
+        mem: Mutex<RBTree<u64, u64>>,
+        /// Quadwords written.
+        pub(crate) writes: Atomic<u64>,
+        /// Invalidates of any address space.
+        pub(crate) invalidates: Atomic<u64>,
+        /// Fail every write from now on.
+        pub(crate) dead: Atomic<u64>,
+    }
+
+    struct MemWriter<'m>(&'m MemHw, kernel::sync::MutexGuard<'m, RBTree<u64, u64>>);
+
+    impl EntryWriter for MemWriter<'_> {
+        fn write(&mut self, addr: u64, val: u64) -> Result {
+            if self.0.dead.load(Relaxed) != 0 {
+                return Err(EIO);
+            }
+            self.1.try_create_and_insert(addr, val, GFP_KERNEL)?;
+            self.0.writes.fetch_add(1, Relaxed);
+            Ok(())
+        }
+    }
+
+    impl MemHw {
+        /// Creates an empty backing.
+        pub(crate) fn new() -> Result<Arc<Self>> {
+            Arc::pin_init(
+                pin_init!(Self {
+                    mem <- new_mutex!(RBTree::new()),
+                    writes: Atomic::new(0),
+                    invalidates: Atomic::new(0),
+                    dead: Atomic::new(0),
+                }),
+                GFP_KERNEL,
+            )
+        }
+
+        /// Reads the quadword at `addr` (poison if never written).
+        pub(crate) fn read(&self, addr: u64) -> u64 {
+            self.mem.lock().get(&addr).copied().unwrap_or(POISON)
+        }
+    }
+
+    impl PtHw for MemHw {
+        fn with_writer(&self, f: &mut dyn FnMut(&mut dyn EntryWriter) -> Result) -> Result {
+            let mut w = MemWriter(self, self.mem.lock());
+            f(&mut w)
+        }
+
+        fn invalidate(&self, _pdb: u64) -> Result {
+            self.invalidates.fetch_add(1, Relaxed);
+            Ok(())
+        }
+    }
+}
+
+#[kunit_tests(nova_mm_vmm)]
+mod tests {
+    use super::membacking::MemHw;
+    use super::*;
+    use crate::mm::{
+        pagetable::{
+            ver2::Ver2,
+            ver3::Ver3,
+            Entry,
+            MmuFormat,
+            SZ_2M,
+            SZ_512M,
+            SZ_64K,
+            VER2,
+            VER3, //
+        },
+        vram::{
+            AllocRequest,
+            Vram, //
+        },
+    };
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    /// What the GPU would find at `va`, decoded from the backing memory (not the shadow): the
+    /// leaf entry and the page size.
+    fn translate<F: MmuFormat>(mem: &MemHw, pdb: u64, va: u64) -> (Entry, u64) {
+        let mut table = pdb;
+        for d in F::DIRS {
+            let i = (va >> d.shift) & ((1 << d.bits) - 1);
+            match F::decode_pde(mem.read(table + 8 * i)) {
+                Entry::Table(t) => table = t,
+                e => return (e, 1 << d.shift),
+            }
+        }
+        let i = (va >> 21) & 0xff;
+        let e = F::decode_dual(mem.read(table + 16 * i), mem.read(table + 16 * i + 8));
+        let Entry::Dual { big, small } = e else {
+            return (e, SZ_2M);
+        };
+        if let Some(lpt) = big {
+            let b = F::decode_pte(mem.read(lpt + 8 * ((va >> 16) & 31)));
+            if b != Entry::Invalid {
+                return (b, SZ_64K);
+            }
+        }
+        match small {
+            Some(spt) => (F::decode_pte(mem.read(spt + 8 * ((va >> 12) & 511))), SZ_4K),
+            None => (Entry::Invalid, SZ_4K),
+        }
+    }
+
+    struct Env {
+        mem: Arc<MemHw>,
+        vram: Arc<Vram>,
+        pool: Arc<PtPool>,
+        vmm: Arc<Vmm<'static>>,
+    }
+
+    fn env(v3: bool, huge: bool) -> Result<Env> {
+        let mem = MemHw::new()?;
+        let vram = Vram::new(0..4 * GIB)?;
+        let pool = PtPool::new(vram.clone())?;
+        let ops: &'static dyn PageTableOps = if v3 { &VER3 } else { &VER2 };
+        let bits = if v3 { 57 } else { 49 };
+        let vmm = Vmm::new(
+            "test",
+            ops,
+            pool.clone(),
+            mem.clone(),
+            Spaces::new()?,
+            0..1u64 << bits,
+            huge,
+        )?;
+        Ok(Env {
+            mem,
+            vram,
+            pool,
+            vmm,
+        })
+    }
+
+    fn check_mapping<F: MmuFormat>(e: &Env, m: &Mapping<'_>, ro: bool) -> Result {
+        // Every 4 KiB of the mapping translates to its physical address, read back from memory.
+        let mut va = m.va();
+        for p in m.pieces() {
+            let mut off = 0;
+            while off < p.len {
+                let (entry, size) = translate::<F>(&e.mem, e.vmm.pdb(), va);
+                ensure_eq!(size, p.page);
+                ensure_eq!(
+                    entry,
+                    Entry::Page {
+                        pa: p.pa + off,
+                        read_only: ro
+                    }
+                );
+                off += p.page;
+                va += p.page;
+            }
+        }
+        Ok(())
+    }
+
+    fn mapping_cases<F: MmuFormat>(v3: bool) -> Result {
+        let e = env(v3, true)?;
+        let mem = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(GIB).contiguous().aligned(SZ_512M))?,
+            GFP_KERNEL,
+        )?;
+        let res = e.vmm.reserve(4 * GIB, SZ_512M, None, false)?;
+        // (reservation offset, allocation offset, size, expected page sizes in order)
+        let cases: &[(u64, u64, u64, &[u64])] = &[
+            (0, 0, SZ_512M, &[SZ_512M]),
+            (SZ_512M, 0, 4 * MIB, &[SZ_2M]),
+            (GIB, 64 * 1024, 256 * 1024, &[SZ_64K]),
+            (GIB + 8 * MIB, 4096, 12 * 1024, &[SZ_4K]),
+            // Small, big and small pages under one dual PDE.
+            (
+                GIB + 16 * MIB + 60 * 1024,
+                60 * 1024,
+                72 * 1024,
+                &[SZ_4K, SZ_64K, SZ_4K],
+            ),
+            // VA and PA aligned differently: only 4 KiB pages.
+            (GIB + 32 * MIB + 4096, 8192, 64 * 1024, &[SZ_4K]),
+            // Up to 2 MiB alignment, then big pages.
+            (
+                GIB + 64 * MIB - 128 * 1024,
+                2 * MIB - 128 * 1024,
+                2 * MIB + 128 * 1024,
+                &[SZ_64K, SZ_2M],
+            ),
+        ];
+        let mut live = KVec::new();
+        for &(off, moff, size, sizes) in cases {
+            let inv = e.mem.invalidates.load(Relaxed);
+            let m = res.map(off, &mem, moff, size, Access::ReadWrite)?;
+            ensure_eq!(e.mem.invalidates.load(Relaxed) - inv, 1);
+            let got: KVec<u64> = {
+                let mut v = KVec::new();
+                for p in m.pieces() {
+                    v.push(p.page, GFP_KERNEL)?;
+                }
+                v
+            };
+            ensure_eq!(&got[..], sizes);
+            check_mapping::<F>(&e, &m, false)?;
+            live.push(m, GFP_KERNEL)?;
+        }
+        // Access change: every leaf rewritten, one invalidate.
+        let inv = e.mem.invalidates.load(Relaxed);
+        for m in live.iter_mut() {
+            m.set_access(Access::ReadOnly)?;
+        }
+        ensure_eq!(e.mem.invalidates.load(Relaxed) - inv, live.len() as u64);
+        for m in live.iter() {
+            check_mapping::<F>(&e, m, true)?;
+        }
+        // Overlap with a live mapping, outside the reservation, unaligned: refused.
+        ensure_eq!(
+            res.map(GIB + 4096, &mem, 0, 4096, Access::ReadWrite).err(),
+            Some(EBUSY)
+        );
+        ensure_eq!(
+            res.map(4 * GIB - 4096, &mem, 0, 8192, Access::ReadWrite)
+                .err(),
+            Some(ERANGE)
+        );
+        ensure_eq!(
+            res.map(100, &mem, 0, 4096, Access::ReadWrite).err(),
+            Some(EINVAL)
+        );
+        ensure_eq!(
+            res.map(3 * GIB, &mem, GIB - 4096, 8192, Access::ReadWrite)
+                .err(),
+            Some(ERANGE)
+        );
+        // Unmap everything: one invalidate each, every table but the root reclaimed.
+        let inv = e.mem.invalidates.load(Relaxed);
+        let n = live.len() as u64;
+        live.clear();
+        ensure_eq!(e.mem.invalidates.load(Relaxed) - inv, n);
+        ensure_eq!(e.vmm.tables(), 1);
+        ensure_eq!(e.pool.in_use(), 1);
+        let (entry, _) = translate::<F>(&e.mem, e.vmm.pdb(), GIB + 8 * MIB);
+        ensure_eq!(entry, Entry::Invalid);
+        Ok(())
+    }
+
+    #[test]
+    fn map_unmap_protect_v2() -> Result {
+        mapping_cases::<Ver2>(false)
+    }
+
+    #[test]
+    fn map_unmap_protect_v3() -> Result {
+        mapping_cases::<Ver3>(true)
+    }
+
+    /// Turing has no 512 MiB pages: 2 MiB ones instead.
+    #[test]
+    fn no_huge_pages_on_turing() -> Result {
+        let e = env(false, false)?;
+        let mem = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(SZ_512M).contiguous().aligned(SZ_512M))?,
+            GFP_KERNEL,
+        )?;
+        let res = e.vmm.reserve(SZ_512M, SZ_512M, None, false)?;
+        let m = res.map(0, &mem, 0, SZ_512M, Access::ReadWrite)?;
+        ensure_eq!(m.pieces().len(), 1);
+        ensure_eq!(m.pieces()[0].page, SZ_2M);
+        check_mapping::<Ver2>(&e, &m, false)
+    }
+
+    /// The minimum of the design: a 2 MiB page in a fresh space writes the root entry and three
+    /// whole new tables; unmapped, one write per leaf and per freed table; mapped again, the
+    /// known-zero tables are reused and only their entries written.
+    #[test]
+    fn minimum_writes() -> Result {
+        let e = env(false, true)?;
+        let mem = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
+            GFP_KERNEL,
+        )?;
+        let res = e.vmm.reserve(SZ_2M, SZ_2M, Some(GIB), false)?;
+        let w0 = e.mem.writes.load(Relaxed);
+        let m = res.map(0, &mem, 0, SZ_2M, Access::ReadWrite)?;
+        ensure_eq!(e.mem.writes.load(Relaxed) - w0, 1 + 3 * 512);
+        let w1 = e.mem.writes.load(Relaxed);
+        drop(m);
+        ensure_eq!(e.mem.writes.load(Relaxed) - w1, 1 + 3);
+        let w2 = e.mem.writes.load(Relaxed);
+        let m = res.map(0, &mem, 0, SZ_2M, Access::ReadWrite)?;
+        ensure_eq!(e.mem.writes.load(Relaxed) - w2, 4);
+        check_mapping::<Ver2>(&e, &m, false)
+    }
+
+    /// A failure at any page-table allocation of a map leaves no table, shadow node, mapping
+    /// or write behind; the same map then succeeds.
+    #[test]
+    fn prepare_failure_rolls_back() -> Result {
+        for v3 in [false, true] {
+            let e = env(v3, true)?;
+            let mem = Arc::new(
+                e.vram.alloc(&AllocRequest::new(3 * 64 * 1024 + 8192))?,
+                GFP_KERNEL,
+            )?;
+            let res = e.vmm.reserve(64 * MIB, SZ_2M, Some(8 * GIB), false)?;
+            let free0 = e.vram.stats().free;
+            let inv0 = e.mem.invalidates.load(Relaxed);
+            for n in 1..=8 {
+                e.pool.fail_nth(n);
+                let w = e.mem.writes.load(Relaxed);
+                let r = res.map(60 * 1024, &mem, 0, mem.size(), Access::ReadWrite);
+                e.pool.fail_nth(0);
+                if let Ok(m) = r {
+                    // Fewer allocations than `n`: the map needed them all.
+                    ensure!(n > 4);
+                    drop(m);
+                    continue;
+                }
+                ensure_eq!(e.mem.writes.load(Relaxed), w);
+                ensure_eq!(e.vmm.tables(), 1);
+                ensure_eq!(e.pool.in_use(), 1);
+                ensure_eq!(e.vram.stats().free, free0);
+                // Nothing was written, so nothing was invalidated either.
+                ensure_eq!(e.mem.invalidates.load(Relaxed), inv0);
+            }
+            let m = res.map(60 * 1024, &mem, 0, mem.size(), Access::ReadWrite)?;
+            if v3 {
+                check_mapping::<Ver3>(&e, &m, false)?;
+            } else {
+                check_mapping::<Ver2>(&e, &m, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sparse ranges read as sparse everywhere nothing is mapped, return to sparse on unmap and
+    /// to unmapped when released.
+    #[test]
+    fn sparse() -> Result {
+        let e = env(true, true)?;
+        let pdb = e.vmm.pdb();
+        let mem = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(SZ_2M))?,
+            GFP_KERNEL,
+        )?;
+        // 1 GiB + 6 MiB + 12 KiB: 512 MiB, 2 MiB, 64 KiB and 4 KiB sparse entries.
+        let size = GIB + 6 * MIB + 12 * 1024;
+        let res = e.vmm.reserve(size, SZ_512M, Some(2 * GIB), true)?;
+        let base = res.range().start;
+        let probe = [0, SZ_512M + 4096, GIB + 2 * MIB + 4096, size - 4096];
+        for off in probe {
+            ensure_eq!(translate::<Ver3>(&e.mem, pdb, base + off).0, Entry::Sparse);
+        }
+        let tables = e.vmm.tables();
+        {
+            // 4 KiB and 64 KiB pages inside sparse 512 MiB and 2 MiB entries.
+            let a = res.map(4096, &mem, 0, 4096, Access::ReadWrite)?;
+            let b = res.map(
+                GIB + 64 * 1024,
+                &mem,
+                64 * 1024,
+                64 * 1024,
+                Access::ReadWrite,
+            )?;
+            let c = res.map(GIB + 4 * MIB, &mem, SZ_2M, SZ_2M, Access::ReadOnly)?;
+            check_mapping::<Ver3>(&e, &a, false)?;
+            check_mapping::<Ver3>(&e, &b, false)?;
+            check_mapping::<Ver3>(&e, &c, true)?;
+            for off in [0, 8192, 60 * 1024, GIB, GIB + 128 * 1024, GIB + 2 * MIB] {
+                ensure_eq!(translate::<Ver3>(&e.mem, pdb, base + off).0, Entry::Sparse);
+            }
+        }
+        for off in Iterator::chain(probe.into_iter(), [4096, GIB + 64 * 1024, GIB + 4 * MIB]) {
+            ensure_eq!(translate::<Ver3>(&e.mem, pdb, base + off).0, Entry::Sparse);
+        }
+        // Unmapped back to the coarse sparse entries: no table left from the mappings.
+        ensure_eq!(e.vmm.tables(), tables);
+        drop(res);
+        for off in probe {
+            ensure_eq!(translate::<Ver3>(&e.mem, pdb, base + off).0, Entry::Invalid);
+        }
+        ensure_eq!(e.vmm.tables(), 1);
+        Ok(())
+    }
+
+    /// Reservations: placement, alignment, fixed addresses, exhaustion and bad requests.
+    #[test]
+    fn reservations() -> Result {
+        let mem = MemHw::new()?;
+        let vram = Vram::new(0..64 * MIB)?;
+        let pool = PtPool::new(vram)?;
+        let vmm = Vmm::new("t", &VER2, pool, mem, Spaces::new()?, 0..16 * MIB, true)?;
+        let a = vmm.reserve(4096, 4096, None, false)?;
+        let b = vmm.reserve(MIB, MIB, None, false)?;
+        ensure_eq!(a.range(), 0..4096);
+        ensure_eq!(b.range(), MIB..2 * MIB);
+        ensure_eq!(
+            vmm.reserve(4096, 4096, Some(MIB + 4096), false).err(),
+            Some(EEXIST)
+        );
+        ensure_eq!(
+            vmm.reserve(4096, 4096, Some(16 * MIB), false).err(),
+            Some(EEXIST)
+        );
+        ensure_eq!(vmm.reserve(0, 4096, None, false).err(), Some(EINVAL));
+        ensure_eq!(vmm.reserve(4096, 3 * 4096, None, false).err(), Some(EINVAL));
+        ensure_eq!(vmm.reserve(1000, 4096, None, false).err(), Some(EINVAL));
+        ensure_eq!(vmm.reserve(16 * MIB, 4096, None, false).err(), Some(ENOSPC));
+        ensure_eq!(
+            vmm.reserve(u64::MAX & !4095, 4096, None, false).err(),
+            Some(ENOSPC)
+        );
+        let c = vmm.reserve(14 * MIB, 4096, None, false)?;
+        ensure_eq!(c.range(), 2 * MIB..16 * MIB);
+        drop(b);
+        let d = vmm.reserve(MIB, 4096, Some(MIB), false)?;
+        ensure_eq!(d.range(), MIB..2 * MIB);
+        drop((a, c, d));
+        let all = vmm.reserve(16 * MIB, 4096, None, false)?;
+        ensure_eq!(all.range(), 0..16 * MIB);
+        Ok(())
+    }
+
+    /// A map that spans several buddy blocks becomes one contiguous virtual range.
+    #[test]
+    fn several_blocks() -> Result {
+        let e = env(false, true)?;
+        // Data from a small VRAM of its own, fragmented so that 1 MiB comes in 16 blocks.
+        let data = Vram::new(0..2 * MIB)?;
+        let mut hold = KVec::new();
+        for _ in 0..32 {
+            hold.push(data.alloc(&AllocRequest::new(64 * 1024))?, GFP_KERNEL)?;
+        }
+        for i in (0..32).rev().step_by(2) {
+            let _ = hold.remove(i);
+        }
+        let mem = Arc::new(data.alloc(&AllocRequest::new(MIB))?, GFP_KERNEL)?;
+        ensure_eq!(mem.ranges().count(), 16);
+        let res = e.vmm.reserve(MIB, MIB, None, false)?;
+        let m = res.map(0, &mem, 0, MIB, Access::ReadWrite)?;
+        // Virtual addresses in block order, each block as one 64 KiB page.
+        ensure!(m.pieces().iter().all(|p| p.page == SZ_64K));
+        let mut va = m.va();
+        for b in mem.ranges() {
+            ensure_eq!(b.end - b.start, SZ_64K);
+            for off in [0, 4096, SZ_64K - 4096] {
+                let (entry, size) = translate::<Ver2>(&e.mem, e.vmm.pdb(), va + off);
+                ensure_eq!(
+                    entry,
+                    Entry::Page {
+                        pa: b.start,
+                        read_only: false
+                    }
+                );
+                ensure_eq!(size, SZ_64K);
+            }
+            va += SZ_64K;
+        }
+        Ok(())
+    }
+
+    /// A dead device during an unmap: the error is logged, the shadow stays consistent, and the
+    /// memory is still released.
+    #[test]
+    fn dead_device() -> Result {
+        let e = env(false, true)?;
+        let mem = Arc::new(e.vram.alloc(&AllocRequest::new(8192))?, GFP_KERNEL)?;
+        let res = e.vmm.reserve(MIB, MIB, None, false)?;
+        let m = res.map(0, &mem, 0, 8192, Access::ReadWrite)?;
+        e.mem.dead.store(1, Relaxed);
+        ensure!(res.map(65536, &mem, 0, 4096, Access::ReadWrite).is_err());
+        drop(m);
+        e.mem.dead.store(0, Relaxed);
+        drop(res);
+        Ok(())
+    }
+}
