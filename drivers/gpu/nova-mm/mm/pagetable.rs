@@ -1128,3 +1128,328 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
         Self::count(&sh.root)
     }
 }
+
+#[kunit_tests(nova_mm_pagetable)]
+mod tests {
+    use super::*;
+    use crate::mm::vram::Vram;
+    use ver2::Ver2;
+    use ver3::Ver3;
+
+    const MIB: u64 = 1 << 20;
+
+    /// Sets a field to its largest value and back, and refuses one more than that.
+    macro_rules! round_trip {
+        ($t:ty, $field:ident, $with:ident, $bits:expr) => {{
+            let max: u64 = if $bits == 64 {
+                u64::MAX
+            } else {
+                (1u64 << $bits) - 1
+            };
+            let v = <$t>::zeroed().$with(max)?;
+            ensure_eq!(v.$field().get(), max);
+            // Only this field's bits are set.
+            ensure_eq!(v.into_raw().count_ones(), $bits);
+            ensure_eq!(<$t>::zeroed().$with(max / 2)?.$field().get(), max / 2);
+            if $bits < 64 {
+                ensure!(<$t>::zeroed().$with(max + 1).is_err());
+            }
+        }};
+    }
+
+    #[test]
+    fn ver2_fields() -> Result {
+        use ver2::{
+            DualBig,
+            DualSmall,
+            Pde,
+            Pte, //
+        };
+        round_trip!(Pte, kind, try_with_kind, 8);
+        round_trip!(Pte, comptagline, try_with_comptagline, 20);
+        round_trip!(Pte, peer, try_with_peer, 3);
+        round_trip!(Pte, address_vid, try_with_address_vid, 25);
+        round_trip!(Pte, atomic_disable, try_with_atomic_disable, 1);
+        round_trip!(Pte, read_only, try_with_read_only, 1);
+        round_trip!(Pte, privilege, try_with_privilege, 1);
+        round_trip!(Pte, vol, try_with_vol, 1);
+        round_trip!(Pte, aperture, try_with_aperture, 2);
+        round_trip!(Pte, valid, try_with_valid, 1);
+        round_trip!(Pde, address_vid, try_with_address_vid, 25);
+        round_trip!(Pde, no_ats, try_with_no_ats, 1);
+        round_trip!(Pde, vol, try_with_vol, 1);
+        round_trip!(Pde, aperture, try_with_aperture, 2);
+        round_trip!(Pde, is_pte, try_with_is_pte, 1);
+        round_trip!(DualBig, address_big_vid, try_with_address_big_vid, 29);
+        round_trip!(DualBig, no_ats, try_with_no_ats, 1);
+        round_trip!(DualBig, vol_big, try_with_vol_big, 1);
+        round_trip!(DualBig, aperture_big, try_with_aperture_big, 2);
+        round_trip!(DualBig, is_pte, try_with_is_pte, 1);
+        round_trip!(DualSmall, address_small_vid, try_with_address_small_vid, 25);
+        round_trip!(DualSmall, vol_small, try_with_vol_small, 1);
+        round_trip!(DualSmall, aperture_small, try_with_aperture_small, 2);
+        // Bit positions from dev_mmu.ref.txt: a 4 KiB page at 0x1234_5000, read-only.
+        let pte = Ver2::pte_raw(Ver2::pte(0x1_2345_6000, Access::ReadOnly)?);
+        ensure_eq!(pte, 0x0600_0000_1234_5641);
+        ensure_eq!(Ver2::pde_raw(Ver2::pde(0x4_5678_9000)?), 0x4567_8902);
+        let d = Ver2::dual_raw(Ver2::dual(Some(0x1234_5600), Some(0x9_8765_4000))?);
+        ensure_eq!(d, [0x0123_4562, 0x9876_5402]);
+        ensure_eq!(Ver2::pte_raw(Ver2::pte_sparse()), 0x8);
+        ensure_eq!(Ver2::dual_raw(Ver2::dual_sparse()), [0x8, 0]);
+        ensure_eq!(Ver2::pde_raw(Ver2::pde_sparse()), 0x8);
+        Ok(())
+    }
+
+    #[test]
+    fn ver3_fields() -> Result {
+        use ver3::{
+            DualBig,
+            DualSmall,
+            Pde,
+            Pte, //
+        };
+        round_trip!(Pte, peer_id, try_with_peer_id, 3);
+        round_trip!(Pte, address_vid, try_with_address_vid, 28);
+        round_trip!(Pte, kind, try_with_kind, 4);
+        round_trip!(Pte, pcf, try_with_pcf, 5);
+        round_trip!(Pte, acd, try_with_acd, 1);
+        round_trip!(Pte, no_atomic, try_with_no_atomic, 1);
+        round_trip!(Pte, read_only, try_with_read_only, 1);
+        round_trip!(Pte, privilege, try_with_privilege, 1);
+        round_trip!(Pte, uncached, try_with_uncached, 1);
+        round_trip!(Pte, aperture, try_with_aperture, 2);
+        round_trip!(Pte, valid, try_with_valid, 1);
+        round_trip!(Pde, address, try_with_address, 40);
+        round_trip!(Pde, pcf, try_with_pcf, 3);
+        round_trip!(Pde, aperture, try_with_aperture, 2);
+        round_trip!(Pde, is_pte, try_with_is_pte, 1);
+        round_trip!(DualBig, address_big, try_with_address_big, 44);
+        round_trip!(DualBig, pcf_big, try_with_pcf_big, 3);
+        round_trip!(DualBig, aperture_big, try_with_aperture_big, 2);
+        round_trip!(DualBig, is_pte, try_with_is_pte, 1);
+        round_trip!(DualSmall, address_small, try_with_address_small, 40);
+        round_trip!(DualSmall, pcf_small, try_with_pcf_small, 3);
+        round_trip!(DualSmall, aperture_small, try_with_aperture_small, 2);
+        // The PCF bits are the five flags of dev_mmu.h: PRIVILEGE_RO_NO_ATOMIC_UNCACHED_ACD.
+        let p = Pte::zeroed()
+            .with_acd(true)
+            .with_no_atomic(true)
+            .with_read_only(true)
+            .with_privilege(true)
+            .with_uncached(true);
+        ensure_eq!(p.pcf().get(), 0x1f);
+        let p = Pte::zeroed().with_read_only(true).with_privilege(true);
+        // PRIVILEGE_RO_ATOMIC_CACHED_ACE.
+        ensure_eq!(p.pcf().get(), 0x6);
+        let pte = Ver3::pte_raw(Ver3::pte(0x12_3456_7000, Access::ReadOnly)?);
+        ensure_eq!(pte, 0x12_3456_7021);
+        ensure_eq!(Ver3::pde_raw(Ver3::pde(0x45_6789_a000)?), 0x45_6789_a012);
+        let d = Ver3::dual_raw(Ver3::dual(Some(0x1234_5600), Some(0x9_8765_4000))?);
+        ensure_eq!(d, [0x1234_5612, 0x9_8765_4012]);
+        ensure_eq!(Ver3::pte_raw(Ver3::pte_sparse()), 0x8);
+        ensure_eq!(Ver3::dual_raw(Ver3::dual_sparse()), [0x8, 0x8]);
+        ensure_eq!(Ver3::pte_raw(ver3::pte_no_valid_4kb_page()), 0x18);
+        Ok(())
+    }
+
+    fn encodings<F: MmuFormat>(max_pa: u64, max_table: u64) -> Result {
+        // Every entry kind decodes to what was encoded.
+        for access in [Access::ReadWrite, Access::ReadOnly] {
+            for pa in [0, 0x1000, 0x2_0000_0000, max_pa] {
+                let e = F::decode_pte(F::pte_raw(F::pte(pa, access)?));
+                ensure_eq!(
+                    e,
+                    Entry::Page {
+                        pa,
+                        read_only: access == Access::ReadOnly
+                    }
+                );
+                // The same PTE is the 2 MiB leaf in a dual PDE and the 512 MiB one at PD1.
+                ensure_eq!(F::decode_dual(F::pte_raw(F::pte(pa, access)?), 0), e);
+                ensure_eq!(F::decode_pde(F::pte_raw(F::pte(pa, access)?)), e);
+            }
+        }
+        ensure_eq!(
+            F::decode_pde(F::pde_raw(F::pde(max_table)?)),
+            Entry::Table(max_table)
+        );
+        let dual = |b, s| -> Result<Entry> {
+            Ok(F::decode_dual(
+                F::dual_raw(F::dual(b, s)?)[0],
+                F::dual_raw(F::dual(b, s)?)[1],
+            ))
+        };
+        ensure_eq!(
+            dual(Some(0x100), None)?,
+            Entry::Dual {
+                big: Some(0x100),
+                small: None
+            }
+        );
+        ensure_eq!(
+            dual(None, Some(max_table))?,
+            Entry::Dual {
+                big: None,
+                small: Some(max_table)
+            }
+        );
+        ensure_eq!(dual(None, None)?, Entry::Invalid);
+        // Invalid values are refused: misaligned, beyond the address field.
+        ensure_eq!(F::pte(0x1001, Access::ReadWrite).err(), Some(EINVAL));
+        ensure_eq!(
+            F::pte(max_pa + 0x1000, Access::ReadWrite).err(),
+            Some(ERANGE)
+        );
+        ensure_eq!(F::pde(0x800).err(), Some(EINVAL));
+        ensure_eq!(F::pde(max_table + 0x1000).err(), Some(ERANGE));
+        ensure_eq!(F::dual(Some(0x80), None).err(), Some(EINVAL));
+        ensure_eq!(F::dual(None, Some(0x100)).err(), Some(EINVAL));
+        ensure_eq!(F::dual(None, Some(max_table + 0x1000)).err(), Some(ERANGE));
+        // Unmapped is all-zero; sparse encodings decode as sparse.
+        ensure_eq!(F::decode_pte(0), Entry::Invalid);
+        ensure_eq!(F::decode_pde(0), Entry::Invalid);
+        ensure_eq!(F::decode_dual(0, 0), Entry::Invalid);
+        ensure_eq!(F::decode_pte(F::pte_raw(F::pte_sparse())), Entry::Sparse);
+        ensure_eq!(F::decode_pde(F::pde_raw(F::pde_sparse())), Entry::Sparse);
+        let [lo, hi] = F::dual_raw(F::dual_sparse());
+        ensure_eq!(F::decode_dual(lo, hi), Entry::Sparse);
+        Ok(())
+    }
+
+    #[test]
+    fn encodings_v2() -> Result {
+        // ADDRESS_VID 32:8: 37-bit video-memory addresses.
+        encodings::<Ver2>((1 << 37) - 0x1000, (1 << 37) - 0x1000)?;
+        // VALID 0 + PRIVILEGE 1: the big PTE that hides the small ones.
+        ensure_eq!(Ver2::decode_pte(0x20), Entry::IgnoreSmall);
+        Ok(())
+    }
+
+    #[test]
+    fn encodings_v3() -> Result {
+        // PTE ADDRESS_VID 39:12: 40-bit video-memory pages; PDE ADDRESS 51:12: 52-bit tables.
+        encodings::<Ver3>((1 << 40) - 0x1000, (1 << 52) - 0x1000)?;
+        ensure_eq!(Ver3::decode_pte(0x18), Entry::IgnoreSmall);
+        // MAPPING_NOWHERE and undefined PDE PCF values are not what nova-mm writes.
+        ensure_eq!(Ver3::decode_pte(0x10), Entry::Unknown(0x10));
+        ensure_eq!(Ver3::decode_pde(0x28), Entry::Unknown(0x28));
+        Ok(())
+    }
+
+    #[test]
+    fn geometry() -> Result {
+        fn top<F: MmuFormat>() -> u32 {
+            let d = F::DIRS[0];
+            d.shift + d.bits
+        }
+        ensure_eq!(top::<Ver2>(), 49);
+        ensure_eq!(top::<Ver3>(), 57);
+        ensure_eq!(Ver2::DIRS.len(), 3);
+        ensure_eq!(Ver3::DIRS.len(), 4);
+        for dirs in [Ver2::DIRS, Ver3::DIRS] {
+            // Each level indexes the bits right above the next one; PD1 sits on 29 (PD0: 28:21).
+            for w in dirs.windows(2) {
+                ensure_eq!(w[1].shift + w[1].bits, w[0].shift);
+            }
+            ensure_eq!(dirs[dirs.len() - 1].shift, 29);
+        }
+        type W2 = Walker<Ver2>;
+        ensure_eq!(W2::entries(Kind::Dir(0)) * 8, 32);
+        ensure_eq!(Walker::<Ver3>::entries(Kind::Dir(0)) * 8, 16);
+        ensure_eq!(W2::entries(Kind::Dir(1)) * 8, 4096);
+        ensure_eq!(W2::qwords(Kind::Pd0) * 8, 4096);
+        ensure_eq!(W2::entries(Kind::Pd0), 256);
+        ensure_eq!(W2::entries(Kind::Spt) * 8, 4096);
+        ensure_eq!(W2::entries(Kind::Lpt) * 8, 256);
+        ensure_eq!(W2::index(Kind::Pd0, 0x1f_ffff_ffff), 0xff);
+        ensure_eq!(W2::index(Kind::Lpt, 0x1f_0000), 31);
+        ensure_eq!(W2::index(Kind::Spt, 0x1f_f000), 511);
+        Ok(())
+    }
+
+    struct Count(u64);
+
+    impl EntryWriter for Count {
+        fn write(&mut self, _addr: u64, _val: u64) -> Result {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    /// The page-size split of a table of virtual address, physical address and size cases.
+    #[test]
+    fn page_split() -> Result {
+        let vram = Vram::new(0..64 * MIB)?;
+        let pool = PtPool::new(vram)?;
+        const K4: u64 = SZ_4K;
+        const K64: u64 = SZ_64K;
+        const M2: u64 = SZ_2M;
+        const M512: u64 = SZ_512M;
+        // (huge, va, pa, size, [(va, len, page)])
+        let cases: &[(bool, u64, u64, u64, &[(u64, u64, u64)])] = &[
+            (true, 0, 0, K4, &[(0, K4, K4)]),
+            (true, K64, 3 * K64, K64, &[(K64, K64, K64)]),
+            (true, M2, 4 * M2, M2, &[(M2, M2, M2)]),
+            (true, 0, M512, M512, &[(0, M512, M512)]),
+            (false, 0, M512, M512, &[(0, M512, M2)]),
+            (
+                true,
+                60 * 1024,
+                60 * 1024,
+                72 * 1024,
+                &[(60 * 1024, K4, K4), (K64, K64, K64), (2 * K64, K4, K4)],
+            ),
+            (true, K4, 2 * K4, K64, &[(K4, K64, K4)]),
+            (
+                true,
+                M2 - 2 * K64,
+                M2 - 2 * K64,
+                M2 + 2 * K64,
+                &[(M2 - 2 * K64, 2 * K64, K64), (M2, M2, M2)],
+            ),
+            (
+                true,
+                M512 - M2,
+                M512 - M2,
+                M512 + M2,
+                &[(M512 - M2, M2, M2), (M512, M512, M512)],
+            ),
+            (true, M2, M2 + K4, M2, &[(M2, M2, K4)]),
+        ];
+        for &(huge, va, pa, size, want) in cases {
+            let mut w = Count(0);
+            let mut sh = VER2.new_shadow(&pool, huge, &mut w)?;
+            let mut out = KVec::new();
+            VER2.prepare(
+                &mut sh,
+                &pool,
+                &[(va, pa, size)],
+                Leaf::Page(Access::ReadWrite),
+                &mut out,
+            )?;
+            ensure_eq!(out.len(), want.len());
+            for (p, &(v, l, pg)) in out.iter().zip(want) {
+                ensure_eq!((p.va, p.len, p.page), (v, l, pg));
+                ensure_eq!(p.pa - pa, p.va - va);
+            }
+            VER2.rollback(&mut sh, va..va + size);
+            ensure_eq!(VER2.tables(&sh), 1);
+            let mut free = FreeList::default();
+            VER2.teardown(sh, &mut free);
+        }
+        // Misaligned or empty runs are refused.
+        let mut w = Count(0);
+        let mut sh = VER3.new_shadow(&pool, true, &mut w)?;
+        let mut out = KVec::new();
+        for run in [(K4 + 8, 0, K4), (0, 12, K4), (0, 0, 100), (0, 0, 0)] {
+            ensure_eq!(
+                VER3.prepare(&mut sh, &pool, &[run], Leaf::Zero, &mut out)
+                    .err(),
+                Some(EINVAL)
+            );
+        }
+        let mut free = FreeList::default();
+        VER3.teardown(sh, &mut free);
+        Ok(())
+    }
+}
