@@ -1386,7 +1386,8 @@ mod tests {
         const M2: u64 = SZ_2M;
         const M512: u64 = SZ_512M;
         // (huge, va, pa, size, [(va, len, page)])
-        let cases: &[(bool, u64, u64, u64, &[(u64, u64, u64)])] = &[
+        type Case = (bool, u64, u64, u64, &'static [(u64, u64, u64)]);
+        let cases: &[Case] = &[
             (true, 0, 0, K4, &[(0, K4, K4)]),
             (true, K64, 3 * K64, K64, &[(K64, K64, K64)]),
             (true, M2, 4 * M2, M2, &[(M2, M2, M2)]),
