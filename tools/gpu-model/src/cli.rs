@@ -15,7 +15,7 @@ usage: gpu-model --chip <tu102|ga102|ad102|gh100|gb202> --socket <path>
                  [--vram <size>] [--bar1 <size>] [--report <path>]
                  [--control <path>] [--expect <kind>]... [--wpr2]
                  [--invalidate-delay <n>] [--fault <fault>]...
-                 [--dump-vram <path>]
+                 [--dump-vram <path>] [--trace-invalidates]
        gpu-model walk --chip <tu102|ga102|ad102|gh100|gb202> --dump <file>
                  [--queries <file>]
 sizes take a K, M, G or T suffix (powers of 1024)
@@ -169,6 +169,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut dump = None;
     let mut expect = Vec::new();
     let mut wpr2 = false;
+    let mut trace_invalidates = false;
     let mut delay = None;
     let mut faults = Faults::default();
     let mut i = 0;
@@ -192,6 +193,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--wpr2" => {
                 flag(&inline)?;
                 wpr2 = true;
+                continue;
+            }
+            "--trace-invalidates" => {
+                flag(&inline)?;
+                trace_invalidates = true;
                 continue;
             }
             _ => {}
@@ -250,6 +256,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         config.invalidate_delay = d;
     }
     config.wpr2 = wpr2;
+    config.trace_invalidates = trace_invalidates;
     config.faults = faults;
     config.expect = expect;
     Ok(Command::Run(Box::new(Options {
@@ -289,10 +296,11 @@ mod tests {
             "--chip gh100 --socket /tmp/s --vram 1G --bar1=512M --report r.json \
              --control c.sock --expect bar1_fault --expect stale_tlb --wpr2 \
              --invalidate-delay 3 --fault invalidate-hang --fault disconnect-after=10 \
-             --dump-vram d.bin",
+             --dump-vram d.bin --trace-invalidates",
         ))
         .unwrap();
         let Command::Run(o) = c else { panic!() };
+        assert!(o.config.trace_invalidates);
         assert_eq!(o.config.chip.name, "gh100");
         assert_eq!(o.config.vram_bytes, 1 << 30);
         assert_eq!(o.config.bar1_bytes, 512 << 20);
@@ -312,6 +320,7 @@ mod tests {
         assert_eq!(o.config.vram_bytes, 24 << 30);
         assert_eq!(o.config.bar1_bytes, 256 << 20);
         assert_eq!(o.config.invalidate_delay, 1);
+        assert!(!o.config.trace_invalidates);
         assert!(parse(&args("--socket s")).is_err());
         assert!(parse(&args("--chip nv50 --socket s")).is_err());
         assert!(parse(&args("--chip ga102 --socket s --bar1 3M")).is_err());
@@ -320,6 +329,30 @@ mod tests {
         assert!(parse(&args("--chip ga102 --socket")).is_err());
         assert!(parse(&args("--chip ga102 --socket s --wpr2=1")).is_err());
         assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn trace_invalidates_flag() {
+        for line in [
+            "--trace-invalidates --chip ga102 --socket s",
+            "--chip ga102 --trace-invalidates --socket s --invalidate-delay 0",
+            "--chip ga102 --socket s --trace-invalidates",
+        ] {
+            let Command::Run(o) = parse(&args(line)).unwrap() else {
+                panic!("{line}")
+            };
+            assert!(o.config.trace_invalidates, "{line}");
+        }
+        // A boolean flag: it takes no value and does not consume the next
+        // argument.
+        for bad in [
+            "--chip ga102 --socket s --trace-invalidates=1",
+            "--chip ga102 --socket s --trace-invalidates=",
+            "--chip ga102 --trace-invalidates s",
+            "--chip ga102 --socket s --trace-invalidate",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

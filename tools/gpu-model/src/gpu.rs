@@ -75,6 +75,9 @@ pub struct Config {
     pub faults: Faults,
     /// Violation kinds declared expected.
     pub expect: Vec<Kind>,
+    /// Record a counter snapshot at each completed invalidate
+    /// (`--trace-invalidates`).
+    pub trace_invalidates: bool,
 }
 
 impl Config {
@@ -88,6 +91,7 @@ impl Config {
             wpr2: false,
             faults: Faults::default(),
             expect: Vec::new(),
+            trace_invalidates: false,
         }
     }
 }
@@ -231,6 +235,9 @@ impl Gpu {
         let mut rec = Recorder::new();
         for k in &cfg.expect {
             rec.expect(*k);
+        }
+        if cfg.trace_invalidates {
+            rec.enable_invalidate_trace();
         }
         Ok(Gpu {
             vram: Vram::new(cfg.vram_bytes),

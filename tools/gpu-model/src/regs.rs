@@ -270,7 +270,9 @@ impl Gpu {
         let scope = Scope::from_ctrl(req.ctrl);
         let pdb = if req.all_pdb() { None } else { Some(req.pdb) };
         self.tlb.invalidate(pdb, scope);
-        self.rec.counters.invalidates.completed += 1;
+        // Counts it and, with --trace-invalidates, snapshots the counters;
+        // the access that completed it is already counted.
+        self.rec.invalidate_completed();
     }
 
     fn bind(&mut self, req: BindRequest) {

@@ -21,6 +21,14 @@ pub const MAX_STORED_VIOLATIONS: usize = 1000;
 /// How many distinct unknown-register read offsets are listed.
 pub const MAX_UNKNOWN_READ_OFFSETS: usize = 256;
 
+/// How many `--trace-invalidates` entries are stored.
+pub const MAX_INVALIDATE_TRACE: usize = 200_000;
+
+/// One `--trace-invalidates` entry: `[n, bar0_reads, bar0_writes,
+/// pramin_reads, pramin_writes, window_moves]`, taken when invalidate `n`
+/// (1-based) completes, after the access that completed it was counted.
+pub type InvalidateTraceEntry = [u64; 6];
+
 /// Kind of a rule violation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -215,6 +223,10 @@ pub struct Recorder {
     counts: BTreeMap<Kind, u64>,
     expected: BTreeSet<Kind>,
     unknown_reads: BTreeMap<u32, u64>,
+    /// Invalidate completion snapshots (`None`: tracing off).
+    invalidate_trace: Option<Vec<InvalidateTraceEntry>>,
+    /// Completions not stored because the trace was full.
+    invalidate_trace_dropped: u64,
     /// Sequence number of the current access.
     pub seq: u64,
 }
@@ -260,6 +272,42 @@ impl Recorder {
     /// Stored violations.
     pub fn violations(&self) -> &[Violation] {
         &self.violations
+    }
+
+    /// Turns on the invalidate trace (`--trace-invalidates`).
+    pub fn enable_invalidate_trace(&mut self) {
+        if self.invalidate_trace.is_none() {
+            self.invalidate_trace = Some(Vec::new());
+        }
+    }
+
+    /// Counts a completed invalidate and, when tracing, records a snapshot
+    /// of the cumulative counters as they stand now. The caller has already
+    /// counted the access that completed it (the poll read that returns
+    /// TRIGGER clear, or the trigger write with delay 0).
+    pub fn invalidate_completed(&mut self) {
+        let c = &mut self.counters;
+        c.invalidates.completed += 1;
+        let entry = [
+            c.invalidates.completed,
+            c.bar0_reads.total,
+            c.bar0_writes.total,
+            c.pramin_reads.total,
+            c.pramin_writes.total,
+            c.window_moves,
+        ];
+        if let Some(trace) = &mut self.invalidate_trace {
+            if trace.len() < MAX_INVALIDATE_TRACE {
+                trace.push(entry);
+            } else {
+                self.invalidate_trace_dropped += 1;
+            }
+        }
+    }
+
+    /// The stored invalidate trace (`None` when tracing is off).
+    pub fn invalidate_trace(&self) -> Option<&[InvalidateTraceEntry]> {
+        self.invalidate_trace.as_deref()
     }
 
     /// Notes a read of an unimplemented register.
@@ -317,6 +365,16 @@ impl Recorder {
             .map(|(off, n)| json!({"offset": format!("{off:#08x}"), "reads": n}))
             .collect();
         top.insert("unknown_reads".into(), Value::Array(unknown));
+        if let Some(trace) = &self.invalidate_trace {
+            top.insert(
+                "invalidate_trace".into(),
+                Value::Array(trace.iter().map(|e| json!(e)).collect()),
+            );
+            top.insert(
+                "invalidate_trace_dropped".into(),
+                json!(self.invalidate_trace_dropped),
+            );
+        }
     }
 }
 
@@ -381,5 +439,31 @@ mod tests {
         assert_eq!(top["violations_dropped"], json!(6));
         assert_eq!(top["unexpected_violations"], json!(1));
         assert_eq!(top["violations"][0]["expected"], json!(true));
+    }
+
+    #[test]
+    fn invalidate_trace_cap() {
+        let mut r = Recorder::new();
+        r.invalidate_completed();
+        assert_eq!(r.invalidate_trace(), None);
+        r.enable_invalidate_trace();
+        for _ in 0..MAX_INVALIDATE_TRACE + 2 {
+            r.counters.bar0_reads.add(4);
+            r.invalidate_completed();
+        }
+        let t = r.invalidate_trace().unwrap();
+        assert_eq!(t.len(), MAX_INVALIDATE_TRACE);
+        // The first completion happened before tracing was enabled.
+        assert_eq!(t[0], [2, 1, 0, 0, 0, 0]);
+        let last = MAX_INVALIDATE_TRACE as u64;
+        assert_eq!(t[MAX_INVALIDATE_TRACE - 1], [last + 1, last, 0, 0, 0, 0]);
+        let mut top = Map::new();
+        r.fill_report(&mut top);
+        assert_eq!(
+            top["invalidate_trace"].as_array().unwrap().len(),
+            MAX_INVALIDATE_TRACE
+        );
+        assert_eq!(top["invalidate_trace_dropped"], json!(2));
+        assert_eq!(top["invalidate_trace"][0], json!([2, 1, 0, 0, 0, 0]));
     }
 }

@@ -147,6 +147,57 @@ fn exits_zero_when_the_client_disconnects() {
 }
 
 #[test]
+fn trace_invalidates_in_the_report() {
+    let d = tmpdir("trace");
+    let sock = d.join("gpu.sock");
+    let report = d.join("r.json");
+    let mut child = Command::new(BIN)
+        .args(["--chip", "ga102", "--vram", "1G", "--trace-invalidates"])
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--report")
+        .arg(&report)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&sock);
+    let mut client = vfio_user::Client::new(&sock).unwrap();
+    // Window to 16 MiB, one PRAMIN write, then TRIGGER | ALL_PDB | ALL_VA on
+    // MMU_INVALIDATE, polled until TRIGGER clears (delay 1: two polls).
+    client
+        .region_write(0, 0x1700, &0x100u32.to_le_bytes())
+        .unwrap();
+    client
+        .region_write(0, 0x70_0000, &7u32.to_le_bytes())
+        .unwrap();
+    client
+        .region_write(0, 0xb8_30b0, &0x8000_0003u32.to_le_bytes())
+        .unwrap();
+    let mut polls = 0;
+    loop {
+        let mut b = [0u8; 4];
+        client.region_read(0, 0xb8_30b0, &mut b).unwrap();
+        polls += 1;
+        if u32::from_le_bytes(b) >> 31 == 0 {
+            break;
+        }
+    }
+    assert_eq!(polls, 2);
+    drop(client);
+    assert_eq!(wait_exit(&mut child), 0);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // [n, bar0_reads, bar0_writes, pramin_reads, pramin_writes, window_moves]:
+    // the completing poll is the second BAR0 read.
+    assert_eq!(
+        r["invalidate_trace"],
+        serde_json::json!([[1, 2, 3, 0, 1, 1]])
+    );
+    assert_eq!(r["invalidate_trace_dropped"], 0);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     for args in [
         vec!["--chip", "ga102"],

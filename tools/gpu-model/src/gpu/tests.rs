@@ -704,6 +704,95 @@ fn invalidate_trigger_timing() {
     }
 }
 
+/// `--trace-invalidates`: one snapshot per completed invalidate, taken after
+/// the completing access (poll read, or trigger write with delay 0) counted.
+#[test]
+fn invalidate_trace_snapshots() {
+    let inv = u64::from(tlb::INVALIDATE);
+    let window = 0x1700u64;
+    let ap = pramin::APERTURE_BASE;
+    let trig = u64::from(tlb::TRIGGER | tlb::ALL_PDB | tlb::ALL_VA);
+    let traced = |delay: u64| {
+        let mut cfg = Config::new(Chip::by_name("ga102").unwrap());
+        cfg.vram_bytes = 1 << 30;
+        cfg.invalidate_delay = delay;
+        cfg.trace_invalidates = true;
+        Gpu::new(cfg).unwrap()
+    };
+
+    // Delay 1: the second poll completes; its read is in the snapshot.
+    let mut g = traced(1);
+    g.bar0_write(window, 4, 0x100); // w1, window_moves 1
+    g.bar0_write(ap, 8, 0x1234); // w2, pramin_writes 1
+    g.bar0_write(ap + 8, 4, 0x5678); // w3, pramin_writes 2
+    g.bar0_write(inv, 4, trig); // w4
+    assert_eq!(g.bar0_read(inv, 4) >> 31, 1); // r1: busy
+    assert_eq!(g.bar0_read(ap, 4), 0x1234); // r2, pramin_reads 1
+    assert_eq!(g.bar0_read(inv, 4) >> 31, 0); // r3: done -> #1
+    assert_eq!(g.bar0_read(inv, 4) >> 31, 0); // r4: nothing pending
+    g.bar0_write(ap + 16, 8, 1); // w5, pramin_writes 3
+    g.bar0_write(window, 4, 0x101); // w6, window_moves 2
+    g.bar0_write(inv, 4, trig); // w7
+    assert_eq!(g.bar0_read(inv, 4) >> 31, 1); // r5
+    assert_eq!(g.bar0_read(inv, 4) >> 31, 0); // r6: done -> #2
+                                              // A trigger while one is pending completes the old one at that write.
+    g.bar0_write(inv, 4, trig); // w8
+    g.bar0_write(ap, 4, 2); // w9, pramin_writes 4
+    g.bar0_write(inv, 4, trig); // w10: invalidate_busy, #3 completes
+    assert_eq!(g.bar0_read(inv, 4) >> 31, 1); // r7
+    assert_eq!(g.bar0_read(inv, 4) >> 31, 0); // r8: done -> #4
+    assert_eq!(g.rec.count(Kind::InvalidateBusy), 1);
+    let want: &[[u64; 6]] = &[
+        [1, 3, 4, 1, 2, 1],
+        [2, 6, 7, 1, 3, 2],
+        [3, 6, 10, 1, 4, 2],
+        [4, 8, 10, 1, 4, 2],
+    ];
+    assert_eq!(g.rec.invalidate_trace(), Some(want));
+    let v = g.report();
+    assert_eq!(v["invalidate_trace"], json!(want));
+    assert_eq!(v["invalidate_trace_dropped"], json!(0));
+    assert_eq!(v["counters"]["invalidates"]["completed"], json!(4));
+    assert_eq!(v["counters"]["bar0_reads"]["total"], json!(8));
+
+    // Delay 0: the trigger write completes it and is in the snapshot.
+    let mut g = traced(0);
+    g.bar0_write(window, 4, 0x100); // w1, window_moves 1
+    g.bar0_write(ap, 8, 7); // w2, pramin_writes 1
+    g.bar0_write(inv, 4, trig); // w3 -> #1
+    assert_eq!(g.bar0_read(inv, 4) >> 31, 0); // r1: no entry
+    g.bar0_write(ap + 8, 2, 7); // w4, pramin_writes 2
+    assert_eq!(g.bar0_read(ap, 8), 7); // r2, pramin_reads 1
+    g.bar0_write(inv, 4, trig); // w5 -> #2
+                                // A 1-byte write of TRIGGER (read-modify-write of the register: the
+                                // internal read is not an access) -> #3.
+    g.bar0_write(inv + 3, 1, 0x80); // w6
+    g.bar0_write(window, 4, 0x200); // w7, window_moves 2
+    g.bar0_write(ap, 4, 1); // w8, pramin_writes 3
+    g.bar0_write(inv, 4, trig); // w9 -> #4
+    let want: &[[u64; 6]] = &[
+        [1, 0, 3, 0, 1, 1],
+        [2, 2, 5, 1, 2, 1],
+        [3, 2, 6, 1, 2, 1],
+        [4, 2, 9, 1, 3, 2],
+    ];
+    assert_eq!(g.rec.invalidate_trace(), Some(want));
+    assert_eq!(g.report()["invalidate_trace"], json!(want));
+
+    // Without the flag the keys are absent; the counters are unchanged.
+    let mut cfg = Config::new(Chip::by_name("ga102").unwrap());
+    cfg.vram_bytes = 1 << 30;
+    let mut g = Gpu::new(cfg).unwrap();
+    g.bar0_write(inv, 4, trig);
+    g.bar0_read(inv, 4);
+    g.bar0_read(inv, 4);
+    assert_eq!(g.rec.invalidate_trace(), None);
+    let v = g.report();
+    assert!(v.get("invalidate_trace").is_none());
+    assert!(v.get("invalidate_trace_dropped").is_none());
+    assert_eq!(v["counters"]["invalidates"]["completed"], json!(1));
+}
+
 #[test]
 fn cache_level_pte_only_keeps_directory_entries() {
     let mut h = H::new("gh100", 1 << 30);
