@@ -5,9 +5,10 @@
 #   make            build the module (against the reference kernel, or KDIR=/path/to/build)
 #   make run        boot a guest with a GA102 and a GH100 model, load the module, show results
 #   make check      every test; prints "N passed, N failed" last; non-zero exit on failure
+#   make bench      page-table benchmarks: MMIO counts against the theoretical minimum
 #   make clean
 
-.PHONY: all modules run check clean kernel setup model
+.PHONY: all modules run check bench clean kernel setup model
 
 ifneq ($(KDIR),)
 # Building against a kernel given by the user: plain kbuild, on the host.
@@ -36,3 +37,6 @@ run:
 
 check:
 	scripts/check.sh
+
+bench:
+	scripts/bench.sh

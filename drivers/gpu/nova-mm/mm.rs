@@ -178,6 +178,29 @@ impl<'a> GpuMm<'a> {
         )
     }
 
+    /// Creates a GPU virtual address space covering `va` whose tables come from `pool`
+    /// (the benchmarks give each scenario a pool of its own, with no known-zero memory).
+    ///
+    /// # Errors
+    ///
+    /// As [`GpuMm::new_vmm`].
+    pub(crate) fn new_vmm_in(
+        &self,
+        pool: Arc<PtPool>,
+        name: &'static str,
+        va: Range<u64>,
+    ) -> Result<Arc<Vmm<'a>>> {
+        Vmm::new(
+            name,
+            self.ops,
+            pool,
+            self.hw.clone(),
+            self.spaces.clone(),
+            va,
+            self.huge,
+        )
+    }
+
     /// Creates an address space whose invalidates only reach the hub TLB (BAR1, BAR2).
     ///
     /// # Errors

@@ -53,6 +53,7 @@ macro_rules! ensure_eq {
 }
 
 mod bar;
+mod bench;
 mod debugfs;
 mod devices;
 mod driver;
@@ -112,6 +113,10 @@ module! {
         expect_tlb_hang: bool {
             default: false,
             description: "The device tests expect TLB invalidates to never complete (model fault injection)",
+        },
+        bench: bool {
+            default: false,
+            description: "Run the page-table benchmarks (suite nova_mm_bench) at load",
         },
     },
 }

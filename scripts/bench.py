@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Page-table benchmark table from a guest run with nova_mm.bench=1.
+
+Usage: bench.py RUN_DIR
+
+For every NOVA-BENCH line the driver printed: the model's counts over the same
+TLB invalidates (from its report's invalidate_trace), which must agree with the
+driver's; the theoretical minimum of the design's performance model
+(Documentation/gpu/nova-mm/driver.rst, "Cost"), computed here from the
+scenario's geometry alone, not from the driver's code; and the cost of the
+nova-core series' approach (4 KiB pages only, about 11 uncached reads per page
+from read-back walks, new tables zeroed whole, no reclaim).
+
+Prints one key=value line per scenario; exit status 1 if the driver's and the
+model's counts disagree anywhere or a scenario is missing its model counts.
+"""
+
+import json
+import os
+import re
+import sys
+
+DIRS = {2: [(47, 2), (38, 9), (29, 9)], 3: [(56, 1), (47, 9), (38, 9), (29, 9)]}
+K4, K64, M2, M512 = 1 << 12, 1 << 16, 1 << 21, 1 << 29
+MIB = 1 << 20
+SERIES_READS_PER_PAGE = 11
+
+
+def tables_of(mmu, va, size, page):
+    """The tables a mapping of [va, va+size) in `page` pages writes to, below the root:
+    {table key: (qwords in the table, set of quadwords the mapping writes)}, and the root's
+    written entries."""
+    dirs = DIRS[mmu]
+    root = set()
+    tabs = {}
+    for a in range(va, va + size, page):
+        sh0, b0 = dirs[0]
+        root.add((a >> sh0) & ((1 << b0) - 1))
+        for i in range(1, len(dirs)):
+            psh = dirs[i - 1][0]
+            sh, b = dirs[i]
+            key = ("pd", i, a >> psh)
+            tabs.setdefault(key, (1 << b, set()))[1].add((a >> sh) & ((1 << b) - 1))
+        if page == M512:
+            continue
+        key = ("pd0", a >> 29)
+        e = (a >> 21) & 0xff
+        q = 2 * e if page in (M2, K64) else 2 * e + 1
+        tabs.setdefault(key, (512, set()))[1].add(q)
+        if page == M2:
+            continue
+        if page == K64:
+            tabs.setdefault(("lpt", a >> 21), (32, set()))[1].add((a >> 16) & 31)
+        else:
+            tabs.setdefault(("spt", a >> 21), (512, set()))[1].add((a >> 12) & 511)
+    return root, tabs
+
+
+def minimum(b, delay):
+    """The theoretical minimum of MMIO operations of one scenario."""
+    mmu, va, size, page = b["mmu"], b["va"], b["size"], b["page"]
+    inv = 3 + (delay + 1)  # three register writes, the polls the device needs
+    root, tabs = tables_of(mmu, va, size, page)
+    leaves = size // page
+    moves = max(1, -(-(len(tabs) + 1) * 4096 // MIB))
+    name = b["bench"]
+    if name.startswith("map_"):
+        # Fresh tables: written whole (entries, zeros elsewhere).
+        return len(root) + sum(n for n, _ in tabs.values()) + moves + inv
+    if name.startswith("remap_"):
+        # Tables known to be zero: only the entries.
+        return len(root) + sum(len(w) for _, w in tabs.values()) + moves + inv
+    if name.startswith("unmap_"):
+        # One write per leaf, one per freed table (every table but the root).
+        return leaves + len(tabs) + moves + inv
+    if name == "cycles_4k":
+        cycles = b["ops"] // 2
+        first = len(root) + sum(n for n, _ in tabs.values())
+        again = len(root) + sum(len(w) for _, w in tabs.values())
+        unmap = 1 + len(tabs)
+        return first + (cycles - 1) * again + cycles * unmap + moves + b["ops"] * inv
+    raise ValueError(name)
+
+
+def series(b):
+    """What the nova-core series' approach costs for the same work (see the module doc)."""
+    mmu, va, size = b["mmu"], b["va"], b["size"]
+    pages = size // K4
+    root, tabs = tables_of(mmu, va, size, K4)
+    walk = pages * (1 + SERIES_READS_PER_PAGE)
+    new_tables = len(tabs) * 512 + len(tabs)  # zeroed 8 bytes at a time, then linked
+    inv = 5
+    name = b["bench"]
+    if name.startswith("map_"):
+        return walk + new_tables + len(root) + inv
+    if name.startswith(("unmap_", "remap_")):
+        return walk + inv  # tables are never reclaimed, so a remap creates none
+    if name == "cycles_4k":
+        cycles = b["ops"] // 2
+        return new_tables + len(root) + cycles * 2 * ((1 + SERIES_READS_PER_PAGE) + inv)
+    raise ValueError(name)
+
+
+def main():
+    run = sys.argv[1]
+    lines = []
+    for fn in ("console.log",):
+        with open(os.path.join(run, fn), errors="replace") as f:
+            lines += f.read().splitlines()
+    benches = []
+    for line in lines:
+        m = re.search(r"NOVA-BENCH (.*)$", line)
+        if not m:
+            continue
+        b = {}
+        for kv in m.group(1).split():
+            k, _, v = kv.partition("=")
+            b[k] = v
+        for k in ("va", "size", "page"):
+            b[k] = int(b[k], 16)
+        for k in ("ops", "inv_from", "inv_to", "bar0_reads", "bar0_writes", "pramin_reads",
+                  "pramin_writes", "window_moves", "invalidates", "zero_hits"):
+            b[k] = int(b[k])
+        b["mmu"] = int(b["mmu"].lstrip("v"))
+        benches.append(b)
+    reports = {}
+    for fn in os.listdir(run):
+        if fn.endswith(".report.json"):
+            with open(os.path.join(run, fn)) as f:
+                rep = json.load(f)
+            reports[rep.get("chip", fn.split(".")[0]).upper()] = rep
+    bad = 0
+    if not benches:
+        print("bench: no NOVA-BENCH lines (see the console log)", file=sys.stderr)
+        return 1
+    for b in benches:
+        rep = reports.get(b["chip"], {})
+        trace = {e[0]: e for e in rep.get("invalidate_trace", [])}
+        a, z = trace.get(b["inv_from"]), trace.get(b["inv_to"])
+        if a and z:
+            model = {"bar0_reads": z[1] - a[1], "bar0_writes": z[2] - a[2],
+                     "pramin_reads": z[3] - a[3], "pramin_writes": z[4] - a[4],
+                     "window_moves": z[5] - a[5]}
+            agree = all(model[k] == b[k] for k in model)
+        else:
+            model, agree = None, False
+        bad += not agree
+        delay = int(rep.get("invalidate_delay", 1))
+        total = b["bar0_reads"] + b["bar0_writes"]
+        low = minimum(b, delay)
+        fields = [
+            f"bench={b['bench']}", f"chip={b['chip']}",
+            f"writes={b['bar0_writes']}", f"reads={b['bar0_reads']}",
+            f"entry_writes={b['pramin_writes']}", f"window_moves={b['window_moves']}",
+            f"invalidates={b['invalidates']}", f"known_zero_tables={b['zero_hits']}",
+            f"total={total}", f"minimum={low}", f"ratio={total / low:.3f}",
+            f"series={series(b)}", f"series_ratio={series(b) / low:.2f}",
+            "model=agrees" if agree else f"model=DISAGREES({model})",
+        ]
+        print(" ".join(fields))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
