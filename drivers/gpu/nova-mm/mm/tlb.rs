@@ -81,7 +81,8 @@ pub(crate) const INVALIDATE_TIMEOUT: Delta = Delta::from_millis(2000);
 pub(crate) struct TlbStats {
     /// Invalidates started.
     pub(crate) invalidates: Atomic<u64>,
-    /// Invalidates that did not complete within [`INVALIDATE_TIMEOUT`].
+    /// Invalidates that did not complete within [`INVALIDATE_TIMEOUT`], or were refused because
+    /// an earlier one never completed.
     pub(crate) timeouts: Atomic<u64>,
     /// Register writes.
     pub(crate) writes: Atomic<u64>,
@@ -90,10 +91,15 @@ pub(crate) struct TlbStats {
 }
 
 /// The TLB invalidation engine of one GPU; invalidates are serialized.
+///
+/// # Invariants
+///
+/// The lock holds whether an invalidate timed out and was never seen to complete: the hardware
+/// may still be working on it, and triggering another one then is not allowed.
 #[pin_data]
 pub(crate) struct Tlb {
     #[pin]
-    lock: Mutex<()>,
+    lock: Mutex<bool>,
     /// Counters.
     pub(crate) stats: TlbStats,
 }
@@ -123,7 +129,7 @@ impl Tlb {
     /// Creates the invalidation engine.
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
-            lock <- new_mutex!(()),
+            lock <- new_mutex!(false),
             stats: TlbStats {
                 invalidates: Atomic::new(0),
                 timeouts: Atomic::new(0),
@@ -139,10 +145,26 @@ impl Tlb {
     /// # Errors
     ///
     /// `EINVAL` for a misaligned or too large `pdb`; `ETIMEDOUT` if the GPU did not complete the
-    /// invalidate within [`INVALIDATE_TIMEOUT`].
+    /// invalidate within [`INVALIDATE_TIMEOUT`], or if an earlier one that timed out is still
+    /// pending (one read tells; nothing is triggered then).
     pub(crate) fn invalidate(&self, bar: &Bar0<'_>, pdb: u64, scope: Scope) -> Result {
         let (lo, hi, ctl) = encode(pdb, scope)?;
-        let _guard = self.lock.lock();
+        let mut pending = self.lock.lock();
+        if *pending {
+            self.stats.reads.fetch_add(1, Relaxed);
+            if bar
+                .try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)?
+                .trigger()
+            {
+                self.stats.timeouts.fetch_add(1, Relaxed);
+                pr_err!(
+                    "TLB invalidate of PDB {:#x} refused: an earlier one never completed\n",
+                    pdb
+                );
+                return Err(ETIMEDOUT);
+            }
+            *pending = false;
+        }
         bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_PDB::from_raw(lo))?;
         bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_UPPER_PDB::from_raw(
             hi,
@@ -161,6 +183,7 @@ impl Tlb {
         )
         .inspect_err(|_| {
             self.stats.timeouts.fetch_add(1, Relaxed);
+            *pending = true;
             pr_err!("TLB invalidate of PDB {:#x} did not complete in 2 s\n", pdb);
         })?;
         Ok(())
