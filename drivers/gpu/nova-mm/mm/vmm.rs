@@ -1089,6 +1089,37 @@ mod tests {
         Ok(())
     }
 
+    /// A sparse reservation whose table allocation fails leaves no range, table or write behind.
+    #[test]
+    fn sparse_reserve_failure_rolls_back() -> Result {
+        let e = env(true, true)?;
+        let size = SZ_512M + 3 * SZ_2M + 3 * SZ_4K;
+        let w0 = e.mem.writes.load(Relaxed);
+        for n in 1..=4 {
+            e.pool.fail_nth(n);
+            let r = e.vmm.reserve(size, SZ_512M, Some(2 * GIB), true);
+            e.pool.fail_nth(0);
+            let Err(err) = r else {
+                // Needed fewer tables than `n`: they were all there.
+                ensure!(n > 3);
+                continue;
+            };
+            ensure_eq!(err, ENOMEM);
+            ensure_eq!(e.vmm.tables(), 1);
+            ensure_eq!(e.pool.in_use(), 1);
+            ensure_eq!(e.mem.writes.load(Relaxed), w0);
+        }
+        // The range was not taken: the same fixed reservation succeeds.
+        let r = e.vmm.reserve(size, SZ_512M, Some(2 * GIB), true)?;
+        ensure_eq!(
+            translate::<Ver3>(&e.mem, e.vmm.pdb(), 2 * GIB).0,
+            Entry::Sparse
+        );
+        drop(r);
+        ensure_eq!(e.vmm.tables(), 1);
+        Ok(())
+    }
+
     /// Sparse ranges read as sparse everywhere nothing is mapped, return to sparse on unmap and
     /// to unmapped when released.
     #[test]
