@@ -88,14 +88,22 @@ guest() {
 	failed=$((failed + $3))
 }
 
-devsuites=nova_mm_device_id,nova_mm_device_mm,nova_mm_device_vmm
+devsuites=nova_mm_device_id,nova_mm_device_mm,nova_mm_device_vmm,nova_mm_device_bar
 # Both GPUs with their defaults: every suite, the kernel's own gpu_buddy suite too.
 guest devices --suites "$suites" --probe ga102 --probe gh100 --bound 2 -- ga102 gh100
+# BAR1 on all five chips in one guest, two of them with a 1 GiB BAR1 (512 MiB pages): round
+# trips, remaps, sparse, and the faults a read-only write and an unmapped access cause.
+faults=--expect=read_only_write,--expect=bar1_fault
+NOVA_MM_APPEND="nova_mm.expect_bar1_faults=1" guest bar1 --suites "$devsuites" \
+	--probe tu102 --probe ga102 --probe ad102 --probe gh100 --probe gb202 --bound 5 \
+	--require-violation read_only_write --require-violation bar1_fault -- \
+	tu102:$faults ga102:--bar1=1G,$faults ad102:$faults gh100:--bar1=1G,$faults gb202:$faults
 # Invalidates that never complete: the driver must return ETIMEDOUT within its bound.
 NOVA_MM_APPEND="nova_mm.expect_tlb_hang=1" guest tlb-hang --suites "$devsuites" --probe ga102 --bound 1 \
 	--grep 'TLB invalidate of PDB 0x[0-9a-f]+ did not complete' -- ga102:--fault=invalidate-hang
 # Firmware owns the GPU (WPR2 set): the driver says so and keeps out of it.
-guest wpr2 --suites "$devsuites" --probe gh100 --bound 1 --grep 'WPR2 is set' -- gh100:--wpr2
+guest wpr2 --suites "$devsuites" --probe gh100 --bound 1 --grep 'WPR2 is set' \
+	--grep 'BAR1 not bound: firmware owns the GPU' --unbound gh100 -- gh100:--wpr2
 # An unknown chip: refused with ENODEV and a message naming NV_PMC_BOOT_42.
 guest unknown --suites "$devsuites" --bound 0 \
 	--grep 'unsupported or unknown chip: NV_PMC_BOOT_42 = 0x[0-9a-f]{8}' -- ga102:--fault=unknown-chip

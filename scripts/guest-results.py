@@ -134,6 +134,9 @@ def compare_counters(t, chip, rep, drv):
     # Every BAR0 access of the driver is counted (its BAR0 type offers no uncounted path).
     pairs.append(("bar0 reads", drv.get("mmio_reads"), c.get("bar0_reads")))
     pairs.append(("bar0 writes", drv.get("mmio_writes"), c.get("bar0_writes")))
+    if "bar1_reads" in drv:
+        pairs.append(("bar1 reads", drv.get("bar1_reads"), c.get("bar1_reads")))
+        pairs.append(("bar1 writes", drv.get("bar1_writes"), c.get("bar1_writes")))
     for name, d, m in pairs:
         if isinstance(m, dict):
             m = m.get("total")
@@ -230,6 +233,10 @@ def main():
     ap.add_argument("--summary", action="store_true", help="print a line per KUnit suite")
     ap.add_argument("--grep", action="append", default=[],
                     help="a regular expression the console must match")
+    ap.add_argument("--require-violation", action="append", default=[],
+                    help="a violation kind every model must have recorded (declared expected)")
+    ap.add_argument("--unbound", action="append", default=[],
+                    help="a chip whose model must report BAR1 never bound")
     ap.add_argument("--bound", type=int, default=None,
                     help="how many GPUs nova_mm must have bound")
     a = ap.parse_args()
@@ -283,11 +290,29 @@ def main():
             why = "; ".join(v.get("detail", str(v)) for v in rep.get("violations", [])
                             if not v.get("expected"))[:2000]
             t.check(n == 0, f"model {chip}: no undeclared violation", f"{n}: {why}")
+            counts = rep.get("violation_counts", {})
+            for kind in a.require_violation:
+                t.check(counts.get(kind, 0) > 0 and kind in rep.get("expected_kinds", []),
+                        f"model {chip}: recorded the {kind} the tests caused (declared expected)",
+                        f"{counts.get(kind, 0)} recorded")
+            binds = rep.get("counters", {}).get("bar1_binds")
+            if chip in a.unbound:
+                mode = (rep.get("bar1_binding") or {}).get("mode")
+                t.check(binds == 0 and mode == "unbound",
+                        f"model {chip}: BAR1 never bound", f"{binds} binds, mode {mode}")
+            elif a.probe and chip in a.probe and not a.expect_insmod_fail:
+                t.check(bool(binds), f"model {chip}: BAR1 bound", f"{binds} binds")
         except (OSError, ValueError) as e:
             t.check(False, f"model {chip}: report", str(e))
     check_marks(t, a.run, lines)
     check_walks(t, a.run, lines)
     drv = debugfs_counters(lines)
+    # The driver's last BAR0 totals, printed when it let go of the GPU (after the debugfs dump).
+    for line in lines:
+        m = re.search(r"NOVA-FINAL (0x[0-9a-f]+) mmio_reads=(\d+) mmio_writes=(\d+)", line)
+        if m and int(m.group(1), 16) in drv:
+            drv[int(m.group(1), 16)]["mmio_reads"] = int(m.group(2))
+            drv[int(m.group(1), 16)]["mmio_writes"] = int(m.group(3))
     for chip in a.probe:
         path = os.path.join(a.run, f"{chip}.report.json")
         if CODES[chip] in drv and os.path.exists(path):

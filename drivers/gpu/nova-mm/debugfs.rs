@@ -27,6 +27,7 @@ use crate::{
     fb::FbLayout,
     gpu::Spec,
     mm::{
+        bar::Bar1Info,
         pramin::Pramin,
         ptpool::PtPool,
         tlb::Tlb,
@@ -73,6 +74,8 @@ pub(crate) struct DebugData {
     pub(crate) pool: Arc<PtPool>,
     /// The GPU's address spaces.
     pub(crate) spaces: Arc<Spaces>,
+    /// The BAR1 binding, if any.
+    pub(crate) bar1: Option<Bar1Info>,
     /// BAR0 access counts.
     pub(crate) mmio: Arc<MmioStats>,
 }
@@ -118,7 +121,12 @@ fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "tlb_invalidates: {}", t.invalidates.load(Relaxed))?;
     writeln!(f, "tlb_timeouts: {}", t.timeouts.load(Relaxed))?;
     writeln!(f, "tlb_reg_writes: {}", t.writes.load(Relaxed))?;
-    writeln!(f, "tlb_reg_reads: {}", t.reads.load(Relaxed))
+    writeln!(f, "tlb_reg_reads: {}", t.reads.load(Relaxed))?;
+    if let Some(b) = &d.bar1 {
+        writeln!(f, "bar1_reads: {}", b.stats.reads.load(Relaxed))?;
+        writeln!(f, "bar1_writes: {}", b.stats.writes.load(Relaxed))?;
+    }
+    Ok(())
 }
 
 fn show_vmm(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,6 +160,30 @@ fn show_vmm(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     })
 }
 
+fn show_bar1(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let Some(b) = &d.bar1 else {
+        let why = if d.layout.wpr2.is_some() {
+            "firmware owns the GPU (WPR2 set)"
+        } else {
+            "BAR1 could not be bound"
+        };
+        return writeln!(f, "bar1: not bound: {}", why);
+    };
+    writeln!(f, "bar1_size: {:#x}", b.size)?;
+    writeln!(f, "instance_block: {:#x}", b.instance_block)?;
+    writeln!(f, "pdb: {:#x}", b.pdb)?;
+    writeln!(f, "bind_registers: {:?}", b.regs)?;
+    writeln!(f, "found_at_probe: {:#x} {:#x}", b.found.0, b.found.1)?;
+    writeln!(f, "bar1_reads: {}", b.stats.reads.load(Relaxed))?;
+    writeln!(f, "bar1_writes: {}", b.stats.writes.load(Relaxed))?;
+    d.spaces.for_each(|s| {
+        if s.pdb() == b.pdb {
+            s.show(f)?;
+        }
+        Ok(())
+    })
+}
+
 fn show_pagetables(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     d.spaces.for_each(|s| {
         writeln!(f, "address space {}:", s.name())?;
@@ -170,6 +202,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         tlb,
         pool,
         spaces,
+        bar1,
         mmio,
     } = data;
     let data = try_pin_init!(DebugData {
@@ -180,6 +213,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         tlb,
         pool,
         spaces,
+        bar1,
         mmio,
     }? Error);
     let scope = root.scope(data, name, |d, dir| {
@@ -189,6 +223,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         dir.read_callback_file(c"counters", d, &show_counters);
         dir.read_callback_file(c"vmm", d, &show_vmm);
         dir.read_callback_file(c"pagetables", d, &show_pagetables);
+        dir.read_callback_file(c"bar1", d, &show_bar1);
     });
     KBox::pin_init(scope, GFP_KERNEL).ok()
 }

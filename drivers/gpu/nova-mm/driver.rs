@@ -126,7 +126,11 @@ impl pci::Driver for NovaMmDriver {
                 .max_by_key(|r| r.end - r.start)
                 .cloned()
                 .ok_or(ENOSPC)?;
-            let mm = GpuMm::new(bar.clone(), &spec, usable.clone())?;
+            let mut mm = GpuMm::new(bar.clone(), &spec, usable.clone())?;
+            // Without BAR1 the GPU's VRAM is still usable through PRAMIN.
+            if let Err(e) = mm.bind_bar1(pdev, layout.wpr2.is_some()) {
+                dev_err!(pdev, "BAR1 not usable, going on without it: {:?}\n", e);
+            }
             dev_info!(
                 pdev,
                 "VRAM {} MiB, usable {:#x}..{:#x} ({} MiB)\n",
@@ -144,6 +148,7 @@ impl pci::Driver for NovaMmDriver {
                     tlb: mm.tlb.clone(),
                     pool: mm.pool.clone(),
                     spaces: mm.spaces.clone(),
+                    bar1: mm.bar1.as_ref().map(|b| b.info()),
                     mmio: bar.stats().clone(),
                 },
                 pdev.as_ref().name(),

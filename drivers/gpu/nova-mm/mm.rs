@@ -9,6 +9,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{
+        atomic::Relaxed,
         Arc,
         Mutex, //
     },
@@ -19,6 +20,7 @@ use crate::{
     gpu::Spec, //
 };
 
+pub(crate) mod bar;
 pub(crate) mod pagetable;
 pub(crate) mod pramin;
 pub(crate) mod ptpool;
@@ -75,6 +77,8 @@ impl PtHw for GpuHw<'_> {
 
 /// The memory-management state of one GPU, built in one place at probe.
 pub(crate) struct GpuMm<'a> {
+    /// The BAR1 binding (none when firmware owns the GPU). Declared first: dropped first.
+    pub(crate) bar1: Option<bar::BarUser<'a>>,
     /// BAR0.
     pub(crate) bar: Arc<Bar0<'a>>,
     /// The usable VRAM's allocator.
@@ -91,6 +95,8 @@ pub(crate) struct GpuMm<'a> {
     ops: &'static dyn PageTableOps,
     /// Whether the chip has 512 MiB pages.
     huge: bool,
+    arch: crate::gpu::Architecture,
+    chipset: crate::gpu::Chipset,
     hw: Arc<GpuHw<'a>>,
     hub_hw: Arc<GpuHw<'a>>,
     /// Mappings left in place on purpose until the GPU goes away, so that the test harness can
@@ -112,6 +118,19 @@ pub(crate) enum Kept<'a> {
 
 impl Drop for GpuMm<'_> {
     fn drop(&mut self) {
+        // BAR1 goes back to what it was at probe before anything it maps is released.
+        if let Some(b) = &self.bar1 {
+            b.unbind();
+        }
+        // The last MMIO of this GPU: what the harness compares with the model's totals, which
+        // include the accesses made after debugfs was last read.
+        let s = self.bar.stats();
+        pr_info!(
+            "NOVA-FINAL {:#x} mmio_reads={} mmio_writes={}\n",
+            self.chipset as u32,
+            s.reads.load(Relaxed),
+            s.writes.load(Relaxed)
+        );
         // The GPU is going away: release what is still mapped without writing to it.
         self.spaces.retire_all();
         // Whatever the order, a mapping keeps its reservation and space alive until it is gone.
@@ -147,6 +166,7 @@ impl<'a> GpuMm<'a> {
         };
         let (gpu_hw, hub_hw) = (hw(Scope::Pdb)?, hw(Scope::PdbHubOnly)?);
         Ok(Self {
+            bar1: None,
             bar,
             vram,
             pramin,
@@ -155,6 +175,8 @@ impl<'a> GpuMm<'a> {
             spaces: Spaces::new()?,
             ops: pagetable::ops_for(spec.chipset.mmu_version()),
             huge: spec.chipset.has_512m_pages(),
+            arch: spec.chipset.arch(),
+            chipset: spec.chipset,
             hw: gpu_hw,
             hub_hw,
             kept: KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?,
@@ -206,7 +228,6 @@ impl<'a> GpuMm<'a> {
     /// # Errors
     ///
     /// As [`GpuMm::new_vmm`].
-    #[allow(dead_code)]
     pub(crate) fn new_hub_vmm(&self, name: &'static str, va: Range<u64>) -> Result<Arc<Vmm<'a>>> {
         Vmm::new(
             name,
@@ -217,6 +238,41 @@ impl<'a> GpuMm<'a> {
             va,
             self.huge,
         )
+    }
+
+    /// Binds BAR1 to an address space of its own, unless firmware owns the GPU (`wpr2`), in
+    /// which case BAR1 is left alone and the reason logged.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`bar::BarUser::new`]; the caller decides whether probe goes on without BAR1.
+    pub(crate) fn bind_bar1(
+        &mut self,
+        pdev: &'a kernel::pci::Device<kernel::device::Bound>,
+        wpr2: bool,
+    ) -> Result {
+        if wpr2 {
+            dev_info!(
+                pdev,
+                "BAR1 not bound: firmware owns the GPU (WPR2 is set); VRAM and PRAMIN stay usable\n"
+            );
+            return Ok(());
+        }
+        let b = bar::BarUser::new(pdev, self)?;
+        dev_info!(
+            pdev,
+            "BAR1: {} MiB bound to instance block {:#x}, page directory {:#x}\n",
+            b.size() >> 20,
+            b.instance_block(),
+            b.vmm().pdb()
+        );
+        self.bar1 = Some(b);
+        Ok(())
+    }
+
+    /// Returns the GPU's architecture.
+    pub(crate) fn arch(&self) -> crate::gpu::Architecture {
+        self.arch
     }
 
     /// Returns the MMU format version of the chip's page tables.

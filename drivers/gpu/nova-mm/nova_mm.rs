@@ -114,6 +114,10 @@ module! {
             default: false,
             description: "The device tests expect TLB invalidates to never complete (model fault injection)",
         },
+        expect_bar1_faults: bool {
+            default: false,
+            description: "The device tests may cause BAR1 faults and read-only writes (declared expected in the models)",
+        },
         bench: bool {
             default: false,
             description: "Run the page-table benchmarks (suite nova_mm_bench) at load",

@@ -28,6 +28,7 @@ use kernel::{
 
 use crate::mm::vram::{
     AllocRequest,
+    Placement,
     Vram,
     VramAllocation, //
 };
@@ -153,9 +154,14 @@ impl PtPool {
             None => {
                 // CAST: 64 slots of 4 KiB.
                 let size = SLOT * CHUNK_SLOTS as u64;
-                let alloc = self
-                    .vram
-                    .alloc(&AllocRequest::new(size).contiguous().aligned(size))?;
+                // From the bottom of VRAM up, away from ordinary allocations (which the buddy
+                // allocator places from the top down), so that tables stay together.
+                let alloc = self.vram.alloc(
+                    &AllocRequest::new(size)
+                        .contiguous()
+                        .aligned(size)
+                        .placed(Placement::Within(self.vram.range())),
+                )?;
                 let base = alloc.start();
                 chunks.push(
                     Chunk {

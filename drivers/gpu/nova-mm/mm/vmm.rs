@@ -281,11 +281,6 @@ impl<'a> Vmm<'a> {
         Ok(Arc::new(Self { space, hw, spaces }, GFP_KERNEL)?)
     }
 
-    /// Returns the VRAM address of the root directory.
-    pub(crate) fn pdb(&self) -> u64 {
-        self.pdb
-    }
-
     /// Returns the number of page tables (the root included).
     pub(crate) fn tables(&self) -> u64 {
         let st = self.state.lock();
@@ -454,6 +449,16 @@ impl<'a> Vmm<'a> {
 }
 
 impl Space {
+    /// Returns the virtual-address range of the space.
+    pub(crate) fn range(&self) -> Range<u64> {
+        self.va.clone()
+    }
+
+    /// Returns the VRAM address of the root directory.
+    pub(crate) fn pdb(&self) -> u64 {
+        self.pdb
+    }
+
     /// Returns the name of the address space.
     pub(crate) fn name(&self) -> &'static str {
         self.name

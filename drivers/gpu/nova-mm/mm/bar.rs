@@ -1,0 +1,603 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! BarUser: VRAM mapped into BAR1 for the CPU.
+//!
+//! BAR1 is a window of the GPU's virtual memory: a CPU access at BAR1 offset `X` is translated by
+//! the GPU's MMU (through the hub TLB) at virtual address `X` of the address space bound to BAR1.
+//! [`BarUser`] is a [`Vmm`] covering the BAR as the PCI core sized it, whose invalidates reach the
+//! hub TLB only; it writes an instance block pointing at that space's root directory and binds it
+//! through the family's BAR1 block register:
+//!
+//! - Turing, Ampere, Ada: `NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK` (`0xB80F40`: PTR 27:0 = instance
+//!   block >> 12, TARGET 29:28, MODE 31 = virtual), completion in `..._BIND_STATUS` (`0xB80F50`,
+//!   BAR1 PENDING 0, OUTSTANDING 1) (open-gpu-doc `turing/tu104/dev_vm.ref.txt`).
+//! - Hopper, Blackwell: `..._BAR1_BLOCK_LOW_ADDR` (`0xB80F60`: PENDING 0, OUTSTANDING 1, MODE 9,
+//!   TARGET 11:10, PTR 31:12 = address bits 31:12) and `..._HIGH_ADDR` (`0xB80F64`, bits 63:32),
+//!   high first (open-gpu-kernel-modules `hopper/gh100/dev_vm.h`).
+//!
+//! The instance block (`NV_RAMIN`, open-gpu-doc `dev_ram.ref.txt`) holds the page directory base
+//! at word 128: TARGET 1:0 (video memory), VOL 2, USE_VER2_PT_FORMAT 10, BIG_PAGE_SIZE 11 (64 KiB),
+//! PAGE_DIR_BASE_LO 31:12; word 129 PAGE_DIR_BASE_HI; words 130/131 the address limit. Hopper and
+//! Blackwell take the same bits (nouveau's gh100 BAR reuses the gv100 join); their v3 format is
+//! implied by the chip.
+//!
+//! When firmware owns the GPU (WPR2 set), BAR1 belongs to it: the driver does not bind and says
+//! so. Unbinding on removal restores what the register held at probe.
+
+use kernel::{
+    io::{
+        poll::read_poll_timeout,
+        register,
+        Io, //
+    },
+    pci,
+    prelude::*,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+    },
+    time::Delta,
+};
+
+use crate::{
+    bar::Bar0,
+    gpu::Architecture,
+    mm::{
+        pagetable::{
+            Access,
+            SZ_2M,
+            SZ_4K,
+            SZ_512M,
+            SZ_64K, //
+        },
+        ptpool::PtMem,
+        tlb::Scope,
+        vmm::{
+            Mapping,
+            Reservation,
+            Vmm, //
+        },
+        vram::VramAllocation,
+        GpuMm,
+    },
+};
+
+register! {
+    /// BAR1 binding of Turing, Ampere and Ada (`NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK`).
+    pub(crate) NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK(u32) @ 0x00b80f40 {
+        /// 1: virtual (translated through the instance block), 0: physical.
+        31:31   mode => bool;
+        /// Aperture of the instance block: 0 video memory, 2/3 system memory.
+        29:28   target;
+        /// Address of the instance block, >> 12.
+        27:0    ptr;
+    }
+
+    /// Bind status of Turing, Ampere and Ada (`NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS`).
+    pub(crate) NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS(u32) @ 0x00b80f50 {
+        /// A BAR1 bind is outstanding.
+        1:1     bar1_outstanding => bool;
+        /// A BAR1 bind is pending.
+        0:0     bar1_pending => bool;
+    }
+
+    /// BAR1 binding of Hopper and Blackwell, low word (`..._BAR1_BLOCK_LOW_ADDR`); writing it binds.
+    pub(crate) NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR(u32) @ 0x00b80f60 {
+        /// Bits 31:12 of the instance block address.
+        31:12   ptr;
+        /// Aperture of the instance block: 0 video memory.
+        11:10   target;
+        /// 1: virtual.
+        9:9     mode => bool;
+        /// The bind is outstanding.
+        1:1     outstanding => bool;
+        /// The bind is pending.
+        0:0     pending => bool;
+    }
+
+    /// BAR1 binding of Hopper and Blackwell, high word (`..._BAR1_BLOCK_HIGH_ADDR`).
+    pub(crate) NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_HIGH_ADDR(u32) @ 0x00b80f64 {
+        /// Bits 63:32 of the instance block address.
+        31:0    ptr;
+    }
+}
+
+/// Upper bound on the wait for a BAR1 bind.
+///
+/// TIMEOUT: nouveau waits up to 2 s for the BAR1 bind (`tu102_bar_bar1_wait`, `nvkm_msec(device,
+/// 2000, ...)`); hardware completes it in microseconds.
+const BIND_TIMEOUT: Delta = Delta::from_millis(2000);
+
+/// Offset of `NV_RAMIN_PAGE_DIR_BASE_LO` (word 128) in the instance block.
+const RAMIN_PAGE_DIR_BASE: u64 = 0x200;
+/// `NV_RAMIN_USE_VER2_PT_FORMAT_TRUE` (bit 10 of word 128).
+const RAMIN_USE_VER2_PT_FORMAT: u32 = 1 << 10;
+/// `NV_RAMIN_BIG_PAGE_SIZE_64KB` (bit 11 of word 128).
+const RAMIN_BIG_PAGE_SIZE_64KB: u32 = 1 << 11;
+
+/// The BAR1 block registers of a chip family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BindRegs {
+    /// `BAR1_BLOCK` at `0xB80F40` and `BIND_STATUS` (Turing, Ampere, Ada).
+    Tu102,
+    /// `BAR1_BLOCK_LOW_ADDR`/`_HIGH_ADDR` at `0xB80F60` (Hopper, Blackwell).
+    Gh100,
+}
+
+impl BindRegs {
+    /// Returns the registers of `arch`.
+    pub(crate) const fn for_arch(arch: Architecture) -> Self {
+        match arch {
+            Architecture::Turing | Architecture::Ampere | Architecture::Ada => Self::Tu102,
+            Architecture::Hopper | Architecture::BlackwellGB10x | Architecture::BlackwellGB20x => {
+                Self::Gh100
+            }
+        }
+    }
+
+    /// Returns the register values (low, high) that bind the instance block at `inst` in
+    /// virtual mode.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `inst` is not 4 KiB aligned or beyond the register's reach.
+    pub(crate) fn encode(self, inst: u64) -> Result<(u32, u32)> {
+        if inst % SZ_4K != 0 {
+            return Err(EINVAL);
+        }
+        match self {
+            Self::Tu102 => Ok((
+                NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK::zeroed()
+                    .with_mode(true)
+                    .try_with_ptr(inst >> 12)?
+                    .into_raw(),
+                0,
+            )),
+            Self::Gh100 => Ok((
+                NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR::zeroed()
+                    .with_mode(true)
+                    .try_with_ptr((inst >> 12) & 0xf_ffff)?
+                    .into_raw(),
+                u32::try_from(inst >> 32).map_err(|_| EINVAL)?,
+            )),
+        }
+    }
+
+    /// Reads what the BAR1 block registers hold (low, high).
+    fn read(self, bar: &Bar0<'_>) -> Result<(u32, u32)> {
+        Ok(match self {
+            Self::Tu102 => (
+                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK)?
+                    .into_raw(),
+                0,
+            ),
+            Self::Gh100 => (
+                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR)?
+                    .into_raw(),
+                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_HIGH_ADDR)?
+                    .into_raw(),
+            ),
+        })
+    }
+
+    /// Writes the BAR1 block registers and waits until the bind completed.
+    fn bind(self, bar: &Bar0<'_>, lo: u32, hi: u32) -> Result {
+        match self {
+            Self::Tu102 => {
+                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK::from_raw(lo))?;
+                read_poll_timeout(
+                    || bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS),
+                    |s: &NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS| {
+                        !s.bar1_pending() && !s.bar1_outstanding()
+                    },
+                    Delta::from_micros(10),
+                    BIND_TIMEOUT,
+                )?;
+            }
+            Self::Gh100 => {
+                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_HIGH_ADDR::from_raw(hi))?;
+                // Pending and outstanding are status bits: what is written there is ignored.
+                let lo = lo & !0x3;
+                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR::from_raw(lo))?;
+                read_poll_timeout(
+                    || bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR),
+                    |s: &NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR| {
+                        !s.pending() && !s.outstanding()
+                    },
+                    Delta::from_micros(10),
+                    BIND_TIMEOUT,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Returns the 32-bit words 128..=131 of an instance block whose page directory is `pdb` and
+/// whose address space ends at `limit` (exclusive).
+pub(crate) fn instance_words(pdb: u64, limit: u64) -> Result<[u32; 4]> {
+    if pdb % SZ_4K != 0 || limit == 0 {
+        return Err(EINVAL);
+    }
+    // CAST: bits 31:12 and 63:32 of the address; TARGET 0 is video memory, VOL 0.
+    let lo = (pdb as u32 & 0xffff_f000) | RAMIN_USE_VER2_PT_FORMAT | RAMIN_BIG_PAGE_SIZE_64KB;
+    let hi = u32::try_from(pdb >> 32).map_err(|_| EINVAL)?;
+    // `NV_RAMIN_ADR_LIMIT_LO/HI`: the last address (nouveau writes `limit - 1`), 4 KiB granular.
+    let last = limit - 1;
+    // CAST: the low and high halves of `last`.
+    Ok([lo, hi, (last as u32) & 0xffff_f000, (last >> 32) as u32])
+}
+
+/// Counts of CPU accesses through BAR1.
+pub(crate) struct Bar1Stats {
+    /// CPU reads through BAR1.
+    pub(crate) reads: Atomic<u64>,
+    /// CPU writes through BAR1.
+    pub(crate) writes: Atomic<u64>,
+}
+
+/// What debugfs shows of a BAR1 binding.
+pub(crate) struct Bar1Info {
+    /// Size of BAR1.
+    pub(crate) size: u64,
+    /// VRAM address of the instance block.
+    pub(crate) instance_block: u64,
+    /// VRAM address of the root page directory.
+    pub(crate) pdb: u64,
+    /// The registers the binding went through.
+    pub(crate) regs: BindRegs,
+    /// What the registers held at probe.
+    pub(crate) found: (u32, u32),
+    /// Access counts.
+    pub(crate) stats: Arc<Bar1Stats>,
+}
+
+/// BAR1 as the CPU sees it, every access counted.
+pub(crate) struct Bar1<'a> {
+    bar: pci::Bar<'a>,
+    size: u64,
+    stats: Arc<Bar1Stats>,
+}
+
+/// The BAR1 binding of one GPU: its address space and instance block.
+pub(crate) struct BarUser<'a> {
+    bar1: Arc<Bar1<'a>>,
+    vmm: Arc<Vmm<'a>>,
+    bar0: Arc<Bar0<'a>>,
+    regs: BindRegs,
+    inst: PtMem,
+    /// What the BAR1 block registers held at probe (low, high).
+    found: (u32, u32),
+    bound: Atomic<u32>,
+}
+
+impl<'a> BarUser<'a> {
+    /// Maps BAR1 of `pdev`, creates its address space over the whole BAR, writes the instance
+    /// block and binds it.
+    ///
+    /// # Errors
+    ///
+    /// `EBUSY` if firmware owns the GPU (WPR2 set); errors of the BAR mapping, of VRAM and
+    /// page-table allocation, `ETIMEDOUT` if the bind or the invalidate does not complete.
+    pub(crate) fn new(
+        pdev: &'a pci::Device<kernel::device::Bound>,
+        mm: &GpuMm<'a>,
+    ) -> Result<Self> {
+        let size = pdev.resource_len(1)?;
+        if size < SZ_64K || !size.is_power_of_two() {
+            dev_err!(pdev, "BAR1 of {:#x} bytes is not usable\n", size);
+            return Err(ENODEV);
+        }
+        let bar = pdev.iomap_region(1, c"nova-mm/bar1")?;
+        let bar1 = Arc::new(
+            Bar1 {
+                bar,
+                size,
+                stats: Arc::new(
+                    Bar1Stats {
+                        reads: Atomic::new(0),
+                        writes: Atomic::new(0),
+                    },
+                    GFP_KERNEL,
+                )?,
+            },
+            GFP_KERNEL,
+        )?;
+        let vmm = mm.new_hub_vmm("bar1", 0..size)?;
+        let regs = BindRegs::for_arch(mm.arch());
+        let inst = mm.pool.alloc()?;
+        let words = instance_words(vmm.pdb(), size)?;
+        let (lo, hi) = regs.encode(inst.addr())?;
+        let found = regs.read(&mm.bar)?;
+        {
+            let mut w = mm.pramin.access(&mm.bar);
+            // The whole block: zeros, then the page directory base and the limit.
+            let mut block = KVec::with_capacity(512, GFP_KERNEL)?;
+            for i in 0..512u64 {
+                let off = i * 8;
+                let v = if off == RAMIN_PAGE_DIR_BASE {
+                    u64::from(words[0]) | (u64::from(words[1]) << 32)
+                } else if off == RAMIN_PAGE_DIR_BASE + 8 {
+                    u64::from(words[2]) | (u64::from(words[3]) << 32)
+                } else {
+                    0
+                };
+                block.push(v, GFP_KERNEL)?;
+            }
+            w.write64_slice(inst.addr(), &block)?;
+        }
+        regs.bind(&mm.bar, lo, hi).inspect_err(|_| {
+            dev_err!(
+                pdev,
+                "BAR1 bind of instance block {:#x} did not complete\n",
+                inst.addr()
+            )
+        })?;
+        if let Err(e) = mm.tlb.invalidate(&mm.bar, vmm.pdb(), Scope::PdbHubOnly) {
+            // Not usable after all: put back what was there.
+            let _ = regs.bind(&mm.bar, found.0, found.1);
+            return Err(e);
+        }
+        Ok(Self {
+            bar1,
+            vmm,
+            bar0: mm.bar.clone(),
+            regs,
+            inst,
+            found,
+            bound: Atomic::new(1),
+        })
+    }
+
+    /// Returns the size of BAR1 (and of its address space).
+    pub(crate) fn size(&self) -> u64 {
+        self.bar1.size
+    }
+
+    /// Returns the instance block's VRAM address.
+    pub(crate) fn instance_block(&self) -> u64 {
+        self.inst.addr()
+    }
+
+    /// Returns the address space bound to BAR1.
+    pub(crate) fn vmm(&self) -> &Arc<Vmm<'a>> {
+        &self.vmm
+    }
+
+    /// Returns what debugfs shows of the binding.
+    pub(crate) fn info(&self) -> Bar1Info {
+        Bar1Info {
+            size: self.bar1.size,
+            instance_block: self.inst.addr(),
+            pdb: self.vmm.pdb(),
+            regs: self.regs,
+            found: self.found,
+            stats: self.bar1.stats.clone(),
+        }
+    }
+
+    /// Restores the BAR1 binding found at probe (idempotent).
+    pub(crate) fn unbind(&self) {
+        if self.bound.xchg(0, Relaxed) == 0 {
+            return;
+        }
+        if let Err(e) = self.regs.bind(&self.bar0, self.found.0, self.found.1) {
+            pr_err!(
+                "restoring the BAR1 binding found at probe failed: {:?}\n",
+                e
+            );
+        }
+    }
+
+    /// Maps `size` bytes of `mem` from byte `mem_offset` into BAR1, at `at` if given, else
+    /// wherever there is room, aligned so that the largest pages can be used.
+    ///
+    /// # Errors
+    ///
+    /// `ENOSPC` when BAR1 has no room; the errors of [`Vmm::reserve`] and
+    /// [`Reservation::map`].
+    pub(crate) fn map(
+        &self,
+        mem: &Arc<VramAllocation>,
+        mem_offset: u64,
+        size: u64,
+        access: Access,
+        at: Option<u64>,
+    ) -> Result<BarMapping<'a>> {
+        if size == 0 || size % SZ_4K != 0 {
+            return Err(EINVAL);
+        }
+        // The physical alignment of the start decides the largest page of the first run; the
+        // virtual range gets the same alignment.
+        let pa = first_pa(mem, mem_offset).ok_or(ERANGE)?;
+        let mut align = SZ_4K;
+        for s in [SZ_512M, SZ_2M, SZ_64K] {
+            if pa % s == 0 && size >= s && s <= self.bar1.size {
+                align = s;
+                break;
+            }
+        }
+        let res = self.vmm.reserve(size, align, at, false)?;
+        let map = res.map(0, mem, mem_offset, size, access)?;
+        Ok(BarMapping {
+            bar1: self.bar1.clone(),
+            va: map.va(),
+            size,
+            map,
+        })
+    }
+
+    /// Reserves `size` bytes of BAR1 as sparse: reads return zero, writes are dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vmm::reserve`].
+    pub(crate) fn reserve_sparse(&self, size: u64) -> Result<Reservation<'a>> {
+        self.vmm.reserve(size, SZ_4K, None, true)
+    }
+
+    /// Reads 32 bits at BAR1 offset `off`, wherever it is mapped (for the tests of faults).
+    ///
+    /// # Errors
+    ///
+    /// `ERANGE` beyond the BAR.
+    pub(crate) fn raw_read32(&self, off: u64) -> Result<u32> {
+        self.bar1.read32(off)
+    }
+}
+
+/// Returns the VRAM address of byte `offset` of `mem`.
+fn first_pa(mem: &VramAllocation, mut offset: u64) -> Option<u64> {
+    for r in mem.ranges() {
+        let len = r.end - r.start;
+        if offset < len {
+            return Some(r.start + offset);
+        }
+        offset -= len;
+    }
+    None
+}
+
+impl Bar1<'_> {
+    fn check(&self, off: u64, len: u64) -> Result<usize> {
+        let end = off.checked_add(len).ok_or(ERANGE)?;
+        if end > self.size || off % len != 0 {
+            return Err(ERANGE);
+        }
+        usize::try_from(off).map_err(|_| ERANGE)
+    }
+
+    fn read32(&self, off: u64) -> Result<u32> {
+        let o = self.check(off, 4)?;
+        self.stats.reads.fetch_add(1, Relaxed);
+        (&self.bar).try_read32(o)
+    }
+}
+
+/// VRAM mapped into BAR1: accessors bounded to the mapping; unmapped on drop.
+pub(crate) struct BarMapping<'a> {
+    bar1: Arc<Bar1<'a>>,
+    va: u64,
+    size: u64,
+    map: Mapping<'a>,
+}
+
+macro_rules! bar_accessors {
+    ($($read:ident, $write:ident, $try_read:ident, $try_write:ident, $t:ty;)*) => {
+        $(
+            #[doc = concat!("Reads a `", stringify!($t), "` at byte `off` of the mapping.")]
+            ///
+            /// # Errors
+            ///
+            /// `ERANGE` if the access is not inside the mapping or not naturally aligned.
+            pub(crate) fn $read(&self, off: u64) -> Result<$t> {
+                // CAST: the size of an integer type.
+                let o = self.at(off, core::mem::size_of::<$t>() as u64)?;
+                self.bar1.stats.reads.fetch_add(1, Relaxed);
+                (&self.bar1.bar).$try_read(o)
+            }
+
+            #[doc = concat!("Writes a `", stringify!($t), "` at byte `off` of the mapping.")]
+            ///
+            /// # Errors
+            ///
+            /// `ERANGE` if the access is not inside the mapping or not naturally aligned.
+            pub(crate) fn $write(&self, off: u64, val: $t) -> Result {
+                // CAST: the size of an integer type.
+                let o = self.at(off, core::mem::size_of::<$t>() as u64)?;
+                self.bar1.stats.writes.fetch_add(1, Relaxed);
+                (&self.bar1.bar).$try_write(val, o)
+            }
+        )*
+    };
+}
+
+impl BarMapping<'_> {
+    /// Returns the BAR1 offset (and virtual address) of the mapping.
+    pub(crate) fn offset(&self) -> u64 {
+        self.va
+    }
+
+    /// Returns the size of the mapping.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Returns the underlying mapping (its pages).
+    pub(crate) fn mapping(&self) -> &Mapping<'_> {
+        &self.map
+    }
+
+    /// Returns the BAR offset of byte `off` of the mapping, for an access of `len` bytes.
+    fn at(&self, off: u64, len: u64) -> Result<usize> {
+        let end = off.checked_add(len).ok_or(ERANGE)?;
+        if end > self.size || off % len != 0 {
+            return Err(ERANGE);
+        }
+        usize::try_from(self.va + off).map_err(|_| ERANGE)
+    }
+
+    bar_accessors! {
+        read8, write8, try_read8, try_write8, u8;
+        read16, write16, try_read16, try_write16, u16;
+        read32, write32, try_read32, try_write32, u32;
+        read64, write64, try_read64, try_write64, u64;
+    }
+
+    /// Copies `buf.len()` bytes from byte `off` of the mapping into `buf`.
+    ///
+    /// # Errors
+    ///
+    /// `ERANGE` if the range is not inside the mapping (nothing is read then).
+    pub(crate) fn copy_to_slice(&self, off: u64, buf: &mut [u8]) -> Result {
+        let len = u64::try_from(buf.len()).map_err(|_| ERANGE)?;
+        let end = off.checked_add(len).ok_or(ERANGE)?;
+        if end > self.size {
+            return Err(ERANGE);
+        }
+        let mut i = 0;
+        while i < buf.len() {
+            // CAST: `i` is below `buf.len()`, which fits in 64 bits.
+            let o = off + i as u64;
+            if o % 8 == 0 && buf.len() - i >= 8 {
+                buf[i..i + 8].copy_from_slice(&self.read64(o)?.to_le_bytes());
+                i += 8;
+            } else {
+                buf[i] = self.read8(o)?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `buf` to byte `off` of the mapping.
+    ///
+    /// # Errors
+    ///
+    /// `ERANGE` if the range is not inside the mapping (nothing is written then).
+    pub(crate) fn copy_from_slice(&self, off: u64, buf: &[u8]) -> Result {
+        let len = u64::try_from(buf.len()).map_err(|_| ERANGE)?;
+        let end = off.checked_add(len).ok_or(ERANGE)?;
+        if end > self.size {
+            return Err(ERANGE);
+        }
+        let mut i = 0;
+        while i < buf.len() {
+            // CAST: `i` is below `buf.len()`, which fits in 64 bits.
+            let o = off + i as u64;
+            if o % 8 == 0 && buf.len() - i >= 8 {
+                let mut q = [0u8; 8];
+                q.copy_from_slice(&buf[i..i + 8]);
+                self.write64(o, u64::from_le_bytes(q))?;
+                i += 8;
+            } else {
+                self.write8(o, buf[i])?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
