@@ -134,6 +134,35 @@ mod tests {
         Ok(())
     }
 
+    /// Map, unmap and map again `size` bytes into BAR1 (2 MiB pages): the hub-invalidated
+    /// address space of the BAR, with the GPU's own page-table pool.
+    fn bar1(gpu: &NovaMm<'_>, size: u64) -> Result {
+        let mm = &gpu.mm;
+        let Some(bar) = mm.bar1.as_ref() else {
+            return Ok(());
+        };
+        let mem = Arc::new(
+            mm.vram
+                .alloc(&AllocRequest::new(size).contiguous().aligned(SZ_2M))?,
+            GFP_KERNEL,
+        )?;
+        let pool = &mm.pool;
+        mm.tlb.invalidate(&mm.bar, bar.vmm().pdb(), Scope::PdbHubOnly)?;
+        let s0 = snap(mm, pool);
+        let m = bar.map(&mem, 0, size, Access::ReadWrite, None)?;
+        let s1 = snap(mm, pool);
+        let va = m.offset();
+        report(gpu, "bar1_map_", "64m", va, size, SZ_2M, 1, s0, s1);
+        drop(m);
+        let s2 = snap(mm, pool);
+        report(gpu, "bar1_unmap_", "64m", va, size, SZ_2M, 1, s1, s2);
+        let m = bar.map(&mem, 0, size, Access::ReadWrite, Some(va))?;
+        let s3 = snap(mm, pool);
+        report(gpu, "bar1_remap_", "64m", va, size, SZ_2M, 1, s2, s3);
+        drop(m);
+        Ok(())
+    }
+
     /// `n` cycles of: allocate 4 KiB, map it, unmap it, free it.
     fn cycles(gpu: &NovaMm<'_>, n: u64) -> Result {
         let mm = &gpu.mm;
@@ -159,6 +188,8 @@ mod tests {
             return Ok(());
         }
         let n = devices::for_each(|gpu| {
+            // First, while the GPU's own pool holds only BAR1's root and instance block.
+            bar1(gpu, 64 * MIB)?;
             map_unmap(gpu, "256m_2m", SZ_2M, 256 * MIB)?;
             map_unmap(gpu, "256m_64k", SZ_64K, 256 * MIB)?;
             map_unmap(gpu, "256m_4k", SZ_4K, 256 * MIB)?;
