@@ -912,6 +912,13 @@ mod device_bar {
                 ensure_eq!(m.read8(size).err(), Some(ERANGE));
                 ensure_eq!(m.write32(size - 2, 0).err(), Some(ERANGE));
                 ensure_eq!(m.read64(u64::MAX - 3).err(), Some(ERANGE));
+                dev_info!(
+                    gpu.pdev,
+                    "BAR1 round trip through {} KiB pages at BAR1 {:#x} = VRAM {:#x}: ok\n",
+                    page >> 10,
+                    m.offset(),
+                    pa
+                );
                 let inv1 = mm.tlb.stats.invalidates.load(Relaxed);
                 drop(m);
                 ensure_eq!(mm.tlb.stats.invalidates.load(Relaxed) - inv1, 1);
