@@ -147,7 +147,8 @@ mod tests {
             GFP_KERNEL,
         )?;
         let pool = &mm.pool;
-        mm.tlb.invalidate(&mm.bar, bar.vmm().pdb(), Scope::PdbHubOnly)?;
+        mm.tlb
+            .invalidate(&mm.bar, bar.vmm().pdb(), Scope::PdbHubOnly)?;
         let s0 = snap(mm, pool);
         let m = bar.map(&mem, 0, size, Access::ReadWrite, None)?;
         let s1 = snap(mm, pool);

@@ -189,15 +189,7 @@ impl<'a> GpuMm<'a> {
     ///
     /// `EINVAL` for a bad range; `ENOMEM`/`ENOSPC` for the root directory; MMIO errors.
     pub(crate) fn new_vmm(&self, name: &'static str, va: Range<u64>) -> Result<Arc<Vmm<'a>>> {
-        Vmm::new(
-            name,
-            self.ops,
-            self.pool.clone(),
-            self.hw.clone(),
-            self.spaces.clone(),
-            va,
-            self.huge,
-        )
+        self.vmm_with(name, va, self.pool.clone(), self.hw.clone())
     }
 
     /// Creates a GPU virtual address space covering `va` whose tables come from `pool`
@@ -212,15 +204,7 @@ impl<'a> GpuMm<'a> {
         name: &'static str,
         va: Range<u64>,
     ) -> Result<Arc<Vmm<'a>>> {
-        Vmm::new(
-            name,
-            self.ops,
-            pool,
-            self.hw.clone(),
-            self.spaces.clone(),
-            va,
-            self.huge,
-        )
+        self.vmm_with(name, va, pool, self.hw.clone())
     }
 
     /// Creates an address space whose invalidates only reach the hub TLB (BAR1, BAR2).
@@ -229,15 +213,17 @@ impl<'a> GpuMm<'a> {
     ///
     /// As [`GpuMm::new_vmm`].
     pub(crate) fn new_hub_vmm(&self, name: &'static str, va: Range<u64>) -> Result<Arc<Vmm<'a>>> {
-        Vmm::new(
-            name,
-            self.ops,
-            self.pool.clone(),
-            self.hub_hw.clone(),
-            self.spaces.clone(),
-            va,
-            self.huge,
-        )
+        self.vmm_with(name, va, self.pool.clone(), self.hub_hw.clone())
+    }
+
+    fn vmm_with(
+        &self,
+        name: &'static str,
+        va: Range<u64>,
+        pool: Arc<PtPool>,
+        hw: Arc<GpuHw<'a>>,
+    ) -> Result<Arc<Vmm<'a>>> {
+        Vmm::new(name, self.ops, pool, hw, self.spaces.clone(), va, self.huge)
     }
 
     /// Binds BAR1 to an address space of its own, unless firmware owns the GPU (`wpr2`), in

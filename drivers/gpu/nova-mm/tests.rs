@@ -92,6 +92,38 @@ mod device_id {
     }
 }
 
+/// Allocates 512 KiB as eight separate 64 KiB blocks, in a 1 MiB window `offset` bytes above the
+/// bottom of usable VRAM (where no other test allocates: the PRAMIN marks are lower, page tables
+/// come from the very bottom): every other 64 KiB is taken first, then the holes are filled.
+pub(crate) fn scattered(
+    mm: &crate::mm::GpuMm<'_>,
+    offset: u64,
+) -> Result<kernel::sync::Arc<crate::mm::vram::VramAllocation>> {
+    use crate::mm::vram::{
+        AllocRequest,
+        Placement, //
+    };
+    const K64: u64 = 64 * 1024;
+    let lo = mm.vram.range().start + offset;
+    let win = Placement::Within(lo..lo + (1 << 20));
+    let mut frag = KVec::new();
+    for _ in 0..16 {
+        frag.push(
+            mm.vram.alloc(&AllocRequest::new(K64).placed(win.clone()))?,
+            GFP_KERNEL,
+        )?;
+    }
+    for i in (0..16).rev().step_by(2) {
+        let _ = frag.remove(i);
+    }
+    let mem = kernel::sync::Arc::new(
+        mm.vram.alloc(&AllocRequest::new(8 * K64).placed(win))?,
+        GFP_KERNEL,
+    )?;
+    ensure_eq!(mem.ranges().count(), 8);
+    Ok(mem)
+}
+
 /// Returns the VRAM size in bytes the harness declared for `chipset` (`nova_mm.expect_vram_gib`,
 /// in the order of `nova_mm.expect_chipsets`), if any.
 pub(crate) fn expected_vram(chipset: u32) -> Option<u64> {
@@ -387,10 +419,7 @@ mod device_vmm {
                 Reservation,
                 Vmm, //
             },
-            vram::{
-                AllocRequest,
-                Placement, //
-            },
+            vram::AllocRequest,
             GpuMm,
             Kept, //
         },
@@ -628,27 +657,7 @@ mod device_vmm {
             }
 
             // A non-contiguous allocation, mapped contiguously: several buddy blocks.
-            // In a 1 MiB window low in VRAM (no other test allocates there; the PRAMIN marks
-            // are further down), every other 64 KiB taken, then 512 KiB from the holes.
-            let lo = mm.vram.range().start + 128 * MIB;
-            let win = Placement::Within(lo..lo + MIB);
-            let mut frag = KVec::new();
-            for _ in 0..16 {
-                frag.push(
-                    mm.vram
-                        .alloc(&AllocRequest::new(SZ_64K).placed(win.clone()))?,
-                    GFP_KERNEL,
-                )?;
-            }
-            for i in (0..16).rev().step_by(2) {
-                let _ = frag.remove(i);
-            }
-            let scattered = Arc::new(
-                mm.vram.alloc(&AllocRequest::new(8 * SZ_64K).placed(win))?,
-                GFP_KERNEL,
-            )?;
-            drop(frag);
-            ensure_eq!(scattered.ranges().count(), 8);
+            let scattered = super::scattered(mm, 128 * MIB)?;
             let c0 = counts(mm);
             let m = res.map(64 * MIB, &scattered, 0, scattered.size(), Access::ReadWrite)?;
             one_op(mm, c0)?;
@@ -763,7 +772,6 @@ mod device_bar {
             },
             vram::{
                 AllocRequest,
-                Placement,
                 VramAllocation, //
             },
             GpuMm,
@@ -933,25 +941,7 @@ mod device_bar {
     fn bar1_scattered() -> Result {
         on_each_bar(|gpu, bar| {
             let mm = &gpu.mm;
-            let lo = mm.vram.range().start + 192 * MIB;
-            let win = Placement::Within(lo..lo + MIB);
-            let mut frag = KVec::new();
-            for _ in 0..16 {
-                frag.push(
-                    mm.vram
-                        .alloc(&AllocRequest::new(SZ_64K).placed(win.clone()))?,
-                    GFP_KERNEL,
-                )?;
-            }
-            for i in (0..16).rev().step_by(2) {
-                let _ = frag.remove(i);
-            }
-            let mem = Arc::new(
-                mm.vram.alloc(&AllocRequest::new(8 * SZ_64K).placed(win))?,
-                GFP_KERNEL,
-            )?;
-            drop(frag);
-            ensure_eq!(mem.ranges().count(), 8);
+            let mem = super::scattered(mm, 192 * MIB)?;
             let m = bar.map(&mem, 0, mem.size(), Access::ReadWrite, None)?;
             let mut buf = [0u8; 24];
             for (i, r) in mem.ranges().enumerate() {
