@@ -16,7 +16,10 @@ use kernel::{
     fmt,
     prelude::*,
     sync::{
-        atomic::Relaxed,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         global_lock,
         Arc, //
     },
@@ -76,6 +79,8 @@ pub(crate) struct DebugData {
     pub(crate) spaces: Arc<Spaces>,
     /// The BAR1 binding, if any.
     pub(crate) bar1: Option<Bar1Info>,
+    /// PRAMIN writes spent zeroing memory for zeroed requests.
+    pub(crate) zero_fill_writes: Arc<Atomic<u64>>,
     /// BAR0 access counts.
     pub(crate) mmio: Arc<MmioStats>,
 }
@@ -97,7 +102,29 @@ fn show_vram(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "total: {}", s.total)?;
     writeln!(f, "free: {}", s.free)?;
     writeln!(f, "largest_free: {}", s.largest_free)?;
-    writeln!(f, "allocations: {}", s.allocations)
+    writeln!(f, "allocations: {}", s.allocations)?;
+    let c = &d.vram.clear_stats;
+    writeln!(f, "cleared_bytes: {}", s.cleared)?;
+    writeln!(f, "cleared_extents: {}", s.cleared_extents)?;
+    writeln!(f, "zeroed_from_cleared: {}", c.zeroed_hits.load(Relaxed))?;
+    writeln!(
+        f,
+        "zeroed_not_from_cleared: {}",
+        c.zeroed_misses.load(Relaxed)
+    )?;
+    writeln!(
+        f,
+        "cleared_taken_by_ordinary: {}",
+        c.taken_by_ordinary.load(Relaxed)
+    )?;
+    writeln!(f, "freed_as_cleared: {}", c.freed_cleared.load(Relaxed))?;
+    writeln!(f, "zero_fill_writes: {}", d.zero_fill_writes.load(Relaxed))?;
+    let mut saved = 0;
+    d.spaces.for_each(|sp| {
+        saved += sp.stats.zero_writes_saved.load(Relaxed);
+        Ok(())
+    })?;
+    writeln!(f, "zeroing_writes_saved: {}", saved)
 }
 
 fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -203,6 +230,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         pool,
         spaces,
         bar1,
+        zero_fill_writes,
         mmio,
     } = data;
     let data = try_pin_init!(DebugData {
@@ -214,6 +242,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         pool,
         spaces,
         bar1,
+        zero_fill_writes,
         mmio,
     }? Error);
     let scope = root.scope(data, name, |d, dir| {

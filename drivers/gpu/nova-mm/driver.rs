@@ -149,6 +149,7 @@ impl pci::Driver for NovaMmDriver {
                     pool: mm.pool.clone(),
                     spaces: mm.spaces.clone(),
                     bar1: mm.bar1.as_ref().map(|b| b.info()),
+                    zero_fill_writes: mm.zero_fill_writes.clone(),
                     mmio: bar.stats().clone(),
                 },
                 pdev.as_ref().name(),

@@ -21,6 +21,7 @@ use crate::{
 };
 
 pub(crate) mod bar;
+pub(crate) mod clear;
 pub(crate) mod pagetable;
 pub(crate) mod pramin;
 pub(crate) mod ptpool;
@@ -99,6 +100,8 @@ pub(crate) struct GpuMm<'a> {
     chipset: crate::gpu::Chipset,
     hw: Arc<GpuHw<'a>>,
     hub_hw: Arc<GpuHw<'a>>,
+    /// PRAMIN writes spent zeroing memory for zeroed requests.
+    pub(crate) zero_fill_writes: Arc<kernel::sync::atomic::Atomic<u64>>,
     /// Mappings left in place on purpose until the GPU goes away, so that the test harness can
     /// check the page tables in the model's VRAM after power-off (dropped first).
     pub(crate) kept: Pin<KBox<Mutex<KVec<Kept<'a>>>>>,
@@ -114,6 +117,8 @@ pub(crate) enum Kept<'a> {
     Reservation(Reservation<'a>),
     /// A mapping.
     Mapping(Mapping<'a>),
+    /// VRAM whose contents the harness checks in the model's dump.
+    Memory(vram::VramAllocation),
 }
 
 impl Drop for GpuMm<'_> {
@@ -180,6 +185,7 @@ impl<'a> GpuMm<'a> {
             hw: gpu_hw,
             hub_hw,
             kept: KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?,
+            zero_fill_writes: Arc::new(kernel::sync::atomic::Atomic::new(0), GFP_KERNEL)?,
         })
     }
 
@@ -224,6 +230,25 @@ impl<'a> GpuMm<'a> {
         hw: Arc<GpuHw<'a>>,
     ) -> Result<Arc<Vmm<'a>>> {
         Vmm::new(name, self.ops, pool, hw, self.spaces.clone(), va, self.huge)
+    }
+
+    /// Allocates VRAM that holds zeros: from memory known to be zero when some fits, else
+    /// allocated normally and zeroed through PRAMIN (counted in `zero_fill_writes`).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Vram::alloc`]; MMIO errors of the zeroing (the memory is freed then).
+    pub(crate) fn alloc_zeroed(&self, req: &vram::AllocRequest) -> Result<vram::VramAllocation> {
+        let a = self.vram.alloc(&req.clone().zeroed(vram::Zero::Required))?;
+        if !a.is_zeroed() {
+            let mut w = self.pramin.access(&self.bar);
+            for r in a.ranges() {
+                let n = (r.end - r.start) / 8;
+                w.fill64(r.start, n, 0)?;
+                self.zero_fill_writes.fetch_add(n, Relaxed);
+            }
+        }
+        Ok(a)
     }
 
     /// Binds BAR1 to an address space of its own, unless firmware owns the GPU (`wpr2`), in

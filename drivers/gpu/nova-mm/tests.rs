@@ -312,7 +312,53 @@ mod device_mm {
                     val
                 );
             }
-            // The allocation is freed, but nothing else is placed this low in the tests.
+            // Kept until the GPU goes away, so nothing else overwrites the marks.
+            gpu.mm
+                .kept
+                .lock()
+                .push(crate::mm::Kept::Memory(buf), GFP_KERNEL)?;
+            Ok(())
+        })
+    }
+
+    /// Zeroed allocations read zero through PRAMIN, whether they were cleared here (fresh VRAM
+    /// reads as the model's poison) or came from memory the driver knew to be zero.
+    #[test]
+    fn zeroed_allocations() -> Result {
+        on_each_gpu(|gpu| {
+            let mm = &gpu.mm;
+            let check = |a: &crate::mm::vram::VramAllocation| -> Result {
+                let mut w = mm.pramin.access(&mm.bar);
+                for r in a.ranges() {
+                    for off in [0, 8, (r.end - r.start) / 2, r.end - r.start - 8] {
+                        ensure_eq!(w.read64(r.start + off)?, 0);
+                    }
+                }
+                Ok(())
+            };
+            // More than anything known zero: allocated, then zeroed through PRAMIN.
+            let z0 = mm.zero_fill_writes.load(Relaxed);
+            let a = mm.alloc_zeroed(&AllocRequest::new(4 * MIB + 64 * 1024))?;
+            ensure!(!a.is_zeroed());
+            ensure_eq!(
+                mm.zero_fill_writes.load(Relaxed) - z0,
+                (4 * MIB + 64 * 1024) / 8
+            );
+            check(&a)?;
+            // Freed as known zero (it is: nothing wrote it since), then served again unzeroed.
+            let ranges = {
+                let mut v = KVec::new();
+                for r in a.ranges() {
+                    v.push(r, GFP_KERNEL)?;
+                }
+                v
+            };
+            a.free_cleared(&ranges);
+            let z1 = mm.zero_fill_writes.load(Relaxed);
+            let b = mm.alloc_zeroed(&AllocRequest::new(MIB).contiguous())?;
+            ensure!(b.is_zeroed());
+            ensure_eq!(mm.zero_fill_writes.load(Relaxed), z1);
+            check(&b)?;
             Ok(())
         })
     }

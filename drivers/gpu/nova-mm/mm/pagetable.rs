@@ -278,6 +278,8 @@ pub(crate) struct CommitStats {
     pub(crate) tables_new: u64,
     /// Tables unlinked (freed after the invalidate).
     pub(crate) tables_freed: u64,
+    /// Zeros not written because a new table's memory was known to be zero.
+    pub(crate) zero_saved: u64,
 }
 
 /// The format-independent interface of the walker, one `&'static` instance per format.
@@ -769,6 +771,8 @@ impl<F: MmuFormat> Walker<F> {
                     // CAST: `i` is below 512.
                     w.write(t.addr() + 8 * i as u64, *v)?;
                     st.writes += 1;
+                } else {
+                    st.zero_saved += 1;
                 }
             }
             t.fresh = false;

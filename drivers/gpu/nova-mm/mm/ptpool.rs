@@ -30,7 +30,8 @@ use crate::mm::vram::{
     AllocRequest,
     Placement,
     Vram,
-    VramAllocation, //
+    VramAllocation,
+    Zero, //
 };
 
 /// Tables per chunk (one `u64` bitmap).
@@ -59,6 +60,8 @@ pub(crate) struct PtPoolStats {
     pub(crate) chunks_allocated: Atomic<u64>,
     /// Chunks given back to VRAM.
     pub(crate) chunks_freed: Atomic<u64>,
+    /// Chunks taken from memory known to be zero.
+    pub(crate) chunks_cleared: Atomic<u64>,
 }
 
 /// The page-table memory of one GPU.
@@ -90,6 +93,7 @@ impl PtPool {
                     frees: Atomic::new(0),
                     chunks_allocated: Atomic::new(0),
                     chunks_freed: Atomic::new(0),
+                    chunks_cleared: Atomic::new(0),
                 },
                 fail_after: Atomic::new(0),
             }),
@@ -150,30 +154,42 @@ impl PtPool {
                 .map(|(ci, c)| (ci, (!c.used).trailing_zeros(), false));
         }
         let (ci, slot, zero) = match pick {
-            Some(p) => p,
+            Some((ci, slot, zero)) => {
+                // A known-zero slot keeps its zeros; the first slot of a fresh chunk is the
+                // only other way a known-zero one is handed out.
+                (ci, slot, zero)
+            }
             None => {
                 // CAST: 64 slots of 4 KiB.
                 let size = SLOT * CHUNK_SLOTS as u64;
                 // From the bottom of VRAM up, away from ordinary allocations (which the buddy
                 // allocator places from the top down), so that tables stay together.
+                // Memory known to be zero if there is some: then no table of the chunk needs
+                // zeroing.
                 let alloc = self.vram.alloc(
                     &AllocRequest::new(size)
                         .contiguous()
                         .aligned(size)
-                        .placed(Placement::Within(self.vram.range())),
+                        .placed(Placement::Within(self.vram.range()))
+                        .zeroed(Zero::Preferred),
                 )?;
                 let base = alloc.start();
+                let zero = if alloc.is_zeroed() { u64::MAX } else { 0 };
+                if zero != 0 {
+                    self.stats.chunks_cleared.fetch_add(1, Relaxed);
+                }
                 chunks.push(
                     Chunk {
                         alloc,
                         base,
                         used: 0,
-                        zero: 0,
+                        zero,
                     },
                     GFP_KERNEL,
                 )?;
                 self.stats.chunks_allocated.fetch_add(1, Relaxed);
-                (chunks.len() - 1, 0, false)
+                let zero = chunks[chunks.len() - 1].zero != 0;
+                (chunks.len() - 1, 0, zero)
             }
         };
         let c = &mut chunks[ci];
@@ -211,8 +227,26 @@ impl PtPool {
         self.stats.frees.fetch_add(1, Relaxed);
         // Give back an empty chunk unless it is the only spare.
         if c.used == 0 && chunks.iter().filter(|c| c.used == 0).count() > 1 {
-            let gone = chunks.remove(ci);
-            drop(gone.map(|g| g.alloc));
+            if let Ok(gone) = chunks.remove(ci) {
+                // What is known zero stays known beyond the pool: the VRAM tracker takes it.
+                let mut cleared = KVec::new();
+                let mut slot = 0;
+                while slot < CHUNK_SLOTS as u64 {
+                    if gone.zero & (1 << slot) == 0 {
+                        slot += 1;
+                        continue;
+                    }
+                    let first = slot;
+                    while slot < CHUNK_SLOTS as u64 && gone.zero & (1 << slot) != 0 {
+                        slot += 1;
+                    }
+                    let r = gone.base + first * SLOT..gone.base + slot * SLOT;
+                    if cleared.push(r, GFP_KERNEL).is_err() {
+                        break;
+                    }
+                }
+                gone.alloc.free_cleared(&cleared);
+            }
             self.stats.chunks_freed.fetch_add(1, Relaxed);
         }
     }

@@ -91,6 +91,8 @@ pub(crate) struct VmmStats {
     pub(crate) tables_created: Atomic<u64>,
     /// Page tables freed.
     pub(crate) tables_freed: Atomic<u64>,
+    /// Zeros not written to new tables whose memory was known to be zero.
+    pub(crate) zero_writes_saved: Atomic<u64>,
     /// Operations refused or rolled back.
     pub(crate) failed: Atomic<u64>,
 }
@@ -105,6 +107,7 @@ impl VmmStats {
             entry_writes: Atomic::new(0),
             tables_created: Atomic::new(0),
             tables_freed: Atomic::new(0),
+            zero_writes_saved: Atomic::new(0),
             failed: Atomic::new(0),
         }
     }
@@ -442,6 +445,9 @@ impl<'a> Vmm<'a> {
             .tables_created
             .fetch_add(stats.tables_new, Relaxed);
         self.stats.tables_freed.fetch_add(flush.free.count, Relaxed);
+        self.stats
+            .zero_writes_saved
+            .fetch_add(stats.zero_saved, Relaxed);
         res?;
         flush.finish()?;
         Ok(stats)

@@ -29,10 +29,16 @@ use kernel::{
     rbtree::RBTree,
     sizes::SZ_4K,
     sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         Arc,
         Mutex, //
     },
 };
+
+use crate::mm::clear::ClearTracker;
 
 /// Allocation granularity: the buddy allocator's chunk size.
 pub(crate) const CHUNK: u64 = SZ_4K as u64;
@@ -48,6 +54,19 @@ pub(crate) enum Placement {
     Within(Range<u64>),
 }
 
+/// Whether an allocation must hold zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Zero {
+    /// Anything (an ordinary allocation, which avoids memory known to be zero where it can).
+    No,
+    /// Memory known to be zero if there is some (no zeroing otherwise): the allocation says
+    /// which it got ([`VramAllocation::is_zeroed`]).
+    Preferred,
+    /// Zeros: from memory known to be zero, or zeroed by the caller through PRAMIN when
+    /// [`VramAllocation::is_zeroed`] says it is not ([`crate::mm::GpuMm::alloc_zeroed`]).
+    Required,
+}
+
 /// An allocation request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AllocRequest {
@@ -59,6 +78,8 @@ pub(crate) struct AllocRequest {
     pub(crate) contiguous: bool,
     /// Where it may come from.
     pub(crate) placement: Placement,
+    /// Whether it must be zero.
+    pub(crate) zero: Zero,
 }
 
 impl AllocRequest {
@@ -69,7 +90,14 @@ impl AllocRequest {
             align: CHUNK,
             contiguous: false,
             placement: Placement::Any,
+            zero: Zero::No,
         }
+    }
+
+    /// Asks for zeroed memory.
+    pub(crate) fn zeroed(mut self, zero: Zero) -> Self {
+        self.zero = zero;
+        self
     }
 
     /// Requires the allocation to be contiguous.
@@ -102,6 +130,22 @@ pub(crate) struct VramStats {
     pub(crate) largest_free: u64,
     /// Live allocations.
     pub(crate) allocations: u64,
+    /// Free bytes known to be zero.
+    pub(crate) cleared: u64,
+    /// Extents of free memory known to be zero.
+    pub(crate) cleared_extents: u64,
+}
+
+/// Counters of the clear tracking of a [`Vram`].
+pub(crate) struct ClearStats {
+    /// Zeroed requests served from memory known to be zero.
+    pub(crate) zeroed_hits: Atomic<u64>,
+    /// Zeroed requests that got memory not known to be zero.
+    pub(crate) zeroed_misses: Atomic<u64>,
+    /// Bytes known to be zero that ordinary allocations took anyway.
+    pub(crate) taken_by_ordinary: Atomic<u64>,
+    /// Bytes recorded as zero when freed.
+    pub(crate) freed_cleared: Atomic<u64>,
 }
 
 /// The usable VRAM of one GPU.
@@ -114,6 +158,13 @@ pub(crate) struct VramStats {
 /// holds `0..range.start` for the life of the `Vram`, so nothing below the range is handed out.
 #[pin_data]
 pub(crate) struct Vram {
+    /// Free memory known to be zero (taken first when both are held: before `blocks`).
+    #[pin]
+    cleared: Mutex<ClearTracker>,
+    /// Whether zeroed requests use `cleared` (off only to measure the difference).
+    tracking: Atomic<u32>,
+    /// Clear-tracking counters.
+    pub(crate) clear_stats: ClearStats,
     buddy: GpuBuddy,
     head: Option<Pin<KBox<AllocatedBlocks>>>,
     range: Range<u64>,
@@ -161,6 +212,14 @@ impl Vram {
         };
         Arc::pin_init(
             pin_init!(Self {
+                cleared <- new_mutex!(ClearTracker::new()),
+                tracking: Atomic::new(1),
+                clear_stats: ClearStats {
+                    zeroed_hits: Atomic::new(0),
+                    zeroed_misses: Atomic::new(0),
+                    taken_by_ordinary: Atomic::new(0),
+                    freed_cleared: Atomic::new(0),
+                },
                 buddy,
                 head,
                 range,
@@ -169,6 +228,12 @@ impl Vram {
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// Turns the use of memory known to be zero for zeroed requests on or off (the benchmarks
+    /// measure both); what is known is kept either way.
+    pub(crate) fn set_tracking(&self, on: bool) {
+        self.tracking.store(u32::from(on), Relaxed);
     }
 
     /// Returns the VRAM range managed.
@@ -186,7 +251,15 @@ impl Vram {
             cursor = end;
         }
         largest = largest.max(self.range.end.saturating_sub(cursor));
+        drop(blocks);
+        let (cleared, cleared_extents) = {
+            let t = self.cleared.lock();
+            // CAST: an extent count fits in 64 bits.
+            (t.bytes(), t.extents() as u64)
+        };
         VramStats {
+            cleared,
+            cleared_extents,
             total: self.range.end - self.range.start,
             free: self.buddy.avail(),
             largest_free: largest,
@@ -226,11 +299,57 @@ impl Vram {
             flags |= GpuBuddyAllocFlag::Contiguous;
         }
 
+        // Zeroed requests first look for memory known to be zero, inside the placement.
+        let mut tracker = self.cleared.lock();
+        let tracking = self.tracking.load(Relaxed) != 0;
+        let hit = match (req.zero, tracking) {
+            (Zero::No, _) | (_, false) => None,
+            _ => tracker.find(req.size, req.align).filter(|at| {
+                let end = at + req.size;
+                match &req.placement {
+                    Placement::Within(r) => *at >= r.start && end <= r.end,
+                    _ => true,
+                }
+            }),
+        };
+        let from_cleared = hit.and_then(|at| {
+            KBox::pin_init(
+                self.buddy.alloc_blocks(
+                    GpuBuddyAllocMode::Range(at..at + req.size),
+                    req.size,
+                    align,
+                    flags,
+                ),
+                GFP_KERNEL,
+            )
+            .ok()
+        });
+        let zeroed = from_cleared.is_some();
         // Reserve the tracking nodes first, so that nothing can fail once the blocks are ours.
-        let blocks = KBox::pin_init(
-            self.buddy.alloc_blocks(mode, req.size, align, flags),
-            GFP_KERNEL,
-        )?;
+        let blocks = match from_cleared {
+            Some(b) => b,
+            None => KBox::pin_init(
+                self.buddy.alloc_blocks(mode, req.size, align, flags),
+                GFP_KERNEL,
+            )?,
+        };
+        // Whatever it took is not free any more.
+        let mut known = 0;
+        for b in blocks.iter() {
+            known += tracker.remove(b.offset()..b.offset() + b.size());
+        }
+        drop(tracker);
+        match req.zero {
+            Zero::No => {
+                self.clear_stats.taken_by_ordinary.fetch_add(known, Relaxed);
+            }
+            _ if zeroed => {
+                self.clear_stats.zeroed_hits.fetch_add(1, Relaxed);
+            }
+            _ => {
+                self.clear_stats.zeroed_misses.fetch_add(1, Relaxed);
+            }
+        }
         let mut nodes = KVec::new();
         for b in blocks.iter() {
             nodes.push(
@@ -251,16 +370,22 @@ impl Vram {
         *self.allocations.lock() += 1;
         Ok(VramAllocation {
             vram: self.clone(),
-            blocks,
+            blocks: Some(blocks),
+            zeroed,
             size,
         })
     }
 }
 
 /// An allocation of VRAM; its blocks return to the allocator when it is dropped.
+///
+/// # Invariants
+///
+/// `blocks` is `Some` until the allocation is released.
 pub(crate) struct VramAllocation {
     vram: Arc<Vram>,
-    blocks: Pin<KBox<AllocatedBlocks>>,
+    blocks: Option<Pin<KBox<AllocatedBlocks>>>,
+    zeroed: bool,
     size: u64,
 }
 
@@ -274,7 +399,54 @@ impl VramAllocation {
     pub(crate) fn ranges(&self) -> impl Iterator<Item = Range<u64>> + '_ {
         self.blocks
             .iter()
+            .flat_map(|b| b.iter())
             .map(|b| b.offset()..b.offset() + b.size())
+    }
+
+    /// Whether the allocation came from memory known to be zero (it still is, until written).
+    pub(crate) fn is_zeroed(&self) -> bool {
+        self.zeroed
+    }
+
+    /// Frees the allocation, recording the parts `cleared` (VRAM ranges inside it) as known to
+    /// hold zeros, so that zeroed requests can have them without clearing them again.
+    pub(crate) fn free_cleared(mut self, cleared: &[Range<u64>]) {
+        let vram = self.vram.clone();
+        // Under the tracker's lock from the free to the insert, so no allocation can take the
+        // memory in between and leave it recorded as free.
+        let mut t = vram.cleared.lock();
+        let mut mine = KVec::new();
+        for r in self.ranges() {
+            if mine.push(r, GFP_KERNEL).is_err() {
+                mine.clear();
+                break;
+            }
+        }
+        self.release();
+        for c in cleared {
+            for r in mine.iter() {
+                let (s, e) = (c.start.max(r.start), c.end.min(r.end));
+                if s < e && t.insert(s..e).is_ok() {
+                    vram.clear_stats.freed_cleared.fetch_add(e - s, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Returns the blocks to the allocator.
+    fn release(&mut self) {
+        let Some(blocks) = self.blocks.take() else {
+            return;
+        };
+        let mut tree = self.vram.blocks.lock();
+        for b in blocks.iter() {
+            tree.remove(&b.offset());
+        }
+        drop(tree);
+        let mut n = self.vram.allocations.lock();
+        *n = n.saturating_sub(1);
+        drop(n);
+        drop(blocks);
     }
 
     /// Returns the single VRAM range the allocation covers, if its blocks are contiguous.
@@ -295,14 +467,7 @@ impl VramAllocation {
 
 impl Drop for VramAllocation {
     fn drop(&mut self) {
-        let mut tree = self.vram.blocks.lock();
-        for b in self.blocks.iter() {
-            tree.remove(&b.offset());
-        }
-        drop(tree);
-        let mut n = self.vram.allocations.lock();
-        *n = n.saturating_sub(1);
-        // The blocks themselves are freed when `self.blocks` is dropped, after this.
+        self.release();
     }
 }
 
@@ -447,6 +612,92 @@ mod tests {
             (size - 64 * MIB) / MIB,
             us
         ));
+        Ok(())
+    }
+
+    /// Freed as cleared, memory serves zeroed requests without clearing; the known-zero extents
+    /// never overlap what is allocated, and ordinary allocations that take them are counted.
+    #[test]
+    fn clear_tracking() -> Result {
+        let vram = Vram::new(0..64 * MIB)?;
+        let a = vram.alloc(&AllocRequest::new(MIB).contiguous().aligned(MIB))?;
+        let r = a.contiguous_range().ok_or(EINVAL)?;
+        a.free_cleared(&[r.clone()]);
+        ensure_eq!(vram.stats().cleared, MIB);
+        // A zeroed request inside it: no clearing needed.
+        let z = vram.alloc(&AllocRequest::new(256 * 1024).zeroed(Zero::Preferred))?;
+        ensure!(z.is_zeroed());
+        ensure!(z.ranges().all(|b| b.start >= r.start && b.end <= r.end));
+        ensure_eq!(vram.stats().cleared, MIB - 256 * 1024);
+        // Larger than anything known zero: an ordinary block, not zeroed.
+        let big = vram.alloc(&AllocRequest::new(2 * MIB).zeroed(Zero::Required))?;
+        ensure!(!big.is_zeroed());
+        ensure_eq!(vram.clear_stats.zeroed_misses.load(Relaxed), 1);
+        // Tracking off: zeroed requests do not look.
+        vram.set_tracking(false);
+        let off = vram.alloc(&AllocRequest::new(4096).zeroed(Zero::Preferred))?;
+        ensure!(!off.is_zeroed());
+        vram.set_tracking(true);
+        // An ordinary allocation placed on known-zero memory takes it out, counted.
+        let before = vram.stats().cleared;
+        let o = vram.alloc(&AllocRequest::new(64 * 1024).placed(Placement::Within(r.clone())))?;
+        ensure_eq!(vram.clear_stats.taken_by_ordinary.load(Relaxed), 64 * 1024);
+        ensure_eq!(vram.stats().cleared, before - 64 * 1024);
+        // No extent overlaps a live allocation.
+        for live in [&z, &big, &off, &o] {
+            for b in live.ranges() {
+                ensure!(vram
+                    .cleared
+                    .lock()
+                    .iter()
+                    .all(|e| e.end <= b.start || e.start >= b.end));
+            }
+        }
+        // Cleared parts outside the allocation are ignored.
+        let c = vram.alloc(&AllocRequest::new(8192).contiguous())?;
+        let cr = c.contiguous_range().ok_or(EINVAL)?;
+        let before = vram.stats().cleared;
+        c.free_cleared(&[cr.start - 4096..cr.end + 4096]);
+        ensure_eq!(vram.stats().cleared, before + 8192);
+        Ok(())
+    }
+
+    /// The workload of the clear-tracker discussion: small allocations freed in a scattered
+    /// order, half as cleared and half dirty; the buddy allocator still merges everything, so a
+    /// contiguous allocation of almost all of it succeeds, and the tracker stays consistent.
+    #[test]
+    fn mixed_churn_then_big() -> Result {
+        const N: usize = 4096;
+        let size = GIB;
+        let vram = Vram::new(0..size)?;
+        let mut held = KVec::with_capacity(N, GFP_KERNEL)?;
+        for i in 0..N {
+            let sz = if i % 2 == 0 { 8192 } else { 4096 };
+            held.push(Some(vram.alloc(&AllocRequest::new(sz))?), GFP_KERNEL)?;
+        }
+        let mut i = 0;
+        let mut cleared = 0;
+        for k in 0..N {
+            i = (i + 1237) % N;
+            if let Some(a) = held[i].take() {
+                if k % 2 == 0 {
+                    let r = a.contiguous_range().ok_or(EINVAL)?;
+                    cleared += r.end - r.start;
+                    a.free_cleared(&[r]);
+                }
+            }
+        }
+        ensure_eq!(vram.stats().free, size);
+        ensure_eq!(vram.stats().largest_free, size);
+        ensure_eq!(vram.stats().cleared, cleared);
+        let big = vram.alloc(&AllocRequest::new(size - 64 * MIB).contiguous())?;
+        ensure!(big.contiguous_range().is_some());
+        let b = big.contiguous_range().ok_or(EINVAL)?;
+        ensure!(vram
+            .cleared
+            .lock()
+            .iter()
+            .all(|e| e.end <= b.start || e.start >= b.end));
         Ok(())
     }
 }
