@@ -64,7 +64,7 @@ def minimum(b, delay):
     root, tabs = tables_of(mmu, va, size, page)
     leaves = size // page
     moves = max(1, -(-(len(tabs) + 1) * 4096 // MIB))
-    name = b["bench"].removeprefix("bar1_")
+    name = b["bench"].removeprefix("bar1_").removeprefix("tracked_").replace("untracked_remap_", "map_")
     if name.startswith("map_"):
         # Fresh tables: written whole (entries, zeros elsewhere).
         return len(root) + sum(n for n, _ in tabs.values()) + moves + inv
@@ -91,7 +91,7 @@ def series(b):
     walk = pages * (1 + SERIES_READS_PER_PAGE)
     new_tables = len(tabs) * 512 + len(tabs)  # zeroed 8 bytes at a time, then linked
     inv = 5
-    name = b["bench"].removeprefix("bar1_")
+    name = b["bench"].removeprefix("bar1_").removeprefix("tracked_").replace("untracked_remap_", "map_")
     if name.startswith("map_"):
         return walk + new_tables + len(root) + inv
     if name.startswith(("unmap_", "remap_")):
@@ -130,6 +130,20 @@ def main():
             with open(os.path.join(run, fn)) as f:
                 rep = json.load(f)
             reports[rep.get("chip", fn.split(".")[0]).upper()] = rep
+    allocs = {}
+    for line in lines:
+        m = re.search(r"NOVA-ALLOCBENCH (.*)$", line)
+        if m:
+            kv = dict(x.partition("=")[::2] for x in m.group(1).split())
+            allocs.setdefault(kv["bench"], {})[kv["allocator"]] = kv
+            print(" ".join(f"{k}={v}" for k, v in kv.items()))
+    for name, by in sorted(allocs.items()):
+        ours, theirs = by.get("nova-mm"), by.get("gpu_buddy-cleared")
+        if ours and theirs:
+            t_ours, t_c = int(ours["time_us"]), int(theirs["time_us"])
+            print(f"bench={name}_side_by_side nova_mm_us={t_ours} nova_mm_ok={ours['ok']} "
+                  f"gpu_buddy_cleared_us={t_c} gpu_buddy_cleared_ok={theirs['ok']} "
+                  f"ratio={t_c / max(t_ours, 1):.2f}")
     bad = 0
     if not benches:
         print("bench: no NOVA-BENCH lines (see the console log)", file=sys.stderr)

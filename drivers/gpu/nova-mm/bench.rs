@@ -8,7 +8,85 @@
 //! model's counts over the same invalidates from its trace, checks that the two agree, and sets
 //! them against the theoretical minimum of the design.
 
-use kernel::prelude::*;
+use kernel::{
+    bindings,
+    interop::list::CListHead,
+    prelude::*,
+    types::Opaque, //
+};
+
+/// The kernel's C gpu_buddy, driven directly, for the side-by-side benchmark: the configuration
+/// (blocks freed with `GPU_BUDDY_CLEARED`) in which the clear/dirty merge barrier shows.
+///
+/// # Invariants
+///
+/// `mm` is an initialized allocator until drop; it is only used from the thread that owns this
+/// value (the C allocator leaves locking to its user).
+struct CBuddy {
+    mm: Pin<KBox<Opaque<bindings::gpu_buddy>>>,
+}
+
+/// Blocks allocated from a [`CBuddy`]: a list head the C allocator links them to.
+struct CBlocks {
+    list: Pin<KBox<CListHead>>,
+}
+
+impl CBuddy {
+    fn new(size: u64) -> Result<Self> {
+        let mm = KBox::pin_init(Opaque::<bindings::gpu_buddy>::uninit(), GFP_KERNEL)?;
+        // SAFETY: `mm` points to writable memory for a `struct gpu_buddy`, which the call
+        // initializes; it stays pinned for the life of `Self`.
+        kernel::error::to_result(unsafe { bindings::gpu_buddy_init(mm.get(), size, 4096) })?;
+        // INVARIANT: initialized above.
+        Ok(Self { mm })
+    }
+
+    /// Allocates `size` bytes (contiguous with `contiguous`) anywhere.
+    fn alloc(&mut self, size: u64, contiguous: bool) -> Result<CBlocks> {
+        let list = KBox::pin_init(CListHead::new(), GFP_KERNEL)?;
+        let flags = if contiguous {
+            bindings::GPU_BUDDY_CONTIGUOUS_ALLOCATION
+        } else {
+            0
+        };
+        // SAFETY: By the invariant `self.mm` is initialized and only used from this thread.
+        let end = unsafe { (*self.mm.get()).size };
+        // SAFETY: By the invariant `self.mm` is initialized and only used here; `list` is an
+        // initialized, empty list head that outlives the blocks linked to it.
+        kernel::error::to_result(unsafe {
+            bindings::gpu_buddy_alloc_blocks(
+                self.mm.get(),
+                0,
+                end,
+                size,
+                4096,
+                list.as_raw(),
+                flags as _,
+            )
+        })?;
+        Ok(CBlocks { list })
+    }
+
+    /// Frees `blocks`, as cleared memory with `cleared`.
+    fn free(&mut self, blocks: CBlocks, cleared: bool) {
+        let flags = if cleared {
+            bindings::GPU_BUDDY_CLEARED
+        } else {
+            0
+        };
+        // SAFETY: By the invariant `self.mm` is initialized; `blocks.list` holds blocks of
+        // this allocator, which the call frees and unlinks.
+        unsafe { bindings::gpu_buddy_free_list(self.mm.get(), blocks.list.as_raw(), flags as _) };
+    }
+}
+
+impl Drop for CBuddy {
+    fn drop(&mut self) {
+        // SAFETY: By the invariant `self.mm` is initialized; every block was freed (the
+        // benchmark frees all it allocated), so the allocator can be torn down.
+        unsafe { bindings::gpu_buddy_fini(self.mm.get()) };
+    }
+}
 
 #[kunit_tests(nova_mm_bench)]
 mod tests {
@@ -117,20 +195,36 @@ mod tests {
         )?;
         let res = vmm.reserve(size, GIB, Some(BASE), false)?;
         let va = BASE;
-        let off = 0;
         // A fence, so that the scenario starts at a known invalidate.
         mm.tlb.invalidate(&mm.bar, vmm.pdb(), Scope::Pdb)?;
         let s0 = snap(mm, &pool);
-        let m = res.map(off, &mem, moff, size, Access::ReadWrite)?;
+        let m = res.map(0, &mem, moff, size, Access::ReadWrite)?;
         let s1 = snap(mm, &pool);
         report(gpu, "map_", name, va, size, page, 1, s0, s1);
         drop(m);
         let s2 = snap(mm, &pool);
         report(gpu, "unmap_", name, va, size, page, 1, s1, s2);
-        let m = res.map(off, &mem, moff, size, Access::ReadWrite)?;
+        let m = res.map(0, &mem, moff, size, Access::ReadWrite)?;
         let s3 = snap(mm, &pool);
         report(gpu, "remap_", name, va, size, page, 1, s2, s3);
         drop(m);
+        drop((res, vmm, pool));
+        // Again in a new address space with a pool of its own: the tables' memory went back to
+        // VRAM in between, so only the VRAM's clear tracking knows it is still zero. With the
+        // tracking off, the same map zeroes its tables again.
+        for (op, track) in [("tracked_remap_", true), ("untracked_remap_", false)] {
+            mm.vram.set_tracking(track);
+            let pool = PtPool::new(mm.vram.clone())?;
+            let vmm = mm.new_vmm_in(pool.clone(), "bench", 0..1 << 40)?;
+            let res = vmm.reserve(size, GIB, Some(BASE), false)?;
+            mm.tlb.invalidate(&mm.bar, vmm.pdb(), Scope::Pdb)?;
+            let s4 = snap(mm, &pool);
+            let m = res.map(0, &mem, moff, size, Access::ReadWrite)?;
+            let s5 = snap(mm, &pool);
+            report(gpu, op, name, va, size, page, 1, s4, s5);
+            drop((m, res, vmm, pool));
+        }
+        mm.vram.set_tracking(true);
         Ok(())
     }
 
@@ -182,12 +276,85 @@ mod tests {
         Ok(())
     }
 
+    /// The workload of the clear-tracker discussion on an allocator of `size` bytes: `n`
+    /// allocations of 4 and 8 KiB, freed in a scattered order, every other one as cleared, then
+    /// one contiguous allocation of the free space less 64 MiB; on nova-mm's `Vram` (which frees
+    /// everything dirty and tracks the cleared part aside) and on the C gpu_buddy with
+    /// `GPU_BUDDY_CLEARED` frees.
+    fn churn(size: u64, n: usize) -> Result {
+        use kernel::time::{
+            Instant,
+            Monotonic, //
+        };
+        let name = if size >= 4 * GIB {
+            "churn_4g"
+        } else {
+            "churn_1g"
+        };
+        let big = size - 64 * MIB;
+        // nova-mm.
+        let vram = crate::mm::vram::Vram::new(0..size)?;
+        let mut held = KVec::with_capacity(n, GFP_KERNEL)?;
+        for i in 0..n {
+            let sz = if i % 2 == 0 { 8192 } else { 4096 };
+            held.push(Some(vram.alloc(&AllocRequest::new(sz))?), GFP_KERNEL)?;
+        }
+        let mut i = 0;
+        for k in 0..n {
+            i = (i + 1237) % n;
+            if let Some(a) = held[i].take() {
+                if k % 2 == 0 {
+                    let r = a.contiguous_range().ok_or(EINVAL)?;
+                    a.free_cleared(&[r]);
+                }
+            }
+        }
+        let cleared = vram.stats().cleared;
+        let t0 = Instant::<Monotonic>::now();
+        let res = vram.alloc(&AllocRequest::new(big).contiguous());
+        let us = t0.elapsed().as_micros_ceil();
+        let ours_ok = res.is_ok();
+        drop(res);
+        pr_info!(
+            "NOVA-ALLOCBENCH bench={} allocator=nova-mm allocations={} cleared_frees={} big={:#x} ok={} time_us={}\n",
+            name, n, cleared, big, u8::from(ours_ok), us
+        );
+        // The C allocator with cleared frees.
+        let mut c = CBuddy::new(size)?;
+        let mut held = KVec::with_capacity(n, GFP_KERNEL)?;
+        for i in 0..n {
+            let sz = if i % 2 == 0 { 8192 } else { 4096 };
+            held.push(Some(c.alloc(sz, false)?), GFP_KERNEL)?;
+        }
+        let mut i = 0;
+        for k in 0..n {
+            i = (i + 1237) % n;
+            if let Some(b) = held[i].take() {
+                c.free(b, k % 2 == 0);
+            }
+        }
+        let t0 = Instant::<Monotonic>::now();
+        let res = c.alloc(big, true);
+        let us_c = t0.elapsed().as_micros_ceil();
+        let c_ok = res.is_ok();
+        if let Ok(b) = res {
+            c.free(b, false);
+        }
+        pr_info!(
+            "NOVA-ALLOCBENCH bench={} allocator=gpu_buddy-cleared allocations={} big={:#x} ok={} time_us={}\n",
+            name, n, big, u8::from(c_ok), us_c
+        );
+        Ok(())
+    }
+
     #[test]
     fn page_tables() -> Result {
         if !crate::module_parameters::bench.value() {
             skip(c"benchmarks run with nova_mm.bench=1 (make bench)");
             return Ok(());
         }
+        churn(GIB, 8192)?;
+        churn(4 * GIB, 16384)?;
         let n = devices::for_each(|gpu| {
             // First, while the GPU's own pool holds only BAR1's root and instance block.
             bar1(gpu, 64 * MIB)?;

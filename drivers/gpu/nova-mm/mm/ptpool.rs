@@ -48,6 +48,32 @@ struct Chunk {
     zero: u64,
 }
 
+impl Chunk {
+    /// Returns the chunk to VRAM; what is known zero stays known beyond the pool: the VRAM's
+    /// clear tracking takes it.
+    fn give_back(self) {
+        let mut cleared = KVec::new();
+        let mut slot = 0;
+        // CAST: 64 slots.
+        let n = CHUNK_SLOTS as u64;
+        while slot < n {
+            if self.zero & (1 << slot) == 0 {
+                slot += 1;
+                continue;
+            }
+            let first = slot;
+            while slot < n && self.zero & (1 << slot) != 0 {
+                slot += 1;
+            }
+            let r = self.base + first * SLOT..self.base + slot * SLOT;
+            if cleared.push(r, GFP_KERNEL).is_err() {
+                break;
+            }
+        }
+        self.alloc.free_cleared(&cleared);
+    }
+}
+
 /// Counters of a [`PtPool`].
 pub(crate) struct PtPoolStats {
     /// Tables handed out.
@@ -65,7 +91,7 @@ pub(crate) struct PtPoolStats {
 }
 
 /// The page-table memory of one GPU.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct PtPool {
     vram: Arc<Vram>,
     #[pin]
@@ -228,26 +254,20 @@ impl PtPool {
         // Give back an empty chunk unless it is the only spare.
         if c.used == 0 && chunks.iter().filter(|c| c.used == 0).count() > 1 {
             if let Ok(gone) = chunks.remove(ci) {
-                // What is known zero stays known beyond the pool: the VRAM tracker takes it.
-                let mut cleared = KVec::new();
-                let mut slot = 0;
-                while slot < CHUNK_SLOTS as u64 {
-                    if gone.zero & (1 << slot) == 0 {
-                        slot += 1;
-                        continue;
-                    }
-                    let first = slot;
-                    while slot < CHUNK_SLOTS as u64 && gone.zero & (1 << slot) != 0 {
-                        slot += 1;
-                    }
-                    let r = gone.base + first * SLOT..gone.base + slot * SLOT;
-                    if cleared.push(r, GFP_KERNEL).is_err() {
-                        break;
-                    }
-                }
-                gone.alloc.free_cleared(&cleared);
+                gone.give_back();
             }
             self.stats.chunks_freed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for PtPool {
+    fn drop(self: Pin<&mut Self>) {
+        // Every slot is free (each `PtMem` holds the pool): give the chunks back, zeros known.
+        let mut chunks = self.chunks.lock();
+        while let Some(c) = chunks.pop() {
+            c.give_back();
         }
     }
 }
