@@ -153,6 +153,16 @@ impl ClearTracker {
     /// remains cannot get a node, it is forgotten too (the tracker only ever errs towards "not
     /// known zero").
     pub(crate) fn remove(&mut self, r: Range<u64>) -> u64 {
+        self.remove_into(r, None)
+    }
+
+    /// Like [`ClearTracker::remove`], and appends to `parts` the pieces of `r` that were known
+    /// zero (as many as it can hold without failing).
+    pub(crate) fn remove_into(
+        &mut self,
+        r: Range<u64>,
+        mut parts: Option<&mut KVec<Range<u64>>>,
+    ) -> u64 {
         let mut taken = 0;
         loop {
             let (below, above) = self.around(r.start);
@@ -165,7 +175,11 @@ impl ClearTracker {
             self.drop_extent(x.start);
             let left = x.start..r.start.max(x.start);
             let right = r.end.min(x.end)..x.end;
-            taken += x.end.min(r.end) - x.start.max(r.start);
+            let (s, e) = (x.start.max(r.start), x.end.min(r.end));
+            taken += e - s;
+            if let Some(p) = parts.as_deref_mut() {
+                let _ = p.push(s..e, GFP_KERNEL);
+            }
             for piece in [left, right] {
                 if piece.start < piece.end {
                     // Without a node the piece is not known zero any more.

@@ -200,7 +200,16 @@ impl PtPool {
                         .zeroed(Zero::Preferred),
                 )?;
                 let base = alloc.start();
-                let zero = if alloc.is_zeroed() { u64::MAX } else { 0 };
+                // Every slot that lies in a part known to be zero.
+                let mut zero = 0u64;
+                for p in alloc.zero_parts() {
+                    for slot in 0..CHUNK_SLOTS as u64 {
+                        let a = base + slot * SLOT;
+                        if a >= p.start && a + SLOT <= p.end {
+                            zero |= 1 << slot;
+                        }
+                    }
+                }
                 if zero != 0 {
                     self.stats.chunks_cleared.fetch_add(1, Relaxed);
                 }

@@ -333,12 +333,17 @@ impl Vram {
                 GFP_KERNEL,
             )?,
         };
-        // Whatever it took is not free any more.
+        // Whatever it took is not free any more; what of it was known zero is remembered.
         let mut known = 0;
+        let mut zero_parts = KVec::new();
         for b in blocks.iter() {
-            known += tracker.remove(b.offset()..b.offset() + b.size());
+            known += tracker.remove_into(b.offset()..b.offset() + b.size(), Some(&mut zero_parts));
         }
         drop(tracker);
+        if !tracking {
+            // Measuring without the tracking: nothing is known.
+            zero_parts.clear();
+        }
         match req.zero {
             Zero::No => {
                 self.clear_stats.taken_by_ordinary.fetch_add(known, Relaxed);
@@ -372,6 +377,7 @@ impl Vram {
             vram: self.clone(),
             blocks: Some(blocks),
             zeroed,
+            zero_parts,
             size,
         })
     }
@@ -386,6 +392,8 @@ pub(crate) struct VramAllocation {
     vram: Arc<Vram>,
     blocks: Option<Pin<KBox<AllocatedBlocks>>>,
     zeroed: bool,
+    /// The parts that were known to be zero when allocated.
+    zero_parts: KVec<Range<u64>>,
     size: u64,
 }
 
@@ -406,6 +414,12 @@ impl VramAllocation {
     /// Whether the allocation came from memory known to be zero (it still is, until written).
     pub(crate) fn is_zeroed(&self) -> bool {
         self.zeroed
+    }
+
+    /// Returns the parts of the allocation that were known to be zero when it was made
+    /// (all of it when [`VramAllocation::is_zeroed`]), until written.
+    pub(crate) fn zero_parts(&self) -> &[Range<u64>] {
+        &self.zero_parts
     }
 
     /// Frees the allocation, recording the parts `cleared` (VRAM ranges inside it) as known to
