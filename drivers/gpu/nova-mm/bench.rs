@@ -61,7 +61,7 @@ impl CBuddy {
                 size,
                 4096,
                 list.as_raw(),
-                flags as _,
+                flags,
             )
         })?;
         Ok(CBlocks { list })
@@ -69,14 +69,15 @@ impl CBuddy {
 
     /// Frees `blocks`, as cleared memory with `cleared`.
     fn free(&mut self, blocks: CBlocks, cleared: bool) {
+        // The flag is bit 4: it fits the `unsigned int` of the free call.
         let flags = if cleared {
-            bindings::GPU_BUDDY_CLEARED
+            kernel::ffi::c_uint::try_from(bindings::GPU_BUDDY_CLEARED).unwrap_or(0)
         } else {
             0
         };
         // SAFETY: By the invariant `self.mm` is initialized; `blocks.list` holds blocks of
         // this allocator, which the call frees and unlinks.
-        unsafe { bindings::gpu_buddy_free_list(self.mm.get(), blocks.list.as_raw(), flags as _) };
+        unsafe { bindings::gpu_buddy_free_list(self.mm.get(), blocks.list.as_raw(), flags) };
     }
 }
 

@@ -205,19 +205,19 @@ impl ClearTracker {
         let mut key = (size, 0);
         for _ in 0..8 {
             let cur = self.by_size.cursor_lower_bound(&key)?;
-            let ((len, s), _) = cur.current();
+            let ((len, s), ()) = cur.current();
             if let Some(a) = fits(*s, *s + *len) {
                 return Some(a);
             }
             match cur.peek_next() {
-                Some((k, _)) => key = *k,
+                Some((k, ())) => key = *k,
                 None => return None,
             }
         }
         // Any extent of `size + align - 4 KiB` bytes fits whatever its alignment.
         let need = size.checked_add(align.saturating_sub(CHUNK))?;
         let cur = self.by_size.cursor_lower_bound(&(need, 0))?;
-        let ((len, s), _) = cur.current();
+        let ((len, s), ()) = cur.current();
         fits(*s, *s + *len)
     }
 }
