@@ -413,8 +413,14 @@ impl<F: MmuFormat> Walker<F> {
         }
     }
 
-    fn new_table(pool: &Arc<PtPool>, kind: Kind, va: u64, fill: [u64; 2]) -> Result<KBox<Table>> {
-        let mem = pool.alloc()?;
+    fn new_table(
+        pool: &Arc<PtPool>,
+        near: Option<u64>,
+        kind: Kind,
+        va: u64,
+        fill: [u64; 2],
+    ) -> Result<KBox<Table>> {
+        let mem = pool.alloc_near(near)?;
         let n = Self::qwords(kind);
         let mut q = KVVec::with_capacity(n, GFP_KERNEL)?;
         let mut live = 0;
@@ -571,7 +577,8 @@ impl<F: MmuFormat> Walker<F> {
                     if t.kids[slot].is_none() {
                         let fill = Self::pt_fill(t, i, k);
                         let span_base = va & !(SZ_2M - 1);
-                        let mut nt = Self::new_table(pool, k, span_base, [fill[0], 0])?;
+                        let mut nt =
+                            Self::new_table(pool, Some(t.addr()), k, span_base, [fill[0], 0])?;
                         if k == Kind::Spt && fill[1] != 0 {
                             // Sparse only where the big page table's entry is sparse.
                             if let Some(lpt) = t.kids[2 * i].as_deref() {
@@ -611,7 +618,13 @@ impl<F: MmuFormat> Walker<F> {
                     [0, 0]
                 };
                 let span = Self::entry_span(t.kind);
-                t.kids[i] = Some(Self::new_table(pool, kind, va & !(span - 1), fill)?);
+                t.kids[i] = Some(Self::new_table(
+                    pool,
+                    Some(t.addr()),
+                    kind,
+                    va & !(span - 1),
+                    fill,
+                )?);
             }
             t = t.kids[i].as_deref_mut().ok_or(EINVAL)?;
         }
@@ -985,7 +998,7 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
         huge: bool,
         w: &mut dyn EntryWriter,
     ) -> Result<Shadow> {
-        let mut root = Self::new_table(pool, Kind::Dir(0), 0, [0, 0])?;
+        let mut root = Self::new_table(pool, None, Kind::Dir(0), 0, [0, 0])?;
         let mut st = CommitStats::default();
         let range = 0..1;
         Self::flush_fresh(&mut root, &range, w, &mut st)?;
