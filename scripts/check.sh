@@ -98,6 +98,10 @@ NOVA_MM_APPEND="nova_mm.expect_bar1_faults=1" guest bar1 --suites "$devsuites" \
 	--probe tu102 --probe ga102 --probe ad102 --probe gh100 --probe gb202 --bound 5 \
 	--require-violation read_only_write --require-violation bar1_fault -- \
 	tu102:$faults ga102:--bar1=1G,$faults ad102:$faults gh100:--bar1=1G,$faults gb202:$faults
+# Read-only first contact (nova_mm.readonly=1): identified and laid out, nothing written.
+NOVA_MM_APPEND="nova_mm.readonly=1" guest readonly --suites "$devsuites" --probe ga102 --probe gh100 \
+	--bound 2 --no-writes --unbound ga102 --unbound gh100 --grep 'read-only mode \(nova_mm.readonly=1\)' \
+	-- ga102 gh100
 # Invalidates that never complete: the driver must return ETIMEDOUT within its bound.
 NOVA_MM_APPEND="nova_mm.expect_tlb_hang=1" guest tlb-hang --suites "$devsuites" --probe ga102 --bound 1 \
 	--grep 'TLB invalidate of PDB 0x[0-9a-f]+ did not complete' -- ga102:--fault=invalidate-hang

@@ -235,6 +235,9 @@ def main():
                     help="a regular expression the console must match")
     ap.add_argument("--require-violation", action="append", default=[],
                     help="a violation kind every model must have recorded (declared expected)")
+    ap.add_argument("--no-writes", action="store_true",
+                    help="the models must have seen no BAR0 or BAR1 write, window move, "
+                         "invalidate or bind")
     ap.add_argument("--unbound", action="append", default=[],
                     help="a chip whose model must report BAR1 never bound")
     ap.add_argument("--bound", type=int, default=None,
@@ -295,6 +298,13 @@ def main():
                 t.check(counts.get(kind, 0) > 0 and kind in rep.get("expected_kinds", []),
                         f"model {chip}: recorded the {kind} the tests caused (declared expected)",
                         f"{counts.get(kind, 0)} recorded")
+            if a.no_writes:
+                c = rep.get("counters", {})
+                seen = {k: (c.get(k, {}).get("total") if isinstance(c.get(k), dict) else c.get(k))
+                        for k in ("bar0_writes", "bar1_writes", "window_moves", "bar1_binds")}
+                seen["invalidates"] = (c.get("invalidates") or {}).get("total")
+                t.check(all(v == 0 for v in seen.values()),
+                        f"model {chip}: nothing written to the GPU", str(seen))
             binds = rep.get("counters", {}).get("bar1_binds")
             if chip in a.unbound:
                 mode = (rep.get("bar1_binding") or {}).get("mode")

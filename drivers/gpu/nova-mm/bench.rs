@@ -350,6 +350,9 @@ mod tests {
 
     #[test]
     fn page_tables() -> Result {
+        if crate::tests::skip_if_readonly() {
+            return Ok(());
+        }
         if !crate::module_parameters::bench.value() {
             skip(c"benchmarks run with nova_mm.bench=1 (make bench)");
             return Ok(());

@@ -101,8 +101,11 @@ impl pci::Driver for NovaMmDriver {
         _info: Option<&'bound Self::IdInfo>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
+            let readonly = crate::module_parameters::readonly.value();
             pdev.enable_device_mem()?;
-            pdev.set_master();
+            if !readonly {
+                pdev.set_master();
+            }
             let pdev: &'bound pci::Device<Bound> = pdev;
             let bar = Arc::new(
                 Bar0::new(pdev.iomap_region_sized::<BAR0_SIZE>(0, c"nova-mm/bar0")?)?,
@@ -127,8 +130,14 @@ impl pci::Driver for NovaMmDriver {
                 .cloned()
                 .ok_or(ENOSPC)?;
             let mut mm = GpuMm::new(bar.clone(), &spec, usable.clone())?;
-            // Without BAR1 the GPU's VRAM is still usable through PRAMIN.
-            if let Err(e) = mm.bind_bar1(pdev, layout.wpr2.is_some()) {
+            if readonly {
+                dev_info!(
+                    pdev,
+                    "read-only mode (nova_mm.readonly=1): identified and laid out, nothing written; BAR1 not bound, no PRAMIN access, no invalidate\n"
+                );
+                dev_info!(pdev, "{}", *layout);
+            } else if let Err(e) = mm.bind_bar1(pdev, layout.wpr2.is_some()) {
+                // Without BAR1 the GPU's VRAM is still usable through PRAMIN.
                 dev_err!(pdev, "BAR1 not usable, going on without it: {:?}\n", e);
             }
             dev_info!(

@@ -102,6 +102,10 @@ module! {
     description: "Memory management for NVIDIA GPUs (Turing to Blackwell)",
     license: "GPL v2",
     params: {
+        readonly: bool {
+            default: false,
+            description: "Read-only first contact: identify the chip, read the firmware state and lay out VRAM, print it, write nothing to the GPU",
+        },
         expect_chipsets: u64 {
             default: 0,
             description: "Chipset codes the device tests expect (12 bits each, e.g. 0x180172)",

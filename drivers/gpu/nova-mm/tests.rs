@@ -29,6 +29,16 @@ pub(crate) fn skip(reason: &CStr) {
     test.status_comment[n] = 0;
 }
 
+/// In read-only mode (`nova_mm.readonly=1`) marks the running test skipped and returns true:
+/// nothing may be written to the GPU then.
+pub(crate) fn skip_if_readonly() -> bool {
+    if crate::module_parameters::readonly.value() {
+        skip(c"read-only mode (nova_mm.readonly=1): nothing is written to the GPU");
+        return true;
+    }
+    false
+}
+
 /// Returns the chipset codes the harness declared with `nova_mm.expect_chipsets`, in order.
 pub(crate) fn expected_chipsets() -> KVec<u32> {
     let mut v = KVec::new();
@@ -162,8 +172,12 @@ mod device_mm {
 
     const MIB: u64 = 1 << 20;
 
-    /// Runs `f` on every bound GPU; marks the test skipped when there is none.
+    /// Runs `f` on every bound GPU; marks the test skipped when there is none, or in read-only
+    /// mode.
     fn on_each_gpu(f: impl FnMut(&NovaMm<'_>) -> Result) -> Result {
+        if skip_if_readonly() {
+            return Ok(());
+        }
         if devices::for_each(f)? == 0 {
             skip(c"no GPU bound");
         }
@@ -171,10 +185,10 @@ mod device_mm {
     }
 
     /// The usable VRAM is what the firmware registers of the model describe, minus the reserved
-    /// top, and the allocator manages exactly that.
+    /// top, and the allocator manages exactly that (read only: also in read-only mode).
     #[test]
     fn usable_vram_matches_model() -> Result {
-        on_each_gpu(|gpu| {
+        let n = devices::for_each(|gpu| {
             if let Some(size) = expected_vram(gpu.spec.chipset as u32) {
                 ensure_eq!(gpu.layout.fb.end, size);
             }
@@ -185,7 +199,11 @@ mod device_mm {
                 ensure!(r.range.start >= usable.end || r.range.end <= usable.start);
             }
             Ok(())
-        })
+        })?;
+        if n == 0 {
+            skip(c"no GPU bound");
+        }
+        Ok(())
     }
 
     /// Patterns written through PRAMIN read back, across window boundaries and at the top of
@@ -479,6 +497,9 @@ mod device_vmm {
     const GIB: u64 = 1 << 30;
 
     fn on_each_gpu(f: impl FnMut(&NovaMm<'_>) -> Result) -> Result {
+        if skip_if_readonly() {
+            return Ok(());
+        }
         if crate::module_parameters::expect_tlb_hang.value() {
             skip(c"invalidates hang (nova_mm_device_vmm.vmm_invalidate_hang covers it)");
             return Ok(());
@@ -493,6 +514,9 @@ mod device_vmm {
     /// leaves no table or mapping behind.
     #[test]
     fn vmm_invalidate_hang() -> Result {
+        if skip_if_readonly() {
+            return Ok(());
+        }
         if !crate::module_parameters::expect_tlb_hang.value() {
             skip(c"invalidates complete (only with the model's invalidate-hang fault)");
             return Ok(());
@@ -833,6 +857,9 @@ mod device_bar {
     /// Runs `f` on every GPU with BAR1 bound; checks that BAR1 is bound unless firmware owns
     /// the GPU.
     fn on_each_bar(mut f: impl FnMut(&NovaMm<'_>, &BarUser<'_>) -> Result) -> Result {
+        if skip_if_readonly() {
+            return Ok(());
+        }
         if crate::module_parameters::expect_tlb_hang.value() {
             skip(c"invalidates hang: BAR1 is not bound");
             return Ok(());
