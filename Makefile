@@ -4,11 +4,12 @@
 #
 #   make            build the module (against the reference kernel, or KDIR=/path/to/build)
 #   make run        boot a guest with a GA102 and a GH100 model, load the module, show results
+#   make shell      the same guest with an interactive shell (CHIPS="tu102 gh100:bar1=1G")
 #   make check      every test; prints "N passed, N failed" last; non-zero exit on failure
 #   make bench      page-table benchmarks: MMIO counts against the theoretical minimum
 #   make clean
 
-.PHONY: all modules run check bench clean kernel setup model
+.PHONY: all modules run shell check bench clean kernel setup model
 
 ifneq ($(KDIR),)
 # Building against a kernel given by the user: plain kbuild, on the host.
@@ -34,6 +35,9 @@ model:
 
 run:
 	scripts/run.sh
+
+shell:
+	scripts/shell.sh
 
 check:
 	scripts/check.sh

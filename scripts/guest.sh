@@ -10,7 +10,10 @@
 #           CHIP.report.json, CHIP.model.log)
 #   CHIP    tu102, ga102, ad102, gh100, gb202; model options after a colon,
 #           comma-separated, e.g. gh100:--invalidate-delay=3
-# Environment: NOVA_MM_APPEND extra kernel command line; NOVA_MM_TIMEOUT (s).
+#           (or without dashes: gh100:vram=48G,bar1=1G)
+# Environment: NOVA_MM_APPEND extra kernel command line; NOVA_MM_TIMEOUT (s);
+#           NOVA_MM_SHELL=1: an interactive shell on the console (this terminal)
+#           instead of the scripted run, QEMU's gdb stub on tcp::1234.
 # Exit status: QEMU's (0 when the guest powered off).
 set -e
 . "$(dirname "$0")/lib.sh"
@@ -53,6 +56,8 @@ for spec in "$@"; do
 	chip=${spec%%:*}
 	opts=
 	[ "$chip" = "$spec" ] || opts=${spec#*:}
+	# Options may be written without their dashes: gh100:vram=48G,bar1=1G.
+	opts=$(echo "$opts" | sed -E 's/(^|,)([a-z])/\1--\2/g')
 	case ",$opts," in
 	*,--vram=*) gib=0 ;; # Given by the caller: the tests do not check it.
 	*) gib=$(vram_gib "$chip"); opts="--vram=${gib}G${opts:+,$opts}" ;;
@@ -74,13 +79,21 @@ done
 
 accel=tcg
 append="console=ttyS0 panic=-1 oops=panic loglevel=7 nova_mm.expect_chipsets=$expect nova_mm.expect_vram_gib=$expect_vram ${NOVA_MM_APPEND:-}"
+bzimage=$kdir/arch/x86/boot/bzImage
+qemu=(qemu-system-x86_64 -machine q35,accel=$accel,memory-backend=mem0
+	-object memory-backend-memfd,id=mem0,size=512M,share=on -m 512M -smp 2 -cpu max
+	-kernel "$bzimage" -initrd "$img" -no-reboot -net none -display none)
 set +e
-timeout "${NOVA_MM_TIMEOUT:-300}" bash -c '. "$1/scripts/lib.sh"; shift; in_root "$@"' _ "$NOVA_TOP" \
-	qemu-system-x86_64 -machine q35,accel=$accel,memory-backend=mem0 \
-	-object memory-backend-memfd,id=mem0,size=512M,share=on -m 512M -smp 2 -cpu max \
-	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$img" -append "$append" \
-	-display none -monitor none -serial stdio -serial "file:$out/guest.out" -no-reboot -net none \
-	"${devs[@]}" </dev/null >"$out/console.log" 2>&1
+if [ "${NOVA_MM_SHELL:-0}" = 1 ]; then
+	# The console is this terminal (and logged); Ctrl-A X quits QEMU, Ctrl-A C its monitor.
+	in_root "${qemu[@]}" -append "$append nova_mm_shell=1" -s \
+		-chardev "stdio,id=con,mux=on,signal=off,logfile=$out/console.log" \
+		-serial chardev:con -mon chardev=con -serial "file:$out/guest.out" "${devs[@]}"
+else
+	timeout "${NOVA_MM_TIMEOUT:-300}" bash -c '. "$1/scripts/lib.sh"; shift; in_root "$@"' _ "$NOVA_TOP" \
+		"${qemu[@]}" -append "$append" -monitor none -serial stdio -serial "file:$out/guest.out" \
+		"${devs[@]}" </dev/null >"$out/console.log" 2>&1
+fi
 rc=$?
 set -e
 # The models write their reports when QEMU disconnects.

@@ -29,7 +29,11 @@ need_root() {
 in_root() {
 	need_root
 	mkdir -p "$KCACHE"
-	unshare -m --propagation private -- /bin/bash -s -- "$ROOT" "$NOVA_TOP" "$NOVA_CACHE" "$@" <<'INNER'
+	# The script is an argument, not standard input, so that CMD keeps the caller's (an
+	# interactive guest console needs it).
+	unshare -m --propagation private -- /bin/bash -c "$IN_ROOT_SCRIPT" bash "$ROOT" "$NOVA_TOP" "$NOVA_CACHE" "$@"
+}
+IN_ROOT_SCRIPT='
 set -e
 root=$1 top=$2 cache=$3; shift 3
 mount --rbind /dev "$root/dev"
@@ -39,10 +43,9 @@ for d in "$top" "$cache/kernel"; do
 	mkdir -p "$root$d"
 	mount --bind "$d" "$root$d"
 done
-exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
-	/bin/bash -c 'cd "$1" && shift && exec "$@"' bash "$top" "$@"
-INNER
-}
+exec chroot "$root" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+	/bin/bash -c "cd \"\$1\" && shift && exec \"\$@\"" bash "$top" "$@"
+'
 
 # The GPU model is built and run with the host's cargo when there is one, else
 # (or with NOVA_MM_MODEL_IN_ROOT=1) with the build root's cargo, inside it.
