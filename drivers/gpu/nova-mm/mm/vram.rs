@@ -325,7 +325,6 @@ impl Vram {
             .ok()
         });
         let zeroed = from_cleared.is_some();
-        // Reserve the tracking nodes first, so that nothing can fail once the blocks are ours.
         let blocks = match from_cleared {
             Some(b) => b,
             None => KBox::pin_init(
@@ -355,6 +354,8 @@ impl Vram {
                 self.clear_stats.zeroed_misses.fetch_add(1, Relaxed);
             }
         }
+        // The tracking nodes, before anything is recorded: a failure here frees the blocks (as
+        // dirty, which is never wrong) and leaves no record behind.
         let mut nodes = KVec::new();
         for b in blocks.iter() {
             nodes.push(
