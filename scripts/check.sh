@@ -63,8 +63,10 @@ else
 	exit 1
 fi
 
-# Every KUnit suite of the module, found in its source, and the kernel's own.
+# Every KUnit suite of the module, found in its source, and the kernel's own; each suite's KTAP
+# is read by the kernel's own parser.
 suites=$(kunit_suites)
+kunit_py=$kdir/source/tools/testing/kunit/kunit.py
 
 # guest NAME ARGS -- CHIPS: boot a guest and judge it.
 guest() {
@@ -79,7 +81,7 @@ guest() {
 	set -e
 	[ $qrc -eq 0 ] || fail "guest $name: QEMU" "exit $qrc; see $logs/guest-$name.log and $NOVA_BUILD/guest/$name/console.log"
 	local res
-	res=$(in_root python3 scripts/guest-results.py "$NOVA_BUILD/guest/$name" "${judge[@]}" || true)
+	res=$(in_root python3 scripts/guest-results.py "$NOVA_BUILD/guest/$name" --kunit-py "$kunit_py" "${judge[@]}" || true)
 	echo "$res" | grep -v '^RESULTS '
 	local line
 	line=$(echo "$res" | grep '^RESULTS ' || echo "RESULTS 0 1")
@@ -91,6 +93,9 @@ guest() {
 devsuites=nova_mm_device_id,nova_mm_device_mm,nova_mm_device_vmm,nova_mm_device_bar
 # Both GPUs with their defaults: every suite, the kernel's own gpu_buddy suite too.
 guest devices --suites "$suites" --probe ga102 --probe gh100 --bound 2 -- ga102 gh100
+# The harness itself: a KTAP block cut short must fail under kunit.py.
+step ktap-truncated-fails in_root python3 scripts/guest-results.py "$NOVA_BUILD/guest/devices" \
+	--kunit-py "$kunit_py" --selftest-truncated nova_mm_vmm
 # BAR1 on all five chips in one guest, two of them with a 1 GiB BAR1 (512 MiB pages): round
 # trips, remaps, sparse, and the faults a read-only write and an unmapped access cause.
 faults=--expect=read_only_write,--expect=bar1_fault

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import struct
+import subprocess
 import sys
 
 CRASH = re.compile(r"Kernel panic|BUG:|Oops|WARNING:|general protection fault|"
@@ -53,6 +54,46 @@ def ktap_blocks(lines):
         elif cur is not None:
             cur.append(line)
     return blocks
+
+
+def judge_suite_kunit_py(t, suite, block, kunit_py, run):
+    """Judge one suite's KTAP block (its results file) with the kernel's own parser,
+    tools/testing/kunit/kunit.py parse: each test case counts; a block the parser cannot
+    read whole (malformed, truncated: errors or crashed cases) fails."""
+    d = os.path.abspath(os.path.join(run, "ktap"))
+    os.makedirs(d, exist_ok=True)
+    src, js = os.path.join(d, suite + ".ktap"), os.path.join(d, suite + ".json")
+    with open(src, "w") as f:
+        f.write("\n".join(block) + "\n")
+    if os.path.exists(js):
+        os.unlink(js)
+    p = subprocess.run([sys.executable, kunit_py, "parse", "--json=" + js, src],
+                       capture_output=True, text=True)
+    try:
+        with open(js) as f:
+            res = json.load(f)
+    except (OSError, ValueError) as e:
+        t.check(False, f"kunit {suite}", f"kunit.py parse gave no results ({e}); see {src}")
+        return
+    groups = [g for g in res.get("sub_groups", []) if g.get("name") == suite]
+    if not groups:
+        t.check(False, f"kunit {suite}", f"kunit.py parse found no suite {suite}; see {src}")
+        return
+    g = groups[0]
+    misc = g.get("misc", {})
+    for c in g.get("test_cases", []):
+        st = c.get("status")
+        skip = st == "SKIP"
+        tally = t.suites.setdefault(suite, [0, 0, 0])
+        tally[2 if skip else (0 if st == "PASS" else 1)] += 1
+        label = f"kunit {suite}.{c.get('name')}" + (" (skipped)" if skip else "")
+        t.check(st in ("PASS", "SKIP"), label, f"status {st}")
+    # What the parser could not make sense of fails the suite, even if every case it saw passed.
+    bad = misc.get("errors", 0) or misc.get("crashed", 0) or not g.get("test_cases")
+    # (Its exit status is 1 for a suite whose cases all skipped, so it is not used.)
+    t.check(not bad, f"kunit {suite}: KTAP parsed whole by kunit.py",
+            f"exit {p.returncode}, errors {misc.get('errors')}, crashed {misc.get('crashed')}; "
+            f"see {src}")
 
 
 def judge_suite(t, suite, block):
@@ -235,6 +276,8 @@ def main():
                     help="a regular expression the console must match")
     ap.add_argument("--require-violation", action="append", default=[],
                     help="a violation kind every model must have recorded (declared expected)")
+    ap.add_argument("--kunit-py", default=None,
+                    help="the kernel's tools/testing/kunit/kunit.py: parse each suite with it")
     ap.add_argument("--no-writes", action="store_true",
                     help="the models must have seen no BAR0 or BAR1 write, window move, "
                          "invalidate or bind")
@@ -242,8 +285,23 @@ def main():
                     help="a chip whose model must report BAR1 never bound")
     ap.add_argument("--bound", type=int, default=None,
                     help="how many GPUs nova_mm must have bound")
+    ap.add_argument("--selftest-truncated", default=None, metavar="SUITE",
+                    help="check the harness: SUITE's block with its last lines cut off must "
+                         "fail under kunit.py (exit 0 when it does)")
     a = ap.parse_args()
     t = Tally(a.quiet)
+    if a.selftest_truncated:
+        with open(os.path.join(a.run, "guest.out"), errors="replace") as f:
+            blocks = ktap_blocks([l.rstrip("\r\n") for l in f])
+        block = blocks.get(a.selftest_truncated, [])
+        if len(block) < 8:
+            print(f"no block for {a.selftest_truncated}")
+            return 1
+        whole, cut = Tally(True), Tally(True)
+        judge_suite_kunit_py(whole, a.selftest_truncated, block, a.kunit_py, a.run)
+        judge_suite_kunit_py(cut, a.selftest_truncated, block[:-4], a.kunit_py, a.run)
+        print(f"whole block: {whole.failed} failed; truncated: {cut.failed} failed")
+        return 0 if whole.failed == 0 and cut.failed > 0 else 1
 
     # The kernel's console (ttyS0), then what /init printed (ttyS1).
     lines = []
@@ -280,7 +338,10 @@ def main():
         if suite not in blocks:
             t.check(False, f"kunit {suite}", "suite did not run")
             continue
-        judge_suite(t, suite, blocks[suite])
+        if a.kunit_py:
+            judge_suite_kunit_py(t, suite, blocks[suite], a.kunit_py, a.run)
+        else:
+            judge_suite(t, suite, blocks[suite])
 
     for fn in sorted(os.listdir(a.run)):
         if not fn.endswith(".report.json"):

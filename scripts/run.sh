@@ -27,7 +27,9 @@ echo "--- debugfs:"
 sed -n '/NOVA-DEBUGFS-BEGIN/,/NOVA-DEBUGFS-END/p' "$out/guest.out" | grep -v NOVA- || true
 echo "--- KUnit and model reports:"
 set +e
-in_root python3 scripts/guest-results.py "$out" --suites "$(kunit_suites)" "${probes[@]}" --quiet --summary
+kdir=$(scripts/build-kernel.sh)
+in_root python3 scripts/guest-results.py "$out" --suites "$(kunit_suites)" "${probes[@]}" --quiet --summary \
+	--kunit-py "$kdir/source/tools/testing/kunit/kunit.py"
 jrc=$?
 set -e
 echo "kernel console: $out/console.log; guest output: $out/guest.out; model reports: $out/*.report.json"
