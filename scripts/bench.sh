@@ -18,7 +18,8 @@ for c in $chips; do
 done
 scripts/setup.sh
 scripts/build-module.sh >/dev/null
-log "bench: one guest with $chips (about a minute)"
+n=$(echo $chips | wc -w)
+log "bench: one guest with $chips (about $((30 + 35 * n)) s; console: $NOVA_BUILD/guest/bench/console.log)"
 set +e
 NOVA_MM_APPEND="nova_mm.bench=1" NOVA_MM_TIMEOUT=${NOVA_MM_TIMEOUT:-900} \
 	scripts/guest.sh bench "${specs[@]}" >"$NOVA_BUILD/bench.log" 2>&1

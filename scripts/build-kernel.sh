@@ -43,7 +43,7 @@ done <"$frag"
 [ -z "$missing" ] || die "fragment lines did not take effect:$missing (see $out/config.log)"
 log "building the reference kernel (about 4-5 min on 2 cores; log: $out/build.log)"
 in_root make -C "$src" O="$out" -j"$(nproc)" bzImage modules >"$out/build.log" 2>&1 ||
-	die "the kernel build failed; see $out/build.log"
+	{ tail -n 15 "$out/build.log" >&2; die "the kernel build failed (last lines above); see $out/build.log. A full disk or an interrupted earlier build are the usual causes: free space, or delete $out to start that build over"; }
 touch "$out/.nova-mm-built"
 log "reference kernel ready: $out"
 echo "$out"

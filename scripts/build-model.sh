@@ -7,4 +7,4 @@ set -e
 
 [ "$MODEL_IN_ROOT" = 0 ] || "$NOVA_TOP/scripts/setup.sh"
 log "building tools/gpu-model ($([ "$MODEL_IN_ROOT" = 1 ] && echo "build root's cargo" || echo "host cargo"))"
-model_cargo build --release --locked -q >&2 || die "building tools/gpu-model failed"
+model_cargo build --release --locked -q >&2 || die "building tools/gpu-model failed (the cargo output is above); the first build fetches crates from crates.io, so check the network, then run: cd tools/gpu-model && cargo build --release"

@@ -29,7 +29,7 @@ step() {
 	if "$@" >"$logs/$name.log" 2>&1; then pass "$name"; else fail "$name" "see $logs/$name.log"; fi
 }
 
-log "setting up (build root, reference kernel)"
+log "setting up (build root, reference kernel): about 12 minutes on a new machine, seconds after"
 scripts/setup.sh
 kdir=$(scripts/build-kernel.sh)
 
@@ -74,7 +74,7 @@ guest() {
 	local judge=()
 	while [ "$1" != "--" ]; do judge+=("$1"); shift; done
 	shift
-	log "guest run '$name': $*"
+	log "guest run '$name' (about 20 s): $*"
 	set +e
 	scripts/guest.sh "$name" "$@" >"$logs/guest-$name.log" 2>&1
 	local qrc=$?
