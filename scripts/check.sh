@@ -98,11 +98,12 @@ step ktap-truncated-fails in_root python3 scripts/guest-results.py "$NOVA_BUILD/
 	--kunit-py "$kunit_py" --selftest-truncated nova_mm_vmm
 # BAR1 on all five chips in one guest, two of them with a 1 GiB BAR1 (512 MiB pages): round
 # trips, remaps, sparse, and the faults a read-only write and an unmapped access cause.
-faults=--expect=read_only_write,--expect=bar1_fault
+# The chips are written as CHIPS= takes them (model options without their dashes).
+faults=expect=read_only_write,expect=bar1_fault
 NOVA_MM_APPEND="nova_mm.expect_bar1_faults=1" guest bar1 --suites "$devsuites" \
 	--probe tu102 --probe ga102 --probe ad102 --probe gh100 --probe gb202 --bound 5 \
 	--require-violation read_only_write --require-violation bar1_fault -- \
-	tu102:$faults ga102:--bar1=1G,$faults ad102:$faults gh100:--bar1=1G,$faults gb202:$faults
+	tu102:$faults ga102:bar1=1G,$faults ad102:$faults gh100:bar1=1G,$faults gb202:$faults
 # Read-only first contact (nova_mm.readonly=1): identified and laid out, nothing written.
 NOVA_MM_APPEND="nova_mm.readonly=1" guest readonly --suites "$devsuites" --probe ga102 --probe gh100 \
 	--bound 2 --no-writes --unbound ga102 --unbound gh100 --grep 'read-only mode \(nova_mm.readonly=1\)' \

@@ -19,7 +19,6 @@ import sys
 
 CRASH = re.compile(r"Kernel panic|BUG:|Oops|WARNING:|general protection fault|"
                    r"rust_panic|panicked at|Call Trace:|UBSAN:|KASAN:")
-CASE = re.compile(r"^(\s*)(not ok|ok) \d+ (\S+)(.*)$")
 
 ARCH = {"tu102": ("TU102", "Turing", 2), "ga102": ("GA102", "Ampere", 2),
         "ad102": ("AD102", "Ada", 2), "gh100": ("GH100", "Hopper", 3),
@@ -94,31 +93,6 @@ def judge_suite_kunit_py(t, suite, block, kunit_py, run):
     t.check(not bad, f"kunit {suite}: KTAP parsed whole by kunit.py",
             f"exit {p.returncode}, errors {misc.get('errors')}, crashed {misc.get('crashed')}; "
             f"see {src}")
-
-
-def judge_suite(t, suite, block):
-    """Count the cases of one suite's KTAP block (the results file)."""
-    cases = []
-    for line in block:
-        m = CASE.match(line)
-        if not m:
-            continue
-        indent, status, name, rest = m.groups()
-        cases.append((len(indent), status == "ok", name, rest))
-    if not cases:
-        t.check(False, f"kunit {suite}", "no results")
-        return
-    # The case lines are the ones indented one level deeper than the suite line.
-    levels = sorted({c[0] for c in cases})
-    depth = levels[1] if len(levels) > 1 else levels[0]
-    for ind, ok, name, rest in cases:
-        if ind != depth:
-            continue
-        skip = "# SKIP" in rest
-        tally = t.suites.setdefault(suite, [0, 0, 0])
-        tally[2 if skip else (0 if ok else 1)] += 1
-        label = f"kunit {suite}.{name}" + (f" (skipped:{rest.split('# SKIP', 1)[1]})" if skip else "")
-        t.check(ok, label, rest.strip())
 
 
 def debugfs_counters(lines):
@@ -338,10 +312,10 @@ def main():
         if suite not in blocks:
             t.check(False, f"kunit {suite}", "suite did not run")
             continue
-        if a.kunit_py:
-            judge_suite_kunit_py(t, suite, blocks[suite], a.kunit_py, a.run)
-        else:
-            judge_suite(t, suite, blocks[suite])
+        if not a.kunit_py:
+            t.check(False, f"kunit {suite}", "no --kunit-py: the suites are read by kunit.py only")
+            continue
+        judge_suite_kunit_py(t, suite, blocks[suite], a.kunit_py, a.run)
 
     for fn in sorted(os.listdir(a.run)):
         if not fn.endswith(".report.json"):
