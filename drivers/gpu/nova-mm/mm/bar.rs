@@ -547,27 +547,46 @@ impl BarMapping<'_> {
         read64, write64, try_read64, try_write64, u64;
     }
 
+    /// Splits `len` bytes from byte `off` of the mapping into the accesses a copy makes:
+    /// `(index in the buffer, offset in the mapping, 8 or 1 bytes)`, 64-bit wherever aligned.
+    ///
+    /// # Errors
+    ///
+    /// `ERANGE` if the range is not inside the mapping.
+    fn copy_steps(
+        &self,
+        off: u64,
+        len: usize,
+    ) -> Result<impl Iterator<Item = (usize, u64, usize)>> {
+        let n = u64::try_from(len).map_err(|_| ERANGE)?;
+        if off.checked_add(n).is_none_or(|end| end > self.size) {
+            return Err(ERANGE);
+        }
+        let mut i = 0;
+        Ok(core::iter::from_fn(move || {
+            if i >= len {
+                return None;
+            }
+            // CAST: `i` is below `len`, which fits in 64 bits.
+            let o = off + i as u64;
+            let w = if o % 8 == 0 && len - i >= 8 { 8 } else { 1 };
+            let step = (i, o, w);
+            i += w;
+            Some(step)
+        }))
+    }
+
     /// Copies `buf.len()` bytes from byte `off` of the mapping into `buf`.
     ///
     /// # Errors
     ///
     /// `ERANGE` if the range is not inside the mapping (nothing is read then).
     pub(crate) fn copy_to_slice(&self, off: u64, buf: &mut [u8]) -> Result {
-        let len = u64::try_from(buf.len()).map_err(|_| ERANGE)?;
-        let end = off.checked_add(len).ok_or(ERANGE)?;
-        if end > self.size {
-            return Err(ERANGE);
-        }
-        let mut i = 0;
-        while i < buf.len() {
-            // CAST: `i` is below `buf.len()`, which fits in 64 bits.
-            let o = off + i as u64;
-            if o % 8 == 0 && buf.len() - i >= 8 {
+        for (i, o, w) in self.copy_steps(off, buf.len())? {
+            if w == 8 {
                 buf[i..i + 8].copy_from_slice(&self.read64(o)?.to_le_bytes());
-                i += 8;
             } else {
                 buf[i] = self.read8(o)?;
-                i += 1;
             }
         }
         Ok(())
@@ -579,23 +598,13 @@ impl BarMapping<'_> {
     ///
     /// `ERANGE` if the range is not inside the mapping (nothing is written then).
     pub(crate) fn copy_from_slice(&self, off: u64, buf: &[u8]) -> Result {
-        let len = u64::try_from(buf.len()).map_err(|_| ERANGE)?;
-        let end = off.checked_add(len).ok_or(ERANGE)?;
-        if end > self.size {
-            return Err(ERANGE);
-        }
-        let mut i = 0;
-        while i < buf.len() {
-            // CAST: `i` is below `buf.len()`, which fits in 64 bits.
-            let o = off + i as u64;
-            if o % 8 == 0 && buf.len() - i >= 8 {
+        for (i, o, w) in self.copy_steps(off, buf.len())? {
+            if w == 8 {
                 let mut q = [0u8; 8];
                 q.copy_from_slice(&buf[i..i + 8]);
                 self.write64(o, u64::from_le_bytes(q))?;
-                i += 8;
             } else {
                 self.write8(o, buf[i])?;
-                i += 1;
             }
         }
         Ok(())
