@@ -4,9 +4,10 @@
 //!
 //! Files: `chip` (identity and MMU version), `fb_layout` (usable and reserved VRAM), `vram`
 //! (allocator accounting), `counters` (every BAR0 access, PRAMIN and TLB operation counts),
-//! `vmm` (the page-table pool and every address space: reservations, mappings, operation counts)
-//! and `pagetables` (each address space's tree, decoded from the shadow). Probe never fails
-//! because of debugfs: without it, the GPU simply has no directory.
+//! `vmm` (the page-table pool and every address space: reservations, mappings, operation counts),
+//! `pagetables` (each address space's tree, decoded from the shadow) and `stress` (the counts of
+//! the `nova_mm.stress=1` workers). Probe never fails because of debugfs: without it, the GPU
+//! simply has no directory.
 
 use kernel::{
     debugfs::{
@@ -83,6 +84,8 @@ pub(crate) struct DebugData {
     pub(crate) zero_fill_writes: Arc<Atomic<u64>>,
     /// BAR0 access counts.
     pub(crate) mmio: Arc<MmioStats>,
+    /// The workers of `nova_mm.stress=1`.
+    pub(crate) stress: Arc<crate::stress::WorkGroup>,
 }
 
 fn show_chip(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -125,6 +128,17 @@ fn show_vram(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         Ok(())
     })?;
     writeln!(f, "zeroing_writes_saved: {}", saved)
+}
+
+fn show_stress(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let s = &d.stress.stats;
+    writeln!(f, "ops: {}", s.ops())?;
+    writeln!(f, "maps: {}", s.maps.load(Relaxed))?;
+    writeln!(f, "unmaps: {}", s.unmaps.load(Relaxed))?;
+    writeln!(f, "protects: {}", s.protects.load(Relaxed))?;
+    writeln!(f, "bar1_checks: {}", s.bar1_checks.load(Relaxed))?;
+    writeln!(f, "errors: {}", s.errors.load(Relaxed))?;
+    writeln!(f, "workers_finished: {}", s.finished.load(Relaxed))
 }
 
 fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -232,6 +246,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         bar1,
         zero_fill_writes,
         mmio,
+        stress,
     } = data;
     let data = try_pin_init!(DebugData {
         spec,
@@ -244,6 +259,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         bar1,
         zero_fill_writes,
         mmio,
+        stress,
     }? Error);
     let scope = root.scope(data, name, |d, dir| {
         dir.read_callback_file(c"chip", d, &show_chip);
@@ -253,6 +269,7 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         dir.read_callback_file(c"vmm", d, &show_vmm);
         dir.read_callback_file(c"pagetables", d, &show_pagetables);
         dir.read_callback_file(c"bar1", d, &show_bar1);
+        dir.read_callback_file(c"stress", d, &show_stress);
     });
     KBox::pin_init(scope, GFP_KERNEL).ok()
 }

@@ -89,3 +89,16 @@ pub(crate) fn for_each(mut f: impl FnMut(&NovaMm<'_>) -> Result) -> Result<usize
     }
     Ok(list.len())
 }
+
+/// Calls `f` with every bound GPU at once, with the device list locked (no GPU can be unbound
+/// until `f` returns).
+pub(crate) fn with_all<R>(f: impl FnOnce(&[&NovaMm<'_>]) -> Result<R>) -> Result<R> {
+    let list = DEVICES.lock();
+    let mut gpus = KVec::with_capacity(list.len(), GFP_KERNEL)?;
+    for p in list.iter() {
+        // SAFETY: By the invariant of `DevicePtr`, the pointee is valid while it is in the list,
+        // and we hold the list's lock until `f` returns.
+        gpus.push(unsafe { &*p.0 }, GFP_KERNEL)?;
+    }
+    f(&gpus)
+}

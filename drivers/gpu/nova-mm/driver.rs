@@ -43,6 +43,9 @@ pub(crate) struct NovaMm<'bound> {
     // Declared first so that it is dropped first: the GPU leaves the device list before anything
     // else of it goes away.
     _listed: Listed,
+    /// Workers started with `nova_mm.stress=1`; dropped next, which stops them and waits for them
+    /// while everything they use is still there.
+    pub(crate) stress: crate::stress::Stress,
     /// The PCI device.
     pub(crate) pdev: &'bound pci::Device<Bound>,
     // Dropped before the state it shows.
@@ -148,6 +151,7 @@ impl pci::Driver for NovaMmDriver {
                 usable.end,
                 (usable.end - usable.start) >> 20
             );
+            let stress = crate::stress::Stress::new(spec.chipset as u32)?;
             let dbg = debugfs::create(
                 DebugData {
                     spec,
@@ -160,11 +164,13 @@ impl pci::Driver for NovaMmDriver {
                     bar1: mm.bar1.as_ref().map(|b| b.info()),
                     zero_fill_writes: mm.zero_fill_writes.clone(),
                     mmio: bar.stats().clone(),
+                    stress: stress.group().clone(),
                 },
                 pdev.as_ref().name(),
             );
 
             Ok(try_pin_init!(&this in NovaMm {
+                stress,
                 pdev,
                 _debugfs: dbg,
                 spec,

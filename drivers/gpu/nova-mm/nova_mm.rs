@@ -61,6 +61,7 @@ mod fb;
 mod gpu;
 mod mm;
 mod regs;
+mod stress;
 mod tests;
 
 /// The module's name.
@@ -91,6 +92,12 @@ impl InPlaceModule for NovaMmModule {
 
         try_pin_init!(Self {
             _driver <- Registration::new(MODULE_NAME, module),
+            // Every GPU present has been probed by now.
+            _: {
+                if module_parameters::stress.value() {
+                    devices::for_each(stress::Stress::start)?;
+                }
+            },
         })
     }
 }
@@ -121,6 +128,10 @@ module! {
         expect_bar1_faults: bool {
             default: false,
             description: "The device tests may cause BAR1 faults and read-only writes (declared expected in the models)",
+        },
+        stress: bool {
+            default: false,
+            description: "Run concurrent map/unmap/protect/BAR1 workers on every GPU from load until it goes away (rmmod or unplug)",
         },
         bench: bool {
             default: false,

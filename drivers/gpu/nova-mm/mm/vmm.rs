@@ -173,6 +173,11 @@ impl Spaces {
         }
     }
 
+    /// The number of live address spaces.
+    pub(crate) fn len(&self) -> usize {
+        self.list.lock().len()
+    }
+
     /// Calls `f` on every live address space.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Space) -> fmt::Result) -> fmt::Result {
         for s in self.list.lock().iter() {
