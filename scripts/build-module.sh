@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: GPL-2.0
 # Build nova_mm.ko against the reference kernel, in the build root.
 # Usage: build-module.sh [extra kbuild arguments, e.g. CLIPPY=1]
-# Output: build/module/drivers/gpu/nova-mm/nova_mm.ko
+# Output: build/module/drivers/gpu/nova-mm/nova_mm.ko (build/module-debug/... for
+# NOVA_MM_KERNEL=debug)
 set -e
 . "$(dirname "$0")/lib.sh"
 
 kdir=$("$NOVA_TOP/scripts/build-kernel.sh")
-out=${NOVA_MM_MODULE_OUT:-$NOVA_BUILD/module}
+out=${NOVA_MM_MODULE_OUT:-$MODULE_OUT}
 mkdir -p "$out"
-in_root make -C "$kdir" M="$NOVA_TOP" MO="$out" -j"$(nproc)" "$@" modules
+in_root make -C "$kdir" M="$NOVA_TOP" MO="$out" -j"$(nproc)" "${KMAKE_ARGS[@]}" "$@" modules

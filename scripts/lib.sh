@@ -11,10 +11,19 @@ DEBIAN_MIRROR=${NOVA_MM_MIRROR:-http://deb.debian.org/debian}
 # Packages of the build root (trixie), and those taken from trixie-backports.
 # Packages are ensured on every run (installing only what is missing), so the
 # list can grow without rebuilding the root.
-ROOT_PKGS="make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio kmod xz-utils rsync python3 busybox-static rustc rust-src rustfmt rust-clippy bindgen libclang-dev cargo ca-certificates"
+ROOT_PKGS="make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio kmod xz-utils rsync python3 busybox-static rustc rust-src rustfmt rust-clippy bindgen libclang-dev cargo ca-certificates clang-19 lld-19 llvm-19"
 ROOT_BPO_PKGS="linux-source-7.3 qemu-system-x86"
 ROOT=$NOVA_CACHE/root-trixie-v1
 KCACHE=$NOVA_CACHE/kernel
+
+# Which kernel the build, module and guest steps use: "ref" (the reference
+# kernel, GCC) or "debug" (lockdep, KASAN, kmemleak, UBSAN, debug objects; LLVM).
+NOVA_KERNEL=${NOVA_MM_KERNEL:-ref}
+case "$NOVA_KERNEL" in
+ref) KMAKE_ARGS=(); MODULE_OUT=$NOVA_BUILD/module ;;
+debug) KMAKE_ARGS=(LLVM=-19); MODULE_OUT=$NOVA_BUILD/module-debug ;;
+*) printf '[nova-mm] error: NOVA_MM_KERNEL=%s: use ref or debug\n' "$NOVA_KERNEL" >&2; exit 1 ;;
+esac
 
 log() { printf '[nova-mm] %s\n' "$*" >&2; }
 die() { printf '[nova-mm] error: %s\n' "$*" >&2; exit 1; }
