@@ -81,6 +81,37 @@ pub enum FwError {
     NotEncodable(u64),
 }
 
+/// Raw values of the firmware-left layout registers, as a driver reads them.
+///
+/// [`FwState::new`] derives them from a consistent layout; the hostile mode
+/// ([`crate::hostile`]) draws them at random.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwRegs {
+    /// The chip's FB size register: `NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE` (mag 9:4,
+    /// scale 3:0) or `NV_USABLE_FB_SIZE_IN_MB` (MiB), per [`Chip::fb_size`].
+    pub fb_size: u32,
+    /// `NV_PDISP_VGA_WORKSPACE_BASE` (addr 31:8 = base >> 16, status valid 3).
+    pub vga_workspace: u32,
+    /// `NV_PFB_PRI_MMU_WPR2_ADDR_LO` (31:4 = address >> 12).
+    pub wpr2_lo: u32,
+    /// `NV_PFB_PRI_MMU_WPR2_ADDR_HI` (31:4 = exclusive end >> 12).
+    pub wpr2_hi: u32,
+}
+
+impl FwRegs {
+    /// `NV_PDISP_VGA_WORKSPACE_BASE` announcing a valid workspace at `base`.
+    pub fn vga_valid(base: u64) -> u32 {
+        // CAST: the 24-bit field holds base >> 16; callers pass bases below 2^40.
+        ((((base >> 16) & 0x00ff_ffff) as u32) << 8) | (1 << 3)
+    }
+
+    /// A WPR2 LO/HI field value for `addr` (31:4 = addr >> 12).
+    pub fn wpr2_field(addr: u64) -> u32 {
+        // CAST: the 28-bit field holds addr >> 12; callers pass addresses below 2^40.
+        (((addr >> 12) & 0x0fff_ffff) as u32) << 4
+    }
+}
+
 /// Firmware-left registers and reserved ranges.
 #[derive(Clone, Debug)]
 pub struct FwState {
@@ -88,11 +119,8 @@ pub struct FwState {
     fsp_scratch: Option<u32>,
     display_fuse: u32,
     display: bool,
-    vram_size: u64,
-    local_memory_range: u32,
-    vga: Region,
-    frts: Region,
-    wpr2: Option<Region>,
+    regs: FwRegs,
+    reserved: Vec<Region>,
     boot_incomplete: bool,
 }
 
@@ -110,6 +138,64 @@ pub fn encode_local_memory_range(size_mib: u64) -> Option<(u32, u32)> {
     None
 }
 
+/// The consistent layout of [`FwState::new`]: register values and reserved
+/// ranges (VGA workspace, FRTS, and WPR2 when `wpr2`).
+///
+/// # Errors
+///
+/// [`FwError`] when the size cannot be modelled or encoded.
+pub fn layout(chip: &Chip, vram_size: u64, wpr2: bool) -> Result<(FwRegs, Vec<Region>), FwError> {
+    if vram_size % MIB != 0 || vram_size < 64 * MIB {
+        return Err(FwError::BadSize(vram_size));
+    }
+    if vram_size > (128 << 30) {
+        return Err(FwError::TooLarge(vram_size));
+    }
+    let fb_size = match chip.fb_size {
+        FbSizeReg::LocalMemoryRange => {
+            let (mag, scale) = encode_local_memory_range(vram_size / MIB)
+                .ok_or(FwError::NotEncodable(vram_size))?;
+            (mag << 4) | scale
+        }
+        // CAST: at most 128 GiB, i.e. 131072 MiB.
+        FbSizeReg::UsableFbSizeMb => (vram_size / MIB) as u32,
+    };
+    let vga_start = vram_size - MIB;
+    let vga = Region {
+        name: "vga_workspace",
+        start: vga_start,
+        end: vram_size,
+    };
+    let frts_end = vga_start & !(128 * KIB - 1);
+    let frts = Region {
+        name: "frts",
+        start: frts_end - MIB,
+        end: frts_end,
+    };
+    let mut regs = FwRegs {
+        fb_size,
+        vga_workspace: FwRegs::vga_valid(vga_start),
+        wpr2_lo: 0,
+        wpr2_hi: 0,
+    };
+    let mut reserved = vec![vga, frts];
+    if wpr2 {
+        // A plausible WPR2: FRTS, GSP bootloader, ELF and heap below it,
+        // 1 MiB aligned. The size is invented (an eighth of VRAM, at most
+        // 256 MiB).
+        let size = (vram_size / 8).min(256 * MIB) & !(MIB - 1);
+        let w = Region {
+            name: "wpr2",
+            start: frts_end - size,
+            end: frts_end,
+        };
+        regs.wpr2_lo = FwRegs::wpr2_field(w.start);
+        regs.wpr2_hi = FwRegs::wpr2_field(w.end);
+        reserved.push(w);
+    }
+    Ok((regs, reserved))
+}
+
 impl FwState {
     /// Lays out the firmware state for `chip` with `vram_size` bytes of VRAM.
     ///
@@ -117,53 +203,29 @@ impl FwState {
     ///
     /// [`FwError`] when the size cannot be modelled or encoded.
     pub fn new(chip: &Chip, vram_size: u64, wpr2: bool) -> Result<Self, FwError> {
-        if vram_size % MIB != 0 || vram_size < 64 * MIB {
-            return Err(FwError::BadSize(vram_size));
-        }
-        if vram_size > (128 << 30) {
-            return Err(FwError::TooLarge(vram_size));
-        }
-        let mut local_memory_range = 0;
-        if chip.fb_size == FbSizeReg::LocalMemoryRange {
-            let (mag, scale) = encode_local_memory_range(vram_size / MIB)
-                .ok_or(FwError::NotEncodable(vram_size))?;
-            local_memory_range = (mag << 4) | scale;
-        }
-        let vga_start = vram_size - MIB;
-        let vga = Region {
-            name: "vga_workspace",
-            start: vga_start,
-            end: vram_size,
-        };
-        let frts_end = vga_start & !(128 * KIB - 1);
-        let frts = Region {
-            name: "frts",
-            start: frts_end - MIB,
-            end: frts_end,
-        };
-        let wpr2 = wpr2.then(|| {
-            // A plausible WPR2: FRTS, GSP bootloader, ELF and heap below it,
-            // 1 MiB aligned. The size is invented (an eighth of VRAM, at most
-            // 256 MiB).
-            let size = (vram_size / 8).min(256 * MIB) & !(MIB - 1);
-            Region {
-                name: "wpr2",
-                start: frts_end - size,
-                end: frts_end,
-            }
-        });
-        Ok(FwState {
+        let (regs, reserved) = layout(chip, vram_size, wpr2)?;
+        Ok(FwState::with_layout(chip, regs, reserved))
+    }
+
+    /// Firmware state with explicit register values and reserved ranges
+    /// (which need not agree with each other). Empty ranges are dropped;
+    /// [`FwState::reserved_hit`] reports the first matching range in order.
+    pub fn with_layout(chip: &Chip, regs: FwRegs, mut reserved: Vec<Region>) -> Self {
+        reserved.retain(|r| r.start < r.end);
+        FwState {
             fb_size_reg: chip.fb_size,
             fsp_scratch: chip.fsp_scratch,
             display_fuse: chip.display_fuse,
             display: chip.display,
-            vram_size,
-            local_memory_range,
-            vga,
-            frts,
-            wpr2,
+            regs,
+            reserved,
             boot_incomplete: false,
-        })
+        }
+    }
+
+    /// The register values.
+    pub fn regs(&self) -> FwRegs {
+        self.regs
     }
 
     /// Models firmware that never finished booting: the GFW boot progress and the FSP
@@ -174,63 +236,45 @@ impl FwState {
 
     /// The firmware-reserved ranges.
     pub fn reserved(&self) -> Vec<Region> {
-        let mut v = vec![self.vga.clone(), self.frts.clone()];
-        if let Some(w) = &self.wpr2 {
-            v.push(w.clone());
-        }
-        v
+        self.reserved.clone()
     }
 
-    /// The first reserved range that `[addr, addr + len)` touches.
+    /// The first reserved range that `[addr, addr + len)` touches (the VGA
+    /// workspace and FRTS come before WPR2, which contains FRTS: the
+    /// narrower name is reported).
     pub fn reserved_hit(&self, addr: u64, len: u64) -> Option<Region> {
-        // WPR2 contains FRTS; report the narrower name first.
-        [Some(&self.vga), Some(&self.frts), self.wpr2.as_ref()]
-            .into_iter()
-            .flatten()
+        self.reserved
+            .iter()
             .find(|r| r.overlaps(addr, len))
             .cloned()
     }
 
-    /// Whether WPR2 is set.
+    /// The WPR2 range, if one is reserved.
     pub fn wpr2(&self) -> Option<&Region> {
-        self.wpr2.as_ref()
+        self.reserved.iter().find(|r| r.name == "wpr2")
     }
 
     /// The value of a firmware register, or `None` if `offset` is not one.
     pub fn read(&self, offset: u32) -> Option<u32> {
         match offset {
             LOCAL_MEMORY_RANGE if self.fb_size_reg == FbSizeReg::LocalMemoryRange => {
-                Some(self.local_memory_range)
+                Some(self.regs.fb_size)
             }
             USABLE_FB_SIZE_IN_MB if self.fb_size_reg == FbSizeReg::UsableFbSizeMb => {
-                // CAST: at most 128 GiB, i.e. 131072 MiB.
-                Some((self.vram_size / MIB) as u32)
+                Some(self.regs.fb_size)
             }
-            VGA_WORKSPACE_BASE => {
-                // CAST: the base is below 128 GiB, so base >> 16 fits in 24 bits.
-                Some((((self.vga.start >> 16) as u32) << 8) | (1 << 3))
-            }
+            VGA_WORKSPACE_BASE => Some(self.regs.vga_workspace),
             GFW_PRIV_LEVEL_MASK => Some(GFW_PRIV_LEVEL_MASK_VALUE),
             GFW_BOOT_PROGRESS => Some(if self.boot_incomplete {
                 0
             } else {
                 GFW_BOOT_COMPLETED
             }),
-            WPR2_ADDR_LO => Some(
-                self.wpr2
-                    .as_ref()
-                    // CAST: addresses are below 2^37, so >> 12 fits in 28 bits.
-                    .map_or(0, |w| ((w.start >> 12) as u32) << 4),
-            ),
+            WPR2_ADDR_LO => Some(self.regs.wpr2_lo),
             // HI holds the exclusive end >> 12, as NVIDIA's open-gpu-kernel-modules reads the
             // WPR ADDR_HI registers (`end = VAL << ALIGNMENT`, range `start..=end - 1`) and
             // nova-core does (`higher (exclusive) bound`).
-            WPR2_ADDR_HI => Some(
-                self.wpr2
-                    .as_ref()
-                    // CAST: as above.
-                    .map_or(0, |w| ((w.end >> 12) as u32) << 4),
-            ),
+            WPR2_ADDR_HI => Some(self.regs.wpr2_hi),
             o if Some(o) == self.fsp_scratch => Some(if self.boot_incomplete {
                 0
             } else {

@@ -108,6 +108,16 @@ impl Vram {
         self.chunks.len()
     }
 
+    /// Changes the size to `size` bytes (a multiple of [`CHUNK_SIZE`]; the
+    /// hostile mode draws a new size at every device reset). Contents below
+    /// the new end are kept; memory beyond it is forgotten, so growing again
+    /// exposes poison.
+    pub fn resize(&mut self, size: u64) {
+        self.size = size;
+        let chunks = size.div_ceil(CHUNK_SIZE);
+        self.chunks.retain(|k, _| *k < chunks);
+    }
+
     /// Forgets every write: all of VRAM reads as poison again.
     pub fn poison_all(&mut self) {
         self.chunks.clear();
