@@ -20,6 +20,9 @@
 //! USE_VER2_PT_FORMAT and 64 KiB big pages, as on v2 (an inference: nouveau
 //! binds Hopper the same way).
 //!
+//! With `--hostile`, the `bar1-bind-hang` scenario never completes a bind
+//! (see [`Bar1::hung`]).
+//!
 //! BAR2 block registers are kept as plain storage (BAR2 is not modelled).
 
 /// `NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK`.
@@ -146,6 +149,11 @@ pub struct Bar1 {
     pub bar2: [u32; 2],
     /// Current binding.
     pub binding: Binding,
+    /// A bind was requested and never completes (hostile `bar1-bind-hang`):
+    /// `BIND_STATUS` BAR1_PENDING 0 and BAR1_OUTSTANDING 1 (Turing..Ada), or
+    /// PENDING 0 and OUTSTANDING 1 of `BAR1_BLOCK_LOW_ADDR` (Hopper,
+    /// Blackwell), read 1 and `binding` keeps its value from before the bind.
+    pub hung: bool,
 }
 
 impl Default for Bar1 {
@@ -155,6 +163,7 @@ impl Default for Bar1 {
             block_high: 0,
             bar2: [0, 0],
             binding: Binding::Unbound,
+            hung: false,
         }
     }
 }

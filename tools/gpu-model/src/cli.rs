@@ -15,11 +15,13 @@ usage: gpu-model --chip <tu102|ga102|ad102|gh100|gb202> --socket <path>
                  [--vram <size>] [--bar1 <size>] [--report <path>]
                  [--control <path>] [--expect <kind>]... [--wpr2]
                  [--invalidate-delay <n>] [--fault <fault>]...
-                 [--dump-vram <path>] [--trace-invalidates]
+                 [--dump-vram <path>] [--trace-invalidates] [--hostile <seed>]
        gpu-model walk --chip <tu102|ga102|ad102|gh100|gb202> --dump <file>
                  [--queries <file>]
 sizes take a K, M, G or T suffix (powers of 1024)
 faults: invalidate-hang, device-gone, unknown-chip, boot-incomplete, disconnect-after=<n>
+hostile: <seed> (u64, decimal or 0x hex) draws the firmware registers at random,
+         anew at every device reset (the scenario of each epoch is logged)
 walk: one \"<pdb> <va>\" query per line (hex with 0x) from --queries or stdin";
 
 /// Everything the program needs to run.
@@ -78,6 +80,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     .map_err(|_| format!("invalid size {s:?}"))?;
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses a `--hostile` seed: a u64, decimal or `0x` hex.
+fn parse_seed(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse::<u64>(),
+    }
+    .map_err(|_| format!("invalid --hostile seed {s:?} (a u64)"))
 }
 
 fn parse_fault(s: &str, f: &mut Faults) -> Result<(), String> {
@@ -171,6 +183,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut wpr2 = false;
     let mut trace_invalidates = false;
     let mut delay = None;
+    let mut hostile = None;
     let mut faults = Faults::default();
     let mut i = 0;
     while i < args.len() {
@@ -235,6 +248,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 )
             }
             "--fault" => parse_fault(&value, &mut faults)?,
+            "--hostile" => hostile = Some(parse_seed(&value)?),
             _ => return Err(format!("unknown option {name}")),
         }
     }
@@ -258,6 +272,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     config.wpr2 = wpr2;
     config.trace_invalidates = trace_invalidates;
     config.faults = faults;
+    config.hostile = hostile;
     config.expect = expect;
     Ok(Command::Run(Box::new(Options {
         config,
@@ -350,6 +365,37 @@ mod tests {
             "--chip ga102 --socket s --trace-invalidates=",
             "--chip ga102 --trace-invalidates s",
             "--chip ga102 --socket s --trace-invalidate",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostile_seed() {
+        let Command::Run(o) = parse(&args("--chip ga102 --socket s")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.config.hostile, None);
+        for (line, seed) in [
+            ("--chip ga102 --socket s --hostile 42", 42),
+            ("--chip ga102 --hostile=7 --socket s", 7),
+            ("--hostile 0x10 --chip ga102 --socket s", 16),
+            (
+                "--chip ga102 --socket s --hostile=18446744073709551615",
+                u64::MAX,
+            ),
+        ] {
+            let Command::Run(o) = parse(&args(line)).unwrap() else {
+                panic!("{line}")
+            };
+            assert_eq!(o.config.hostile, Some(seed), "{line}");
+        }
+        for bad in [
+            "--chip ga102 --socket s --hostile",
+            "--chip ga102 --socket s --hostile=",
+            "--chip ga102 --socket s --hostile -1",
+            "--chip ga102 --socket s --hostile x",
+            "--chip ga102 --socket s --hostile 18446744073709551616",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::bar1::{Bar1, Binding};
 use crate::chip::{Chip, MmuVersion};
 use crate::fw::{FwError, FwState};
+use crate::hostile::{self, Hostile};
 use crate::mmu::{self, EntrySource, Fault, Leaf, Level};
 use crate::pramin::{self, Window};
 use crate::report::{fields, Kind, Recorder};
@@ -78,6 +79,9 @@ pub struct Config {
     /// Record a counter snapshot at each completed invalidate
     /// (`--trace-invalidates`).
     pub trace_invalidates: bool,
+    /// `--hostile <seed>`: firmware registers drawn at random per reset
+    /// epoch ([`crate::hostile`]).
+    pub hostile: Option<u64>,
 }
 
 impl Config {
@@ -92,6 +96,7 @@ impl Config {
             faults: Faults::default(),
             expect: Vec::new(),
             trace_invalidates: false,
+            hostile: None,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct Gpu {
     pub(crate) storage: std::collections::HashMap<u32, u32>,
     /// BAR accesses so far.
     pub accesses: u64,
+    /// Hostile mode state (`--hostile`).
+    pub hostile: Option<Hostile>,
 }
 
 /// Where a BAR1 access lands.
@@ -239,7 +246,8 @@ impl Gpu {
         if cfg.trace_invalidates {
             rec.enable_invalidate_trace();
         }
-        Ok(Gpu {
+        let hostile = cfg.hostile.map(Hostile::new);
+        let mut gpu = Gpu {
             vram: Vram::new(cfg.vram_bytes),
             fw,
             window: Window::new(chip.window),
@@ -251,11 +259,16 @@ impl Gpu {
             accesses: 0,
             chip,
             cfg,
-        })
+            hostile,
+        };
+        gpu.next_hostile_epoch();
+        Ok(gpu)
     }
 
     /// Device reset: registers back to their post-firmware values, TLB
-    /// empty, BAR1 unbound. VRAM keeps its contents.
+    /// empty, no invalidate pending, BAR1 unbound. VRAM keeps its contents.
+    /// With `--hostile`, the next epoch's firmware registers are drawn (and
+    /// VRAM takes the drawn size).
     pub fn reset(&mut self) {
         self.rec.counters.resets += 1;
         self.window.reset();
@@ -263,6 +276,38 @@ impl Gpu {
         self.tlb.flush_all();
         self.bar1 = Bar1::default();
         self.storage.clear();
+        self.next_hostile_epoch();
+    }
+
+    /// Total violations so far.
+    fn violations_total(&self) -> u64 {
+        crate::report::Kind::ALL
+            .iter()
+            .map(|k| self.rec.count(*k))
+            .sum()
+    }
+
+    /// Draws and applies the next hostile epoch (nothing without `--hostile`).
+    fn next_hostile_epoch(&mut self) {
+        let total = self.violations_total();
+        let Some(h) = &mut self.hostile else {
+            return;
+        };
+        let n = h.next_epoch();
+        let mut e = hostile::draw(h.seed, n, self.chip, self.cfg.vram_bytes, self.cfg.wpr2);
+        // An injected fault makes even a benign draw a device a driver may refuse.
+        e.must_bind &= self.cfg.faults == Faults::default();
+        let mut fw = FwState::with_layout(self.chip, e.regs, e.reserved.clone());
+        fw.set_boot_incomplete(self.cfg.faults.boot_incomplete);
+        self.fw = fw;
+        self.vram.resize(e.vram_size);
+        self.rec.epoch = Some(n);
+        h.begin(e, total);
+    }
+
+    /// The current hostile epoch, if `--hostile` is on.
+    pub fn hostile_epoch(&self) -> Option<&hostile::Epoch> {
+        self.hostile.as_ref().and_then(Hostile::current)
     }
 
     fn begin_access(&mut self) {
@@ -673,6 +718,9 @@ impl Gpu {
         };
         top.insert("bar1_binding".into(), binding);
         self.rec.fill_report(&mut top);
+        if let Some(h) = &self.hostile {
+            top.insert("hostile".into(), h.report(self.violations_total()));
+        }
         Value::Object(top)
     }
 

@@ -20,6 +20,7 @@
 //! - [`report`]: rule checker records, counters, JSON report.
 //! - [`backend`], [`protocol`]: the vfio-user device and server loop.
 //! - [`control`], [`app`], [`cli`]: control socket, program flow, options.
+//! - [`hostile`]: `--hostile <seed>`, firmware registers drawn at random per reset.
 //! - [`walk`]: the offline `gpu-model walk` command over a VRAM dump.
 
 pub mod app;
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod control;
 pub mod fw;
 pub mod gpu;
+pub mod hostile;
 pub mod mmu;
 pub mod pci;
 pub mod pramin;

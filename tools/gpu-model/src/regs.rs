@@ -25,6 +25,10 @@
 //! | 0xb830a0/a4/b0 | TLB invalidate PDB, upper PDB, control | RW |
 //! | 0x700000..0x7fffff | PRAMIN aperture | RW |
 //!
+//! With `--hostile`, BOOT_0/BOOT_42, the GFW boot progress / FSP boot-done
+//! scratch, `BIND_STATUS` / `BAR1_BLOCK_LOW_ADDR` pending bits and the TLB
+//! invalidate completion follow the epoch's scenario ([`crate::hostile`]).
+//!
 //! Every other offset is unimplemented: a read returns [`PRI_ERROR_VALUE`]
 //! and is counted (`unknown_reg_reads`, not a violation: probing is legal);
 //! a write is dropped and is an `unknown_register` violation. A write to a
@@ -34,7 +38,9 @@ use serde_json::json;
 
 use crate::bar1::{self, decode_hopper_block, decode_vf_block, BindRequest, Binding, InstBlock};
 use crate::chip::BindRegs;
+use crate::fw;
 use crate::gpu::Gpu;
+use crate::hostile::Flap;
 use crate::report::{fields, Kind};
 use crate::tlb::{self, Request, Scope};
 use crate::vram::POISON;
@@ -67,13 +73,15 @@ impl Gpu {
     /// and counting (used for sub-dword read-modify-write).
     pub(crate) fn reg_read(&mut self, off: u32, peek: bool) -> u32 {
         match off {
-            BOOT_0 => return self.boot0(),
-            BOOT_42 => return self.boot42(),
+            BOOT_0 | BOOT_42 => return self.read_boot(off, peek),
             UFLUSH => return 0,
             _ => {}
         }
         if off == self.window.offset() {
             return self.window.read();
+        }
+        if let Some(v) = self.gfw_flap(off, peek) {
+            return v;
         }
         if let Some(v) = self.fw.read(off) {
             return v;
@@ -84,8 +92,10 @@ impl Gpu {
         match (self.chip.bind, off) {
             (BindRegs::Vf, bar1::VF_BAR1_BLOCK) => return self.bar1.block,
             (BindRegs::Vf, bar1::VF_BAR2_BLOCK) => return self.bar1.bar2[0],
-            (BindRegs::Vf, bar1::VF_BIND_STATUS) => return 0,
-            (BindRegs::VfHopper, bar1::HOPPER_BAR1_LOW) => return self.bar1.block & !3,
+            (BindRegs::Vf, bar1::VF_BIND_STATUS) => return self.bind_pending_bits(),
+            (BindRegs::VfHopper, bar1::HOPPER_BAR1_LOW) => {
+                return (self.bar1.block & !3) | self.bind_pending_bits()
+            }
             (BindRegs::VfHopper, bar1::HOPPER_BAR1_HIGH) => return self.bar1.block_high,
             (BindRegs::VfHopper, bar1::HOPPER_BAR2_LOW) => return self.bar1.bar2[0] & !3,
             (BindRegs::VfHopper, bar1::HOPPER_BAR2_HIGH) => return self.bar1.bar2[1],
@@ -161,7 +171,9 @@ impl Gpu {
                 self.bar1.bar2[0] = value;
                 return RegKind::Handled;
             }
-            (BindRegs::Vf, bar1::VF_BIND_STATUS) => return RegKind::ReadOnly(0),
+            (BindRegs::Vf, bar1::VF_BIND_STATUS) => {
+                return RegKind::ReadOnly(self.bind_pending_bits())
+            }
             (BindRegs::VfHopper, bar1::HOPPER_BAR1_LOW) => {
                 self.bar1.block = value;
                 self.bind(decode_hopper_block(value, self.bar1.block_high));
@@ -214,7 +226,7 @@ impl Gpu {
                 ),
                 fields([("value", json!(value)), ("pending", json!(old.ctrl))]),
             );
-            if !self.cfg.faults.invalidate_hang {
+            if !self.cfg.faults.invalidate_hang && !self.inval.hung {
                 self.complete_invalidate(old);
             }
         }
@@ -244,7 +256,10 @@ impl Gpu {
             pdb: self.inval.latched_pdb(),
             pdb_sysmem: self.inval.pdb_reg & 2 != 0,
         };
-        if self.cfg.invalidate_delay == 0 && !self.cfg.faults.invalidate_hang {
+        // Hostile `invalidate-flaky`: a coin per trigger.
+        let hung = self.hostile.as_mut().is_some_and(|h| h.invalidate_hangs());
+        self.inval.hung = hung;
+        if self.cfg.invalidate_delay == 0 && !self.cfg.faults.invalidate_hang && !hung {
             self.complete_invalidate(req);
         } else {
             self.inval.pending = Some((req, self.cfg.invalidate_delay));
@@ -256,7 +271,7 @@ impl Gpu {
         let Some((req, left)) = self.inval.pending else {
             return ctrl;
         };
-        if self.cfg.faults.invalidate_hang || left > 0 {
+        if self.cfg.faults.invalidate_hang || self.inval.hung || left > 0 {
             self.inval.pending = Some((req, left.saturating_sub(1)));
             self.rec.counters.invalidates.busy_polls += 1;
             return ctrl | tlb::TRIGGER;
@@ -264,6 +279,54 @@ impl Gpu {
         self.inval.pending = None;
         self.complete_invalidate(req);
         ctrl
+    }
+
+    /// BAR1_PENDING (0) and BAR1_OUTSTANDING (1) as they read now.
+    fn bind_pending_bits(&self) -> u32 {
+        if self.bar1.hung {
+            3
+        } else {
+            0
+        }
+    }
+
+    /// `NV_PMC_BOOT_0` / `NV_PMC_BOOT_42`, flapping in the hostile
+    /// `boot-flapping` scenario (`peek` reads do not advance it).
+    fn read_boot(&mut self, off: u32, peek: bool) -> u32 {
+        let real = if off == BOOT_0 {
+            self.boot0()
+        } else {
+            self.boot42()
+        };
+        let flap = self.hostile_epoch().and_then(|e| e.flap);
+        if let (
+            Some(Flap::Boot {
+                boot0,
+                boot42,
+                phase,
+            }),
+            Some(h),
+            false,
+        ) = (flap, self.hostile.as_mut(), peek)
+        {
+            if h.flap_read(phase) {
+                return if off == BOOT_0 { boot0 } else { boot42 };
+            }
+        }
+        real
+    }
+
+    /// The not-done value of the GFW boot progress / FSP boot-done scratch
+    /// on the reads where the hostile `gfw-flapping` scenario says so.
+    fn gfw_flap(&mut self, off: u32, peek: bool) -> Option<u32> {
+        if peek || (off != fw::GFW_BOOT_PROGRESS && Some(off) != self.chip.fsp_scratch) {
+            return None;
+        }
+        let Some(Flap::Gfw { not_done, phase }) = self.hostile_epoch().and_then(|e| e.flap) else {
+            return None;
+        };
+        let h = self.hostile.as_mut()?;
+        h.flap_read(phase).then_some(not_done)
     }
 
     fn complete_invalidate(&mut self, req: Request) {
@@ -277,6 +340,12 @@ impl Gpu {
 
     fn bind(&mut self, req: BindRequest) {
         self.rec.counters.bar1_binds += 1;
+        if self.hostile_epoch().is_some_and(|e| e.bind_hang) {
+            // Hostile `bar1-bind-hang`: the bind stays pending and the
+            // previous binding stays in force.
+            self.bar1.hung = true;
+            return;
+        }
         let binding = self.resolve_binding(req);
         if let Binding::Broken(reason) = &binding {
             self.rec.violation(

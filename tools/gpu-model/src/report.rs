@@ -229,6 +229,8 @@ pub struct Recorder {
     invalidate_trace_dropped: u64,
     /// Sequence number of the current access.
     pub seq: u64,
+    /// The current `--hostile` epoch, recorded with each violation.
+    pub epoch: Option<u64>,
 }
 
 impl Recorder {
@@ -243,8 +245,11 @@ impl Recorder {
     }
 
     /// Records a violation.
-    pub fn violation(&mut self, kind: Kind, detail: String, fields: Map<String, Value>) {
+    pub fn violation(&mut self, kind: Kind, detail: String, mut fields: Map<String, Value>) {
         *self.counts.entry(kind).or_insert(0) += 1;
+        if let Some(e) = self.epoch {
+            fields.insert("epoch".into(), json!(e));
+        }
         if self.violations.len() < MAX_STORED_VIOLATIONS {
             self.violations.push(Violation {
                 kind,

@@ -106,6 +106,9 @@ pub struct InvalidateRegs {
     pub ctrl_reg: u32,
     /// The pending request and the reads left before it completes.
     pub pending: Option<(Request, u64)>,
+    /// The pending request never completes (hostile `invalidate-flaky`: each
+    /// invalidate hangs with probability 1/2, like `--fault invalidate-hang`).
+    pub hung: bool,
 }
 
 impl InvalidateRegs {

@@ -24,14 +24,18 @@ struct Server {
 
 impl Server {
     fn start(name: &str, chip: &str, faults: Faults) -> Server {
+        let mut cfg = Config::new(Chip::by_name(chip).unwrap());
+        cfg.vram_bytes = 1 << 30;
+        cfg.faults = faults;
+        Server::start_with(name, cfg)
+    }
+
+    fn start_with(name: &str, cfg: Config) -> Server {
         let dir = std::env::temp_dir().join(format!("gpu-model-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("gpu.sock");
         let report = dir.join("report.json");
-        let mut cfg = Config::new(Chip::by_name(chip).unwrap());
-        cfg.vram_bytes = 1 << 30;
-        cfg.faults = faults;
         let gpu = Arc::new(Mutex::new(Gpu::new(cfg).unwrap()));
         let shared = Arc::new(Shared::new(
             gpu,
@@ -142,6 +146,37 @@ fn client_reads_identity_and_boot_registers() {
     assert_eq!(report["counters"]["resets"], 1);
     assert_eq!(report["unexpected_violations"], 0);
     assert!(!srv.sock.exists(), "socket removed at exit");
+}
+
+#[test]
+fn device_reset_advances_the_hostile_epoch() {
+    let chip = Chip::by_name("ga102").unwrap();
+    let mut cfg = Config::new(chip);
+    cfg.vram_bytes = 1 << 30;
+    cfg.hostile = Some(99);
+    let mut srv = Server::start_with("hostile", cfg);
+    let mut client = vfio_user::Client::new(&srv.sock).unwrap();
+    let mut b = [0u8; 4];
+    for epoch in 0..4 {
+        let want = gpu_model::hostile::draw(99, epoch, chip, 1 << 30, false);
+        // NV_USABLE_FB_SIZE_IN_MB.
+        client.region_read(0, 0x1183a4, &mut b).unwrap();
+        assert_eq!(u32::from_le_bytes(b), want.regs.fb_size, "epoch {epoch}");
+        client.reset().unwrap();
+    }
+    client.shutdown().unwrap();
+    drop(client);
+    let (code, report) = srv.wait();
+    assert_eq!(code, 0);
+    assert_eq!(report["counters"]["resets"], 4);
+    let epochs = report["hostile"]["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 5);
+    assert_eq!(report["hostile"]["seed"], 99);
+    for (i, e) in epochs.iter().enumerate() {
+        assert_eq!(e["epoch"], i);
+        let want = gpu_model::hostile::draw(99, i as u64, chip, 1 << 30, false);
+        assert_eq!(e["scenario"], want.scenario.name());
+    }
 }
 
 #[test]
