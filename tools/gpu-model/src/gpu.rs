@@ -302,7 +302,7 @@ impl Gpu {
         self.fw = fw;
         self.vram.resize(e.vram_size);
         self.rec.epoch = Some(n);
-        h.begin(e, total);
+        h.begin(e, total, self.accesses);
     }
 
     /// The current hostile epoch, if `--hostile` is on.
@@ -719,7 +719,10 @@ impl Gpu {
         top.insert("bar1_binding".into(), binding);
         self.rec.fill_report(&mut top);
         if let Some(h) = &self.hostile {
-            top.insert("hostile".into(), h.report(self.violations_total()));
+            top.insert(
+                "hostile".into(),
+                h.report(self.violations_total(), self.accesses),
+            );
         }
         Value::Object(top)
     }

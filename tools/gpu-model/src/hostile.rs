@@ -576,6 +576,10 @@ pub struct Served {
     pub violations_before: u64,
     /// Violations counted when it ended (`None` while it is current).
     pub violations_after: Option<u64>,
+    /// BAR accesses before the epoch began.
+    pub accesses_before: u64,
+    /// BAR accesses when it ended (`None` while it is current).
+    pub accesses_after: Option<u64>,
 }
 
 /// The hostile mode's running state.
@@ -602,10 +606,12 @@ impl Hostile {
         }
     }
 
-    /// Starts `e` (violations so far: `violations`); logs it on stderr.
-    pub fn begin(&mut self, e: Epoch, violations: u64) {
+    /// Starts `e` (violations and BAR accesses so far: `violations`,
+    /// `accesses`); logs it on stderr.
+    pub fn begin(&mut self, e: Epoch, violations: u64, accesses: u64) {
         if let Some(last) = self.served.last_mut() {
             last.violations_after = Some(violations);
+            last.accesses_after = Some(accesses);
         }
         eprintln!(
             "gpu-model: hostile epoch {}: {} {}",
@@ -619,6 +625,8 @@ impl Hostile {
             epoch: e,
             violations_before: violations,
             violations_after: None,
+            accesses_before: accesses,
+            accesses_after: None,
         });
     }
 
@@ -645,14 +653,18 @@ impl Hostile {
         alt
     }
 
-    /// The report's `hostile` object; `violations` is the current total.
-    pub fn report(&self, violations: u64) -> serde_json::Value {
+    /// The report's `hostile` object; `violations` and `accesses` are the
+    /// current totals. Each epoch lists its BAR accesses: QEMU resets every
+    /// device once when the machine starts, before the guest runs, so epoch 0
+    /// normally has none (the guest's first boot sees epoch 1).
+    pub fn report(&self, violations: u64, accesses: u64) -> serde_json::Value {
         let epochs: Vec<serde_json::Value> = self
             .served
             .iter()
             .map(|s| {
                 let e = &s.epoch;
                 let after = s.violations_after.unwrap_or(violations);
+                let acc = s.accesses_after.unwrap_or(accesses);
                 serde_json::json!({
                     "epoch": e.epoch,
                     "scenario": e.scenario.name(),
@@ -663,6 +675,7 @@ impl Hostile {
                         .map(|r| serde_json::json!({"name": r.name, "start": r.start, "end": r.end}))
                         .collect::<Vec<_>>(),
                     "violations": after.saturating_sub(s.violations_before),
+                    "accesses": acc.saturating_sub(s.accesses_before),
                 })
             })
             .collect();

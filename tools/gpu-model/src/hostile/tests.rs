@@ -475,6 +475,9 @@ fn report_lists_every_epoch() {
     }
     assert_eq!(epochs[0]["violations"], 1);
     assert_eq!(epochs[1]["violations"], 0);
+    // The window write and the PRAMIN write.
+    assert_eq!(epochs[0]["accesses"], 2);
+    assert_eq!(epochs[1]["accesses"], 0);
     assert_eq!(v["violations_total"], 1);
     assert_eq!(v["violations"][0]["epoch"], 0);
     // A fault makes no epoch a must-bind.
