@@ -14,6 +14,10 @@
 # Environment: NOVA_MM_APPEND extra kernel command line; NOVA_MM_TIMEOUT (s);
 #           NOVA_MM_SHELL=1: an interactive shell on the console (this terminal)
 #           instead of the scripted run, QEMU's gdb stub on tcp::1234.
+#           NOVA_MM_PORTS=1: each GPU behind a PCIe root port with native hotplug
+#           (QEMU device ids gpu0, gpu1, ... in the order given; QMP on NAME/qmp.sock).
+#           NOVA_MM_UNPLUG=K (implies NOVA_MM_PORTS=1): when the guest prints
+#           NOVA-UNPLUG-READY, remove gpuK with QMP device_del (log: NAME/qmp.log).
 # Exit status: QEMU's (0 when the guest powered off).
 set -e
 . "$(dirname "$0")/lib.sh"
@@ -47,6 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+ports=${NOVA_MM_PORTS:-0}
+[ -z "${NOVA_MM_UNPLUG:-}" ] || ports=1
 devs=()
 expect=0
 expect_vram=0
@@ -70,7 +76,15 @@ for spec in "$@"; do
 	pids+=($!)
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 	[ -S "$sock" ] || die "the $chip model did not start; see $out/$chip.model.log"
-	devs+=(-device "{\"driver\":\"vfio-user-pci\",\"addr\":\"$(printf '%02x' $slot).0\",\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
+	n=$((slot - 4))
+	# x-msg-timeout: QEMU waits up to 30 s (not 5) for a model's reply, so that a model starved
+	# of CPU on a loaded 2-core machine is not taken for a dead one.
+	if [ "$ports" = 1 ]; then
+		devs+=(-device "pcie-root-port,id=rp$n,chassis=$((n + 1)),slot=$((n + 1)),bus=pcie.0,addr=$(printf '%02x' $slot).0"
+			-device "{\"driver\":\"vfio-user-pci\",\"id\":\"gpu$n\",\"bus\":\"rp$n\",\"addr\":\"00.0\",\"x-msg-timeout\":30000,\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
+	else
+		devs+=(-device "{\"driver\":\"vfio-user-pci\",\"id\":\"gpu$n\",\"addr\":\"$(printf '%02x' $slot).0\",\"x-msg-timeout\":30000,\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
+	fi
 	slot=$((slot + 1))
 	expect=$((expect | ($(code "$chip") << shift_bits)))
 	expect_vram=$((expect_vram | (gib << shift_bits)))
@@ -83,6 +97,47 @@ bzimage=$kdir/arch/x86/boot/bzImage
 qemu=(qemu-system-x86_64 -machine q35,accel=$accel,memory-backend=mem0
 	-object memory-backend-memfd,id=mem0,size=512M,share=on -m 512M -smp 2 -cpu max
 	-kernel "$bzimage" -initrd "$img" -no-reboot -net none -display none)
+qmp=$out/qmp.sock
+[ ${#qmp} -lt 100 ] || die "socket path too long for a Unix socket: $qmp"
+qemu+=(-qmp "unix:$qmp,server=on,wait=off")
+if [ -n "${NOVA_MM_UNPLUG:-}" ]; then
+	# Hot-unplug: once the guest is ready, ask QEMU to remove the GPU (the guest's pciehp sees
+	# the attention button, then powers the slot off and unbinds the driver).
+	(
+		for _ in $(seq 1200); do
+			grep -q NOVA-UNPLUG-READY "$out/guest.out" 2>/dev/null && break
+			sleep 0.1
+		done
+		in_root python3 - "$qmp" "gpu$NOVA_MM_UNPLUG" >"$out/qmp.log" 2>&1 <<'PY'
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+def cmd(c, **a):
+    f.write(json.dumps({"execute": c, "arguments": a} if a else {"execute": c}) + "\n")
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        print(time.strftime("%T"), json.dumps(r), flush=True)
+        if "return" in r or "error" in r:
+            return r
+print(time.strftime("%T"), f.readline().strip(), flush=True)
+cmd("qmp_capabilities")
+cmd("device_del", id=sys.argv[2])
+# Wait for QEMU to confirm the removal (DEVICE_DELETED), at most 60 s.
+s.settimeout(60)
+try:
+    while True:
+        r = json.loads(f.readline())
+        print(time.strftime("%T"), json.dumps(r), flush=True)
+        if r.get("event") == "DEVICE_DELETED" and r.get("data", {}).get("device") == sys.argv[2]:
+            break
+except Exception as e:
+    print("no DEVICE_DELETED:", e)
+PY
+	) &
+	pids+=($!)
+fi
 set +e
 if [ "${NOVA_MM_SHELL:-0}" = 1 ]; then
 	# The console is this terminal (and logged); Ctrl-A X quits QEMU, Ctrl-A C its monitor.
