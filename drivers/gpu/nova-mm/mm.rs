@@ -193,7 +193,8 @@ impl<'a> GpuMm<'a> {
     ///
     /// # Errors
     ///
-    /// `EINVAL` for a bad range; `ENOMEM`/`ENOSPC` for the root directory; MMIO errors.
+    /// `EINVAL`/`ERANGE` for a bad range (see [`Vmm::new`]); `ENOMEM`/`ENOSPC` for the root
+    /// directory; MMIO errors.
     pub(crate) fn new_vmm(&self, name: &'static str, va: Range<u64>) -> Result<Arc<Vmm<'a>>> {
         self.vmm_with(name, va, self.pool.clone(), self.hw.clone())
     }

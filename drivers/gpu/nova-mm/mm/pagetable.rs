@@ -339,6 +339,8 @@ pub(crate) trait PageTableOps: Sync {
     fn lookup(&self, sh: &Shadow, va: u64) -> (Entry, u64);
     /// Number of tables in the shadow.
     fn tables(&self, sh: &Shadow) -> u64;
+    /// The end (exclusive) of the virtual addresses the format translates.
+    fn va_limit(&self) -> u64;
 }
 
 /// The walker of format `F`.
@@ -1143,6 +1145,11 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
 
     fn tables(&self, sh: &Shadow) -> u64 {
         Self::count(&sh.root)
+    }
+
+    fn va_limit(&self) -> u64 {
+        let root = F::DIRS[0];
+        1 << (root.shift + root.bits)
     }
 }
 

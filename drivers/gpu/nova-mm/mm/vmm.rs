@@ -248,7 +248,9 @@ impl<'a> Vmm<'a> {
     ///
     /// # Errors
     ///
-    /// `EINVAL` for an empty or misaligned range; `ENOMEM`/`ENOSPC`; errors of `hw`.
+    /// `EINVAL` for an empty or misaligned range; `ERANGE` for one beyond the virtual addresses
+    /// of the format (its table indices would wrap onto lower addresses); `ENOMEM`/`ENOSPC`;
+    /// errors of `hw`.
     pub(crate) fn new(
         name: &'static str,
         ops: &'static dyn PageTableOps,
@@ -260,6 +262,9 @@ impl<'a> Vmm<'a> {
     ) -> Result<Arc<Self>> {
         if va.start >= va.end || va.start % SZ_4K != 0 || va.end % SZ_4K != 0 {
             return Err(EINVAL);
+        }
+        if va.end > ops.va_limit() {
+            return Err(ERANGE);
         }
         let mut shadow = None;
         hw.with_writer(&mut |w| {
