@@ -141,6 +141,11 @@ impl PtPool {
             .sum()
     }
 
+    /// Returns the VRAM the tables come from.
+    pub(crate) fn vram(&self) -> &Arc<Vram> {
+        &self.vram
+    }
+
     /// Returns the number of chunks held and the VRAM they take.
     pub(crate) fn footprint(&self) -> (u64, u64) {
         let c = self.chunks.lock();

@@ -607,7 +607,8 @@ impl<'a> Reservation<'a> {
     /// # Errors
     ///
     /// `EINVAL` for zero or unaligned sizes and offsets; `ERANGE` if the range is outside the
-    /// reservation or the allocation; `EBUSY` if it overlaps a mapping; `ENOMEM`/`ENOSPC` if
+    /// reservation or the allocation; `EXDEV` if `mem` is not of the VRAM the space's page
+    /// tables come from (another GPU's); `EBUSY` if it overlaps a mapping; `ENOMEM`/`ENOSPC` if
     /// page-table memory is exhausted; errors of the hardware. On error nothing is changed.
     pub(crate) fn map(
         &self,
@@ -633,6 +634,11 @@ impl<'a> Reservation<'a> {
             .ok_or_else(|| fail(ERANGE))?;
         if mem_offset.checked_add(size).is_none_or(|e| e > mem.size()) {
             return Err(fail(ERANGE));
+        }
+        // Physical addresses of another allocator are another GPU's memory, or none of the
+        // driver's: never this GPU's to map.
+        if !mem.is_of(vmm.pool.vram()) {
+            return Err(fail(EXDEV));
         }
         // The physical runs of the part, in block order, at consecutive virtual addresses.
         let mut runs = KVec::new();
@@ -845,6 +851,7 @@ mod tests {
         },
         vram::{
             AllocRequest,
+            Placement,
             Vram, //
         },
     };
@@ -1234,16 +1241,23 @@ mod tests {
     #[test]
     fn several_blocks() -> Result {
         let e = env(false, true)?;
-        // Data from a small VRAM of its own, fragmented so that 1 MiB comes in 16 blocks.
-        let data = Vram::new(0..2 * MIB)?;
+        // Data from a 2 MiB window of the VRAM, fragmented so that 1 MiB comes in 16 blocks.
+        let win = Placement::Within(GIB..GIB + 2 * MIB);
         let mut hold = KVec::new();
         for _ in 0..32 {
-            hold.push(data.alloc(&AllocRequest::new(64 * 1024))?, GFP_KERNEL)?;
+            hold.push(
+                e.vram
+                    .alloc(&AllocRequest::new(64 * 1024).placed(win.clone()))?,
+                GFP_KERNEL,
+            )?;
         }
         for i in (0..32).rev().step_by(2) {
             let _ = hold.remove(i);
         }
-        let mem = Arc::new(data.alloc(&AllocRequest::new(MIB))?, GFP_KERNEL)?;
+        let mem = Arc::new(
+            e.vram.alloc(&AllocRequest::new(MIB).placed(win))?,
+            GFP_KERNEL,
+        )?;
         ensure_eq!(mem.ranges().count(), 16);
         let res = e.vmm.reserve(MIB, MIB, None, false)?;
         let m = res.map(0, &mem, 0, MIB, Access::ReadWrite)?;

@@ -474,6 +474,11 @@ impl VramAllocation {
             .then_some(start..end)
     }
 
+    /// Whether the allocation was made by `vram`.
+    pub(crate) fn is_of(&self, vram: &Vram) -> bool {
+        core::ptr::eq(&*self.vram, vram)
+    }
+
     /// Returns the lowest address of the allocation.
     pub(crate) fn start(&self) -> u64 {
         self.ranges().map(|r| r.start).min().unwrap_or(0)
