@@ -660,10 +660,21 @@ impl<F: MmuFormat> Walker<F> {
                 continue;
             }
             if kid.fresh {
+                Self::keep_zero(kid);
                 t.kids[s] = None;
             } else {
                 Self::rollback_in(kid, range);
             }
+        }
+    }
+
+    /// Gives the slots of a fresh table and its kids back as they were handed out: never
+    /// written, those known to be zero still are.
+    fn keep_zero(t: &mut Table) {
+        let z = t.mem.known_zero();
+        t.mem.set_zero(z);
+        for k in t.kids.iter_mut().flatten() {
+            Self::keep_zero(k);
         }
     }
 
