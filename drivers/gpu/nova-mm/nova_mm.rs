@@ -52,6 +52,7 @@ macro_rules! ensure_eq {
     }};
 }
 
+mod badinput;
 mod bar;
 mod bench;
 mod debugfs;

@@ -146,6 +146,15 @@ impl PtPool {
         &self.vram
     }
 
+    /// Returns the number of free slots known to hold zeros.
+    pub(crate) fn zero_free(&self) -> u64 {
+        self.chunks
+            .lock()
+            .iter()
+            .map(|c| u64::from((c.zero & !c.used).count_ones()))
+            .sum()
+    }
+
     /// Returns the number of chunks held and the VRAM they take.
     pub(crate) fn footprint(&self) -> (u64, u64) {
         let c = self.chunks.lock();
