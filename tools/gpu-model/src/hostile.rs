@@ -438,10 +438,16 @@ pub fn draw(seed: u64, epoch: u64, chip: &Chip, configured_vram: u64, wpr2: bool
             };
             regs.vga_workspace = reg;
             let base = u64::from(reg >> 8) << BASE_SHIFT;
-            // Every reading: the default workspace, or the claimed base when
-            // it lies inside VRAM (valid bit or not), with FRTS below.
-            let start = if base < size {
-                base.min(default_base)
+            // Every reading: the default workspace, or the claimed base when it
+            // lies inside VRAM at or above the default one. A base below the
+            // default is not honoured: the workspace is then the last 128 KiB
+            // (HARDWARE.md, VGA workspace row; nova-core `fb.rs`), which the
+            // default workspace covers. Reserving from a low claimed base up
+            // would flag a driver that follows that documented rule.
+            let start = if base >= default_base && base < size {
+                base
+            } else if base < default_base {
+                size - 128 * KIB
             } else {
                 default_base
             };

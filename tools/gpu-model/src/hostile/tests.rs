@@ -195,8 +195,15 @@ fn garbage_registers_are_garbage() {
                     e.detail
                 );
             }
-            if valid && base < end {
-                assert!(e.reserved.iter().any(|r| r.overlaps(base, 4)));
+            // A claimed base below the default one is not honoured (the
+            // workspace is then the last 128 KiB, HARDWARE.md): memory under
+            // it stays usable.
+            if valid && base < end - MIB {
+                assert!(
+                    !e.reserved.iter().any(|r| r.overlaps(base, 4)),
+                    "{}",
+                    e.detail
+                );
             }
 
             let w = |e: &Epoch| {
