@@ -17,8 +17,19 @@ import struct
 import subprocess
 import sys
 
+# A crash, or a report of one of the debug kernel's checkers (lockdep reports start with
+# "WARNING:", KASAN's and sleeping-in-atomic with "BUG:"; debug objects with "ODEBUG:").
 CRASH = re.compile(r"Kernel panic|BUG:|Oops|WARNING:|general protection fault|"
-                   r"rust_panic|panicked at|Call Trace:|UBSAN:|KASAN:")
+                   r"rust_panic|panicked at|Call Trace:|UBSAN:|KASAN:|"
+                   r"suspected memory leak|DEBUG_LOCKS_WARN_ON|INFO: task .* blocked")
+
+# What the debug kernel prints when its checkers start: a run that claims to be on the debug
+# kernel must show each.
+DEBUG_BANNERS = {
+    "lockdep": r"Lock dependency validator",
+    "KASAN": r"KernelAddressSanitizer initialized",
+    "kmemleak": r"kmemleak: Kernel memory leak detector initialized",
+}
 
 ARCH = {"tu102": ("TU102", "Turing", 2), "ga102": ("GA102", "Ampere", 2),
         "ad102": ("AD102", "Ada", 2), "gh100": ("GH100", "Hopper", 3),
@@ -238,6 +249,167 @@ def check_walks(t, run, lines):
                 "; ".join(bad[:5]) or f"{len(got)} answers for {len(exp)} queries")
 
 
+def devices(run):
+    """{pci address: chip} of the run, as guest.sh attached them."""
+    out = {}
+    try:
+        with open(os.path.join(run, "devices.txt")) as f:
+            for line in f:
+                chip, addr = line.split()
+                out[addr] = chip
+    except OSError:
+        pass
+    return out
+
+
+def check_debug_kernel(t, lines, text):
+    """The debug kernel's checkers ran, and kmemleak found nothing once the module was gone."""
+    for name, pat in DEBUG_BANNERS.items():
+        t.check(re.search(pat, text) is not None, f"debug kernel: {name} active")
+    block, cur = None, None
+    for line in lines:
+        if line == "NOVA-KMEMLEAK-BEGIN":
+            cur = []
+        elif line == "NOVA-KMEMLEAK-END" and cur is not None:
+            block, cur = cur, None
+        elif cur is not None:
+            cur.append(line)
+    t.check(block is not None, "debug kernel: kmemleak scanned after the module was unloaded")
+    leaks = [l for l in (block or []) if l.startswith("unreferenced object")]
+    t.check(block is not None and not [l for l in block if l.strip()],
+            f"debug kernel: kmemleak reports nothing ({len(leaks)} unreferenced objects)",
+            "; ".join((block or [])[:8]))
+
+
+def check_cycles(t, lines, n, bound):
+    """Every load/unload cycle loaded, bound every GPU, passed every suite, and left the VRAM
+    accounting exactly as the first did."""
+    cyc = {}
+    for line in lines:
+        m = re.match(r"NOVA-CYCLE (\d+) rc=(-?\d+) bound=(\d+) ktap_failures=(\d+) vram=(.*)$", line)
+        if m:
+            cyc[int(m.group(1))] = (int(m.group(2)), int(m.group(3)), int(m.group(4)),
+                                    m.group(5).strip())
+        elif re.match(r"NOVA-CYCLE \d+ rmmod-failed", line):
+            t.check(False, "cycles: rmmod", line)
+    t.check(sorted(cyc) == list(range(1, n + 1)), f"cycles: {n} load/unload cycles ran",
+            f"ran {sorted(cyc)}")
+    first = cyc.get(1, (None,) * 4)[3]
+    bad = [f"cycle {i}: rc={rc} bound={b} failed suites={k} vram={v}"
+           for i, (rc, b, k, v) in sorted(cyc.items())
+           if rc != 0 or (bound is not None and b != bound) or k != 0 or v != first]
+    t.check(not bad and bool(cyc),
+            f"cycles: every load bound {bound} GPU(s), passed every suite, same VRAM accounting "
+            f"({first})", "; ".join(bad[:4]))
+
+
+def check_final_sums(t, run, lines):
+    """Over all loads, the driver's BAR0 reads and writes (its NOVA-BAR0-FINAL lines, one per
+    GPU and load, printed also when probe gave up) add up to what each model counted."""
+    sums = {}
+    for line in lines:
+        m = re.search(r"NOVA-BAR0-FINAL dev=(\S+) mmio_reads=(\d+) mmio_writes=(\d+)", line)
+        if m:
+            r, w, k = sums.get(m.group(1), (0, 0, 0))
+            sums[m.group(1)] = (r + int(m.group(2)), w + int(m.group(3)), k + 1)
+    for addr, chip in sorted(devices(run).items()):
+        path = os.path.join(run, f"{chip}.report.json")
+        if not os.path.exists(path):
+            t.check(False, f"counters {chip}: report", "no report written")
+            continue
+        with open(path) as f:
+            c = json.load(f).get("counters", {})
+        mr, mw = (c.get(k, {}).get("total") if isinstance(c.get(k), dict) else c.get(k)
+                  for k in ("bar0_reads", "bar0_writes"))
+        r, w, k = sums.get(addr, (None, None, 0))
+        t.check(k > 0 and (r, w) == (mr, mw),
+                f"counters {chip}: BAR0 reads/writes over {k} loads, driver {r}/{w} = model {mr}/{mw}")
+
+
+def check_hostile(t, run, lines, rounds):
+    """Hostile devices: the model draws new firmware registers at each reset. Per round and GPU
+    the driver bound it where the model says a correct driver must, else refused with a message
+    of its own; no model saw a violation (checked with the reports above)."""
+    got = {}
+    msgs = {}
+    for line in lines:
+        m = re.match(r"NOVA-HOSTILE (\d+) rc=(-?\d+) bound=(.*)$", line)
+        if m:
+            got[int(m.group(1))] = (int(m.group(2)), m.group(3).split())
+        m = re.match(r"NOVA-HOSTILE-MSG (\d+) (\S+) (.*)$", line)
+        if m:
+            msgs.setdefault((int(m.group(1)), m.group(2)), []).append(m.group(3))
+        if line.startswith("NOVA-HOSTILE-RESET-FAILED"):
+            t.check(False, "hostile: reset", line)
+    t.check(sorted(got) == list(range(1, rounds + 1)), f"hostile: {rounds} rounds ran",
+            f"ran {len(got)}")
+    tried = bound_ok = refused = 0
+    scen = {}
+    bad = []
+    for addr, chip in sorted(devices(run).items()):
+        with open(os.path.join(run, f"{chip}.report.json")) as f:
+            rep = json.load(f)
+        epochs = {e["epoch"]: e for e in (rep.get("hostile") or {}).get("epochs", [])}
+        # Round r runs after the r-th guest reset; QEMU resets the device once at start too.
+        for r, (_rc, bound) in sorted(got.items()):
+            e = epochs.get(r + 1)
+            if e is None:
+                bad.append(f"{chip} round {r}: the model served no epoch {r + 1}")
+                continue
+            tried += 1
+            scen[e["scenario"]] = scen.get(e["scenario"], 0) + 1
+            is_bound = addr in bound
+            if e.get("must_bind") and not is_bound:
+                bad.append(f"{chip} round {r}: {e['scenario']} ({e.get('detail')}) must bind, "
+                           f"driver said: {' | '.join(msgs.get((r, addr), ['nothing']))}")
+            elif is_bound:
+                bound_ok += 1
+            else:
+                refused += 1
+                own = [m for m in msgs.get((r, addr), []) if "probe with driver" not in m]
+                if not own:
+                    bad.append(f"{chip} round {r}: {e['scenario']} refused without a message")
+            if e.get("violations"):
+                bad.append(f"{chip} round {r}: {e['scenario']}: {e['violations']} violations")
+    print(f"hostile: {tried} devices tried: {bound_ok} bound, {refused} refused; scenarios "
+          + ", ".join(f"{k}={v}" for k, v in sorted(scen.items())))
+    t.check(tried >= rounds and not bad,
+            f"hostile: {tried} devices either bound or refused with a message, no violation",
+            "; ".join(bad[:6]))
+
+
+def check_unplug(t, run, lines, text, chip):
+    """A GPU hot-unplugged while the stress workers ran: QEMU confirmed the removal, the driver
+    let go of it (its workers stopped without error), and the other GPUs' workers went on."""
+    try:
+        with open(os.path.join(run, "qmp.log")) as f:
+            qmp = f.read()
+    except OSError:
+        qmp = ""
+    t.check("DEVICE_DELETED" in qmp, f"unplug {chip}: QEMU removed the device (DEVICE_DELETED)",
+            qmp[-300:])
+    m = re.search(r"NOVA-UNPLUGGED after=(\d+)s left=(.*) bound=(\d+)", text)
+    t.check(m is not None, f"unplug {chip}: the guest saw the GPU go")
+    code = CODES[chip]
+    stress = {}
+    for line in lines:
+        s = re.search(r"NOVA-STRESS (0x[0-9a-f]+) ops=(\d+) .* errors=(\d+)", line)
+        if s:
+            stress.setdefault(int(s.group(1), 16), []).append((int(s.group(2)), int(s.group(3))))
+    gone = stress.get(code, [])
+    t.check(len(gone) == 1 and gone[0][0] > 0 and gone[0][1] == 0,
+            f"unplug {chip}: its workers were stopped by the removal, without error", str(gone))
+    surv = [l for l in lines if l.startswith("NOVA-SURVIVOR ")]
+    ok = bool(surv)
+    for l in surv:
+        v = dict(kv.split("=") for kv in l.split()[2:])
+        ok = ok and int(v["ops_after"]) > int(v["ops_before"]) and v["errors"] == "0"
+    t.check(ok, "unplug: the other GPUs' workers went on working after it", "; ".join(surv))
+    others = {c: v for c, v in stress.items() if c != code}
+    t.check(bool(others) and all(len(v) == 1 and v[0][1] == 0 for v in others.values()),
+            "unplug: the other GPUs' workers ended at rmmod without error", str(others))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -262,6 +434,21 @@ def main():
     ap.add_argument("--selftest-truncated", default=None, metavar="SUITE",
                     help="check the harness: SUITE's block with its last lines cut off must "
                          "fail under kunit.py (exit 0 when it does)")
+    ap.add_argument("--debug-kernel", action="store_true",
+                    help="the run is on the debug kernel: its checkers must have started, and "
+                         "kmemleak must report nothing after the module is gone")
+    ap.add_argument("--cycles", type=int, default=None,
+                    help="load/unload cycles the guest must have run, each with every suite "
+                         "passing and the same VRAM accounting")
+    ap.add_argument("--multi-load", action="store_true",
+                    help="the module was loaded more than once: compare the sum of every "
+                         "load's final BAR0 counts with the models' totals")
+    ap.add_argument("--hostile", type=int, default=None, metavar="ROUNDS",
+                    help="hostile rounds: per round and GPU, bound where the model says it "
+                         "must be, a message from the driver where not, no violation")
+    ap.add_argument("--unplug", default=None, metavar="CHIP",
+                    help="CHIP was hot-unplugged under the stress workers: removed cleanly, "
+                         "the others went on working")
     a = ap.parse_args()
     t = Tally(a.quiet)
     if a.selftest_truncated:
@@ -351,6 +538,18 @@ def main():
             t.check(False, f"model {chip}: report", str(e))
     check_marks(t, a.run, lines)
     check_walks(t, a.run, lines)
+    if a.debug_kernel:
+        check_debug_kernel(t, lines, text)
+    if a.cycles is not None:
+        check_cycles(t, lines, a.cycles, a.bound)
+    if a.hostile is not None:
+        check_hostile(t, a.run, lines, a.hostile)
+    if a.unplug:
+        check_unplug(t, a.run, lines, text, a.unplug)
+    if a.multi_load:
+        check_final_sums(t, a.run, lines)
+        print(f"RESULTS {t.passed} {t.failed}")
+        return 0 if t.failed == 0 else 1
     drv = debugfs_counters(lines)
     # The driver's last BAR0 totals, printed when it let go of the GPU (after the debugfs dump).
     for line in lines:

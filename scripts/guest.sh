@@ -77,6 +77,12 @@ for spec in "$@"; do
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 	[ -S "$sock" ] || die "the $chip model did not start; see $out/$chip.model.log"
 	n=$((slot - 4))
+	# Where the guest will find it (the harness maps the driver's lines to models by this).
+	if [ "$ports" = 1 ]; then
+		echo "$chip 0000:$(printf '%02x' $((n + 1))):00.0" >>"$out/devices.txt"
+	else
+		echo "$chip 0000:00:$(printf '%02x' $slot).0" >>"$out/devices.txt"
+	fi
 	# x-msg-timeout: QEMU waits up to 30 s (not 5) for a model's reply, so that a model starved
 	# of CPU on a loaded 2-core machine is not taken for a dead one.
 	if [ "$ports" = 1 ]; then

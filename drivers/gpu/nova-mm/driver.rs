@@ -111,7 +111,10 @@ impl pci::Driver for NovaMmDriver {
             }
             let pdev: &'bound pci::Device<Bound> = pdev;
             let bar = Arc::new(
-                Bar0::new(pdev.iomap_region_sized::<BAR0_SIZE>(0, c"nova-mm/bar0")?)?,
+                Bar0::new(
+                    pdev,
+                    pdev.iomap_region_sized::<BAR0_SIZE>(0, c"nova-mm/bar0")?,
+                )?,
                 GFP_KERNEL,
             )?;
             let spec = identify(pdev, &bar)?;
