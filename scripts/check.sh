@@ -124,6 +124,41 @@ guest boot --suites "$devsuites" --bound 0 \
 guest gone --suites "$devsuites" --bound 0 \
 	--grep 'NV_PMC_BOOT_42 = 0xffffffff' -- ga102:--fault=device-gone
 
+
+# Reliability on the reference kernel. Hostile devices: five models that draw new firmware
+# registers (FB size, VGA workspace, WPR2, flapping BOOT and GFW registers, flaky invalidates,
+# a BAR1 bind that never completes) at every reset; ten rounds of reset, insmod and rmmod give
+# 50 devices, each bound where it must be or refused with a message, with no access to
+# firmware-owned VRAM and no crash or hang.
+hostile_rounds=${NOVA_MM_HOSTILE_ROUNDS:-10}
+NOVA_MM_PORTS=1 NOVA_MM_APPEND="kunit.enable=0 nova_mm_hostile_rounds=$hostile_rounds" \
+	guest hostile --hostile "$hostile_rounds" --multi-load -- \
+	tu102:hostile=11 ga102:hostile=12 ad102:hostile=13 gh100:hostile=14 gb202:hostile=15
+# Abrupt loss: the GA102 model's connection dies under the stress workers; its workers fail
+# with errors, the GH100's go on, and nothing hangs or crashes.
+NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_linger=4" guest disconnect --bound 2 \
+	--multi-load --lost ga102 \
+	--grep 'nova_mm: stress: .* worker on 0x172, round [0-9]+: Error' \
+	--grep 'NOVA-STRESS 0x180 ops=[1-9][0-9]* .* errors=0 ' -- \
+	ga102:fault=disconnect-after=20000 gh100
+
+# The debug kernel (lockdep, KASAN, kmemleak, UBSAN, debug objects): the main device run, then
+# load/unload cycles with every suite at each load; kmemleak scans once the module is gone.
+# Then a GPU hot-unplugged while workers on both GPUs map and unmap.
+log "building the debug kernel if needed (about 15 min on a new machine)"
+if dkdir=$(NOVA_MM_KERNEL=debug scripts/build-kernel.sh 2>"$logs/debug-kernel.log") &&
+	NOVA_MM_KERNEL=debug scripts/build-module.sh >"$logs/module-build-debug.log" 2>&1; then
+	pass "debug kernel and module built ($dkdir)"
+	cycles=${NOVA_MM_CYCLES:-20}
+	NOVA_MM_KERNEL=debug NOVA_MM_APPEND="nova_mm_cycles=$cycles" guest debug-cycles \
+		--suites "$suites" --probe ga102 --probe gh100 --bound 2 --debug-kernel \
+		--cycles "$cycles" --multi-load -- ga102 gh100
+	NOVA_MM_KERNEL=debug NOVA_MM_UNPLUG=0 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_unplug=1" \
+		guest debug-unplug --bound 2 --debug-kernel --unplug ga102 --multi-load -- ga102 gh100
+else
+	fail "debug kernel and module" "see $logs/debug-kernel.log and $logs/module-build-debug.log"
+fi
+
 echo "check took $(($(date +%s) - t0)) s"
 finished=1
 echo "$passed passed, $failed failed"

@@ -170,7 +170,10 @@ for spec in "$@"; do
 	chip=${spec%%:*}
 	c=$(code "$chip")
 	[ -f "$out/$chip.vram.bin" ] || continue
-	grep -ao "NOVA-MAP $c [^ ]* [^ ]* [^ ]* [^ ]* [^ ]* [a-z]*" "$out/console.log" |
+	# Only the last load's: earlier loads' tables were overwritten by the next.
+	from=$(grep -an NOVA-LOAD "$out/console.log" | tail -n 1 | cut -d: -f1)
+	tail -n +"${from:-1}" "$out/console.log" |
+		grep -ao "NOVA-MAP $c [^ ]* [^ ]* [^ ]* [^ ]* [^ ]* [a-z]*" |
 		while read -r _ _ pdb va _ len page _; do
 			for ((o = 0; o < len; o += page)); do
 				printf '%#x %#x\n%#x %#x\n' "$pdb" $((va + o)) "$pdb" $((va + o + page - 8))

@@ -88,6 +88,9 @@ impl PinnedDrop for NovaMmModule {
 
 impl InPlaceModule for NovaMmModule {
     fn init(module: &'static kernel::ThisModule) -> impl PinInit<Self, Error> {
+        // For the test harness: what follows belongs to this load (the page tables it checks
+        // in the models' VRAM after power-off are those of the last load).
+        pr_info!("NOVA-LOAD\n");
         // SAFETY: Called once, from module initialization, before the driver is registered.
         unsafe { devices::init() };
         // SAFETY: Called once, from module initialization, before the driver is registered.
