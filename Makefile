@@ -7,9 +7,10 @@
 #   make shell      the same guest with an interactive shell (CHIPS="tu102 gh100:bar1=1G")
 #   make check      every test; prints "N passed, N failed" last; non-zero exit on failure
 #   make bench      page-table benchmarks: MMIO counts against the theoretical minimum
+#   make soak       long reliability runs on the debug kernel (200 load cycles, hostile devices, unplugs)
 #   make clean
 
-.PHONY: all modules run shell check bench clean kernel setup model
+.PHONY: all modules run shell check bench soak clean kernel setup model
 
 ifneq ($(KDIR),)
 # Building against a kernel given by the user: plain kbuild, on the host.
@@ -44,3 +45,6 @@ check:
 
 bench:
 	scripts/bench.sh
+
+soak:
+	scripts/soak.sh

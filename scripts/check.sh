@@ -21,13 +21,7 @@ summary_on_exit() {
 }
 trap summary_on_exit EXIT
 
-pass() { passed=$((passed + 1)); echo "ok - $1"; }
-fail() { failed=$((failed + 1)); echo "not ok - $1${2:+: $2}"; }
-# step NAME CMD...: one check, its output in build/check/NAME.log.
-step() {
-	local name=$1; shift
-	if "$@" >"$logs/$name.log" 2>&1; then pass "$name"; else fail "$name" "see $logs/$name.log"; fi
-}
+. "$NOVA_TOP/scripts/judge.sh"
 
 log "setting up (build root, reference kernel): about 12 minutes on a new machine, seconds after"
 scripts/setup.sh
@@ -67,28 +61,6 @@ fi
 # is read by the kernel's own parser.
 suites=$(kunit_suites)
 kunit_py=$kdir/source/tools/testing/kunit/kunit.py
-
-# guest NAME ARGS -- CHIPS: boot a guest and judge it.
-guest() {
-	local name=$1; shift
-	local judge=()
-	while [ "$1" != "--" ]; do judge+=("$1"); shift; done
-	shift
-	log "guest run '$name' (about 20 s): $*"
-	set +e
-	scripts/guest.sh "$name" "$@" >"$logs/guest-$name.log" 2>&1
-	local qrc=$?
-	set -e
-	[ $qrc -eq 0 ] || fail "guest $name: QEMU" "exit $qrc; see $logs/guest-$name.log and $NOVA_BUILD/guest/$name/console.log"
-	local res
-	res=$(in_root python3 scripts/guest-results.py "$NOVA_BUILD/guest/$name" --kunit-py "$kunit_py" "${judge[@]}" || true)
-	echo "$res" | grep -v '^RESULTS '
-	local line
-	line=$(echo "$res" | grep '^RESULTS ' || echo "RESULTS 0 1")
-	set -- $line
-	passed=$((passed + $2))
-	failed=$((failed + $3))
-}
 
 devsuites=nova_mm_device_id,nova_mm_device_mm,nova_mm_device_vmm,nova_mm_device_bar
 # Both GPUs with their defaults: every suite, the kernel's own gpu_buddy suite too.
@@ -150,7 +122,7 @@ if dkdir=$(NOVA_MM_KERNEL=debug scripts/build-kernel.sh 2>"$logs/debug-kernel.lo
 	NOVA_MM_KERNEL=debug scripts/build-module.sh >"$logs/module-build-debug.log" 2>&1; then
 	pass "debug kernel and module built ($dkdir)"
 	cycles=${NOVA_MM_CYCLES:-20}
-	NOVA_MM_KERNEL=debug NOVA_MM_APPEND="nova_mm_cycles=$cycles" guest debug-cycles \
+	NOVA_MM_KERNEL=debug NOVA_MM_TIMEOUT=$((300 + 60 * cycles)) NOVA_MM_APPEND="nova_mm_cycles=$cycles" guest debug-cycles \
 		--suites "$suites" --probe ga102 --probe gh100 --bound 2 --debug-kernel \
 		--cycles "$cycles" --multi-load -- ga102 gh100
 	NOVA_MM_KERNEL=debug NOVA_MM_UNPLUG=0 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_unplug=1" \
