@@ -74,6 +74,11 @@ impl Drop for Listed {
         if let Some(i) = list.iter().position(|p| *p == self.0) {
             let _ = list.remove(i);
         }
+        // The list is a static, never dropped: its buffer goes with the last GPU, else every
+        // unload of the module would leak it (kmemleak on the debug kernel reports it).
+        if list.is_empty() {
+            *list = KVec::new();
+        }
     }
 }
 

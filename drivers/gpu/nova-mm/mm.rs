@@ -139,8 +139,10 @@ impl Drop for GpuMm<'_> {
         // The GPU is going away: release what is still mapped without writing to it.
         self.spaces.retire_all();
         // Whatever the order, a mapping keeps its reservation and space alive until it is gone.
-        let mut kept = self.kept.lock();
-        kept.clear();
+        // Released with the lock dropped: a mapping's release takes its space's lock, which is
+        // taken before the PRAMIN window's, which a test may hold while it keeps something.
+        let kept = core::mem::take(&mut *self.kept.lock());
+        drop(kept);
     }
 }
 

@@ -330,6 +330,8 @@ mod device_mm {
                     val
                 );
             }
+            // The window is let go first: the kept list's lock never nests inside it.
+            drop(w);
             // Kept until the GPU goes away, so nothing else overwrites the marks.
             gpu.mm
                 .kept
