@@ -15,6 +15,8 @@ t0=$(date +%s)
 # A step that stops the run (setup, the kernel build) still ends with the summary.
 finished=0
 summary_on_exit() {
+	# The debug kernel's background runs stop with the check.
+	[ -z "${debug_pid:-}" ] || kill -- -"$debug_pid" 2>/dev/null || true
 	[ "$finished" = 1 ] && return
 	echo "not ok - check stopped early (see the message above)"
 	echo "$passed passed, $((failed + 1)) failed"
@@ -61,6 +63,35 @@ fi
 # is read by the kernel's own parser.
 suites=$(kunit_suites)
 kunit_py=$kdir/source/tools/testing/kunit/kunit.py
+
+# The debug kernel (lockdep, KASAN, kmemleak, UBSAN, debug objects), in the background while
+# the rest runs: built if needed (about 15 min on a new machine), then the main device run with
+# load/unload cycles, every suite at each load (the slow unit tests at the first only), the
+# VRAM accounting the same after each, kmemleak scanned once the module is gone; then a GPU
+# hot-unplugged while workers on both GPUs map and unmap. The kernel's gpu_buddy suite is left
+# to the reference kernel (its fragmentation benchmark alone takes minutes here).
+cycles=${NOVA_MM_CYCLES:-20}
+debug_runs() {
+	set -e
+	export NOVA_MM_KERNEL=debug
+	log "building the debug kernel if needed"
+	local dk
+	dk=$(scripts/build-kernel.sh)
+	scripts/build-module.sh
+	echo "$dk" >"$logs/debug-built"
+	log "debug kernel: $cycles load/unload cycles"
+	NOVA_MM_TIMEOUT=$((300 + 60 * cycles)) NOVA_MM_APPEND="nova_mm_cycles=$cycles nova_mm_buddy_tests=0" \
+		guest_boot debug-cycles ga102 gh100
+	log "debug kernel: hot-unplug"
+	NOVA_MM_UNPLUG=0 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_unplug=1" \
+		guest_boot debug-unplug ga102 gh100
+	log "debug kernel: done"
+}
+rm -f "$logs/debug-built"
+set -m # a process group of its own, so that an early exit can stop all of it
+debug_runs >"$logs/debug-runs.log" 2>&1 &
+debug_pid=$!
+set +m
 
 devsuites=nova_mm_device_id,nova_mm_device_mm,nova_mm_device_vmm,nova_mm_device_bar
 # Both GPUs with their defaults: every suite, the kernel's own gpu_buddy suite too.
@@ -117,18 +148,17 @@ NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_linger=4" guest disconne
 # The debug kernel (lockdep, KASAN, kmemleak, UBSAN, debug objects): the main device run, then
 # load/unload cycles with every suite at each load; kmemleak scans once the module is gone.
 # Then a GPU hot-unplugged while workers on both GPUs map and unmap.
-log "building the debug kernel if needed (about 15 min on a new machine)"
-if dkdir=$(NOVA_MM_KERNEL=debug scripts/build-kernel.sh 2>"$logs/debug-kernel.log") &&
-	NOVA_MM_KERNEL=debug scripts/build-module.sh >"$logs/module-build-debug.log" 2>&1; then
-	pass "debug kernel and module built ($dkdir)"
-	cycles=${NOVA_MM_CYCLES:-20}
-	NOVA_MM_KERNEL=debug NOVA_MM_TIMEOUT=$((300 + 60 * cycles)) NOVA_MM_APPEND="nova_mm_cycles=$cycles" guest debug-cycles \
-		--suites "$suites" --probe ga102 --probe gh100 --bound 2 --debug-kernel \
-		--cycles "$cycles" --multi-load -- ga102 gh100
-	NOVA_MM_KERNEL=debug NOVA_MM_UNPLUG=0 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_unplug=1" \
-		guest debug-unplug --bound 2 --debug-kernel --unplug ga102 --multi-load -- ga102 gh100
+# The debug kernel's runs, started in the background above: judged here.
+log "waiting for the debug kernel's runs (see $logs/debug-runs.log)"
+wait "$debug_pid" || true
+debug_pid=
+if [ -f "$logs/debug-built" ]; then
+	pass "debug kernel and module built ($(cat "$logs/debug-built"))"
+	guest_judge debug-cycles --suites "${suites%,gpu_buddy}" --probe ga102 --probe gh100 --bound 2 \
+		--debug-kernel --cycles "$cycles" --multi-load
+	guest_judge debug-unplug --bound 2 --debug-kernel --unplug ga102 --multi-load
 else
-	fail "debug kernel and module" "see $logs/debug-kernel.log and $logs/module-build-debug.log"
+	fail "debug kernel and module" "see $logs/debug-runs.log"
 fi
 
 echo "check took $(($(date +%s) - t0)) s"

@@ -139,6 +139,10 @@ module! {
             default: false,
             description: "Run concurrent map/unmap/protect/BAR1 workers on every GPU from load until it goes away (rmmod or unplug)",
         },
+        quick: bool {
+            default: false,
+            description: "Skip the slow unit tests (for load/unload cycles after the first)",
+        },
         bench: bool {
             default: false,
             description: "Run the page-table benchmarks (suite nova_mm_bench) at load",

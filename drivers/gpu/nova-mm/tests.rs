@@ -39,6 +39,17 @@ pub(crate) fn skip_if_readonly() -> bool {
     false
 }
 
+/// With `nova_mm.quick=1` marks the running test skipped and returns true. The load/unload
+/// cycles set it after the first load for the slow unit tests: they test logic that no load
+/// changes, and each takes seconds on the debug kernel.
+pub(crate) fn skip_if_quick() -> bool {
+    if crate::module_parameters::quick.value() {
+        skip(c"nova_mm.quick=1: a slow unit test, run at the first load");
+        return true;
+    }
+    false
+}
+
 /// Returns the chipset codes the harness declared with `nova_mm.expect_chipsets`, in order.
 pub(crate) fn expected_chipsets() -> KVec<u32> {
     let mut v = KVec::new();

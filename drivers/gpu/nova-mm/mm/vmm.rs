@@ -1028,17 +1028,26 @@ mod tests {
 
     #[test]
     fn map_unmap_protect_v2() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         mapping_cases::<Ver2>(false)
     }
 
     #[test]
     fn map_unmap_protect_v3() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         mapping_cases::<Ver3>(true)
     }
 
     /// Turing has no 512 MiB pages: 2 MiB ones instead.
     #[test]
     fn no_huge_pages_on_turing() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         let e = env(false, false)?;
         let mem = Arc::new(
             e.vram
@@ -1080,6 +1089,9 @@ mod tests {
     /// or write behind; the same map then succeeds.
     #[test]
     fn prepare_failure_rolls_back() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         for v3 in [false, true] {
             let e = env(v3, true)?;
             let mem = Arc::new(
@@ -1120,6 +1132,9 @@ mod tests {
     /// A sparse reservation whose table allocation fails leaves no range, table or write behind.
     #[test]
     fn sparse_reserve_failure_rolls_back() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         let e = env(true, true)?;
         let size = SZ_512M + 3 * SZ_2M + 3 * SZ_4K;
         let w0 = e.mem.writes.load(Relaxed);
@@ -1152,6 +1167,9 @@ mod tests {
     /// to unmapped when released.
     #[test]
     fn sparse() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         let e = env(true, true)?;
         let pdb = e.vmm.pdb();
         let mem = Arc::new(
@@ -1240,6 +1258,9 @@ mod tests {
     /// A map that spans several buddy blocks becomes one contiguous virtual range.
     #[test]
     fn several_blocks() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         let e = env(false, true)?;
         // Data from a 2 MiB window of the VRAM, fragmented so that 1 MiB comes in 16 blocks.
         let win = Placement::Within(GIB..GIB + 2 * MIB);
@@ -1286,6 +1307,9 @@ mod tests {
     /// memory is still released.
     #[test]
     fn dead_device() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         let e = env(false, true)?;
         let mem = Arc::new(e.vram.alloc(&AllocRequest::new(8192))?, GFP_KERNEL)?;
         let res = e.vmm.reserve(MIB, MIB, None, false)?;

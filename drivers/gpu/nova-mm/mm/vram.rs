@@ -602,6 +602,9 @@ mod tests {
     /// the free space succeeds.
     #[test]
     fn fragmentation() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         const N: usize = 4096;
         let size = 24 * GIB; // The GA102 model's VRAM.
         let vram = Vram::new(0..size)?;
@@ -688,6 +691,9 @@ mod tests {
     /// contiguous allocation of almost all of it succeeds, and the tracker stays consistent.
     #[test]
     fn mixed_churn_then_big() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         const N: usize = 4096;
         let size = GIB;
         let vram = Vram::new(0..size)?;
