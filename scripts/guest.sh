@@ -16,6 +16,7 @@
 #           instead of the scripted run, QEMU's gdb stub on tcp::1234.
 #           NOVA_MM_PORTS=1: each GPU behind a PCIe root port with native hotplug
 #           (QEMU device ids gpu0, gpu1, ... in the order given; QMP on NAME/qmp.sock).
+#           NOVA_MM_NO_POSTED=1: QEMU waits for every BAR write's reply (x-no-posted-writes).
 #           NOVA_MM_UNPLUG=K (implies NOVA_MM_PORTS=1): when the guest prints
 #           NOVA-UNPLUG-READY, remove gpuK with QMP device_del (log: NAME/qmp.log).
 # Exit status: QEMU's (0 when the guest powered off).
@@ -52,6 +53,8 @@ cleanup() {
 trap cleanup EXIT
 
 ports=${NOVA_MM_PORTS:-0}
+props='"x-msg-timeout":30000'
+[ "${NOVA_MM_NO_POSTED:-0}" = 1 ] && props="$props,\"x-no-posted-writes\":true"
 [ -z "${NOVA_MM_UNPLUG:-}" ] || ports=1
 devs=()
 expect=0
@@ -87,9 +90,9 @@ for spec in "$@"; do
 	# of CPU on a loaded 2-core machine is not taken for a dead one.
 	if [ "$ports" = 1 ]; then
 		devs+=(-device "pcie-root-port,id=rp$n,chassis=$((n + 1)),slot=$((n + 1)),bus=pcie.0,addr=$(printf '%02x' $slot).0"
-			-device "{\"driver\":\"vfio-user-pci\",\"id\":\"gpu$n\",\"bus\":\"rp$n\",\"addr\":\"00.0\",\"x-msg-timeout\":30000,\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
+			-device "{\"driver\":\"vfio-user-pci\",\"id\":\"gpu$n\",\"bus\":\"rp$n\",\"addr\":\"00.0\",$props,\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
 	else
-		devs+=(-device "{\"driver\":\"vfio-user-pci\",\"id\":\"gpu$n\",\"addr\":\"$(printf '%02x' $slot).0\",\"x-msg-timeout\":30000,\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
+		devs+=(-device "{\"driver\":\"vfio-user-pci\",\"id\":\"gpu$n\",\"addr\":\"$(printf '%02x' $slot).0\",$props,\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}")
 	fi
 	slot=$((slot + 1))
 	expect=$((expect | ($(code "$chip") << shift_bits)))

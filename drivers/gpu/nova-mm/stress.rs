@@ -131,11 +131,15 @@ impl WorkGroup {
         self.stop.load(Relaxed)
     }
 
-    /// Runs `f` as a work item on the unbound system workqueue.
+    /// Runs `f` as a work item on the kernel's unbound workqueue for long-running work.
     fn spawn(self: &Arc<Self>, f: impl FnOnce(&WorkGroup) + Send + 'static) -> Result {
         *self.running.lock() += 1;
         let me = self.clone();
-        let r = workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+        // SAFETY: `system_dfl_long_wq` is a C global, set up at boot and never freed. It is the
+        // unbound queue for long-running work (`system_unbound_wq` is deprecated in 7.3, and
+        // the kernel crate has no accessor for its replacement yet).
+        let queue = unsafe { workqueue::Queue::from_raw(kernel::bindings::system_dfl_long_wq) };
+        let r = queue.try_spawn(GFP_KERNEL, move || {
             f(&me);
             me.stats.finished.fetch_add(1, Relaxed);
             let mut n = me.running.lock();
