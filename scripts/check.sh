@@ -147,9 +147,6 @@ NOVA_MM_NO_POSTED=1 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_ling
 	--grep 'NOVA-STRESS 0x180 ops=[1-9][0-9]* .* errors=0 ' -- \
 	ga102:fault=disconnect-after=20000 gh100
 
-# The debug kernel (lockdep, KASAN, kmemleak, UBSAN, debug objects): the main device run, then
-# load/unload cycles with every suite at each load; kmemleak scans once the module is gone.
-# Then a GPU hot-unplugged while workers on both GPUs map and unmap.
 # The debug kernel's runs, started in the background above: judged here.
 log "waiting for the debug kernel's runs (see $logs/debug-runs.log)"
 wait "$debug_pid" || true

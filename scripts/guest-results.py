@@ -388,8 +388,8 @@ def check_unplug(t, run, lines, text, chip):
             qmp = f.read()
     except OSError:
         qmp = ""
-    t.check("DEVICE_DELETED" in qmp, f"unplug {chip}: QEMU removed the device (DEVICE_DELETED)",
-            qmp[-300:])
+    t.check('"event": "DEVICE_DELETED"' in qmp,
+            f"unplug {chip}: QEMU removed the device (DEVICE_DELETED)", qmp[-300:])
     m = re.search(r"NOVA-UNPLUGGED after=(\d+)s left=(.*) bound=(\d+)", text)
     t.check(m is not None, f"unplug {chip}: the guest saw the GPU go")
     code = CODES[chip]
@@ -476,7 +476,27 @@ def main():
             lines += [l.rstrip("\r\n") for l in f]
     text = "\n".join(lines)
 
-    crashes = [l for l in lines if CRASH.search(l)]
+    # One lockdep report the kernel's own PCIe hotplug driver gives on every hot-unplug in 7.3
+    # (pciehp_unconfigure_device takes reset_lock under pci_rescan_remove_lock, and the other
+    # way elsewhere): not nova-mm's, so it is shown, not failed, when it names nothing of
+    # nova-mm. Any other report, or this one with a nova_mm frame, fails as a crash.
+    known = set()
+    i = 0
+    while i < len(lines):
+        if "WARNING: possible circular locking dependency detected" in lines[i]:
+            j = i
+            while j < len(lines) and "</TASK>" not in lines[j] and j - i < 400:
+                j += 1
+            block = lines[i:j + 1]
+            text_b = "\n".join(block)
+            if ("pciehp_unconfigure_device" in text_b and "pci_rescan_remove_lock" in text_b
+                    and "reset_lock" in text_b and "nova_mm" not in text_b):
+                known.update(range(i, j + 1))
+                print("known kernel report (pciehp's own lock order, no nova_mm frame): "
+                      + lines[i].strip())
+            i = j
+        i += 1
+    crashes = [l for k, l in enumerate(lines) if CRASH.search(l) and k not in known]
     t.check(not crashes, "guest: no panic, oops, BUG or WARNING", "; ".join(crashes[:5]))
     t.check("NOVA-DONE" in text, "guest: ran to the end and powered off")
 

@@ -106,6 +106,9 @@ bzimage=$kdir/arch/x86/boot/bzImage
 qemu=(qemu-system-x86_64 -machine q35,accel=$accel,memory-backend=mem0
 	-object memory-backend-memfd,id=mem0,size=512M,share=on -m 512M -smp 2 -cpu max
 	-kernel "$bzimage" -initrd "$img" -no-reboot -net none -display none)
+# Behind root ports, hotplug is native PCIe (pciehp in the guest): QEMU's q35 otherwise keeps
+# it in ACPI and tells the guest so in _OSC.
+[ "$ports" = 1 ] && qemu+=(-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off)
 qmp=$out/qmp.sock
 [ ${#qmp} -lt 100 ] || die "socket path too long for a Unix socket: $qmp"
 qemu+=(-qmp "unix:$qmp,server=on,wait=off")
