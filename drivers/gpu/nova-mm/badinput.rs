@@ -1363,7 +1363,7 @@ mod device_badinput {
     /// Every case of [`CASES`] on every bound GPU.
     #[test]
     fn refuses_bad_input() -> Result {
-        if skip_if_readonly() {
+        if skip_if_readonly() || crate::tests::skip_if_quick() {
             return Ok(());
         }
         if crate::module_parameters::expect_tlb_hang.value() {

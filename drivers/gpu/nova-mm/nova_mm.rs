@@ -141,7 +141,7 @@ module! {
         },
         quick: bool {
             default: false,
-            description: "Skip the slow unit tests (for load/unload cycles after the first)",
+            description: "Skip the tests that take seconds on a debug kernel (for load/unload cycles after the first)",
         },
         bench: bool {
             default: false,

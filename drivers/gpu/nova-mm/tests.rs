@@ -40,8 +40,8 @@ pub(crate) fn skip_if_readonly() -> bool {
 }
 
 /// With `nova_mm.quick=1` marks the running test skipped and returns true. The load/unload
-/// cycles set it after the first load for the slow unit tests: they test logic that no load
-/// changes, and each takes seconds on the debug kernel.
+/// cycles set it after the first load for the tests that take seconds on the debug kernel:
+/// the slow unit tests (logic no load changes), the bad-input table and the zero-fill test.
 pub(crate) fn skip_if_quick() -> bool {
     if crate::module_parameters::quick.value() {
         skip(c"nova_mm.quick=1: a slow unit test, run at the first load");
@@ -356,6 +356,9 @@ mod device_mm {
     /// reads as the model's poison) or came from memory the driver knew to be zero.
     #[test]
     fn zeroed_allocations() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         on_each_gpu(|gpu| {
             let mm = &gpu.mm;
             let check = |a: &crate::mm::vram::VramAllocation| -> Result {
