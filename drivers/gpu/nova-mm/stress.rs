@@ -309,7 +309,9 @@ fn bar1_round(gpu: &NovaMm<'static>, rng: &mut Rng, st: &StressStats) -> Result 
     st.maps.fetch_add(1, Relaxed);
     let pa = mem.start();
     let tag = rng.next();
-    let offs = [0, size - 8, (rng.below(size / 8)) * 8];
+    // Three distinct quadwords: the first, the last and one strictly between them (the same
+    // one twice would read back this round's own PRAMIN write).
+    let offs = [0, size - 8, (1 + rng.below(size / 8 - 2)) * 8];
     for &off in offs.iter() {
         m.write64(off, tag ^ off)?;
     }
