@@ -111,6 +111,11 @@ NOVA_MM_APPEND="nova_mm.expect_bar1_faults=1" guest bar1 --suites "$devsuites" \
 NOVA_MM_APPEND="nova_mm.readonly=1" guest readonly --suites "$devsuites" --probe ga102 --probe gh100 \
 	--bound 2 --no-writes --unbound ga102 --unbound gh100 --grep 'read-only mode \(nova_mm.readonly=1\)' \
 	-- ga102 gh100
+# A read-only reload after a normal load: rmmod, insmod readonly=1; the same judging as above
+# for what follows the reload, against each model's counters snapshotted between the loads.
+NOVA_MM_SNAPSHOT=NOVA-RELOAD-READY NOVA_MM_APPEND="nova_mm_readonly_reload=1" guest readonly-reload \
+	--suites "$devsuites" --probe ga102 --probe gh100 --bound 2 --multi-load --readonly-reload \
+	-- ga102 gh100
 # Invalidates that never complete: the driver must return ETIMEDOUT within its bound.
 NOVA_MM_APPEND="nova_mm.expect_tlb_hang=1" guest tlb-hang --suites "$devsuites" --probe ga102 --bound 1 \
 	--grep 'TLB invalidate of PDB 0x[0-9a-f]+ did not complete' -- ga102:--fault=invalidate-hang
@@ -127,6 +132,39 @@ guest boot --suites "$devsuites" --bound 0 \
 guest gone --suites "$devsuites" --bound 0 \
 	--grep 'NV_PMC_BOOT_42 = 0xffffffff' -- ga102:--fault=device-gone
 
+
+# The README's front door, as a new user meets it: `make run` and `make bench` in a fresh copy
+# of this tree (no build/ folder; the cache shared), each judged on what the README promises.
+fresh=$(mktemp -d /tmp/nova-mm-fresh.XXXXXX)
+(cd "$NOVA_TOP" && git ls-files -z --cached --others --exclude-standard |
+	tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$fresh"
+log "fresh copy of the tree in $fresh: make run"
+set +e
+(cd "$fresh" && env -u CHIPS make run) >"$logs/fresh-make-run.log" 2>&1
+rc=$?
+set -e
+fresh_run() {
+	local l=$logs/fresh-make-run.log
+	[ "$rc" = 0 ] || { echo "make run exited $rc"; return 1; }
+	grep -q 'NVIDIA GA102 (Ampere), MMU v2' "$l" || { echo "no GA102 with MMU v2"; return 1; }
+	grep -q 'NVIDIA GH100 (Hopper), MMU v3' "$l" || { echo "no GH100 with MMU v3"; return 1; }
+	[ "$(grep -c 'BAR1: .* bound to instance block' "$l")" = 2 ] || { echo "BAR1 not bound on both"; return 1; }
+	grep -qE '^tests: [1-9][0-9]* passed, 0 failed' "$l" || { echo "no clean tests line"; return 1; }
+	grep -q '^KUnit suites:' "$l" || { echo "no KUnit summary"; return 1; }
+}
+if out=$(fresh_run); then pass "fresh copy: make run"; else fail "fresh copy: make run" "$out; see $logs/fresh-make-run.log"; fi
+log "fresh copy: make bench (GA102 only)"
+set +e
+(cd "$fresh" && CHIPS=ga102 make bench) >"$logs/fresh-make-bench.log" 2>&1
+rc=$?
+set -e
+if [ "$rc" = 0 ] && grep -q '^bench=.*model=agrees' "$logs/fresh-make-bench.log" &&
+	! grep -q 'model=DISAGREES' "$logs/fresh-make-bench.log"; then
+	pass "fresh copy: make bench"
+else
+	fail "fresh copy: make bench" "exit $rc; see $logs/fresh-make-bench.log"
+fi
+rm -rf "$fresh"
 
 # Reliability on the reference kernel. Hostile devices: five models that draw new firmware
 # registers (FB size, VGA workspace, WPR2, flapping BOOT and GFW registers, flaky invalidates,

@@ -412,6 +412,60 @@ def check_unplug(t, run, lines, text, chip):
             "unplug: the other GPUs' workers ended at rmmod without error", str(others))
 
 
+def check_readonly_reload(t, run, lines, text):
+    """After a normal load, rmmod and insmod with readonly=1: the reload loaded and bound every
+    GPU, each was identified and laid out and said it is read-only, and no model saw a write,
+    window move, invalidate or bind after the snapshot the host took between the two loads."""
+    m = re.search(r"NOVA-RELOAD rc=(-?\d+) bound=(\d+) ktap_failures=(\d+)", text)
+    t.check(m is not None and m.group(1) == "0",
+            "readonly reload: insmod readonly=1 after rmmod loaded", m.group(0) if m else "no line")
+    devs = devices(run)
+    if m:
+        t.check(int(m.group(2)) == len(devs) and m.group(3) == "0",
+                f"readonly reload: bound {len(devs)} GPU(s), every suite passed or skipped",
+                m.group(0))
+    # The kernel's lines of the reload: after its NOVA-LOAD (the module prints one at each load).
+    starts = [i for i, l in enumerate(lines) if "NOVA-LOAD" in l]
+    t.check(len(starts) >= 2, "readonly reload: the module was loaded twice", f"{len(starts)} loads")
+    after = "\n".join(lines[starts[-1]:]) if len(starts) >= 2 else ""
+    finals = {}
+    for line in lines[:starts[-1]] if starts else []:
+        f = re.search(r"NOVA-BAR0-FINAL dev=(\S+) mmio_reads=(\d+) mmio_writes=(\d+)", line)
+        if f:
+            r, w = finals.get(f.group(1), (0, 0))
+            finals[f.group(1)] = (r + int(f.group(2)), w + int(f.group(3)))
+    for addr, chip in sorted(devs.items()):
+        name, arch, mmu = ARCH[chip]
+        for what, pat in (("identified", rf"nova_mm {addr}: NVIDIA {name} \({arch}\), MMU v{mmu}"),
+                          ("laid out", rf"nova_mm {addr}: VRAM \d+ MiB, usable"),
+                          ("read-only line", rf"nova_mm {addr}: read-only mode \(nova_mm.readonly=1\)")):
+            t.check(re.search(pat, after) is not None, f"readonly reload {chip}: {what} after the reload")
+        try:
+            with open(os.path.join(run, f"{chip}.snapshot.json")) as f:
+                snap = json.load(f).get("counters", {})
+            with open(os.path.join(run, f"{chip}.report.json")) as f:
+                fin = json.load(f).get("counters", {})
+        except (OSError, ValueError) as e:
+            t.check(False, f"readonly reload {chip}: snapshot and report", str(e))
+            continue
+
+        def tot(c, k):
+            v = c.get(k)
+            return v.get("total") if isinstance(v, dict) else v
+        keys = ("bar0_writes", "bar1_writes", "window_moves", "bar1_binds", "invalidates")
+        diff = {k: (tot(fin, k) or 0) - (tot(snap, k) or 0) for k in keys}
+        t.check(all(v == 0 for v in diff.values()),
+                f"readonly reload {chip}: nothing written after the reload", str(diff))
+        # The snapshot fell between the loads: it holds exactly the first load's reads (its
+        # NOVA-BAR0-FINAL), and the read-only probe read more after it.
+        first = finals.get(addr, (None, None))[0]
+        t.check(first is not None and tot(snap, "bar0_reads") == first
+                and (tot(fin, "bar0_reads") or 0) > first,
+                f"readonly reload {chip}: the snapshot was taken between the loads",
+                f"snapshot reads {tot(snap, 'bar0_reads')}, first load's {first}, "
+                f"final {tot(fin, 'bar0_reads')}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -454,6 +508,9 @@ def main():
     ap.add_argument("--lost", action="append", default=[],
                     help="a chip whose model's connection was cut on purpose: its counts are "
                          "not compared (the driver goes on counting accesses that fail)")
+    ap.add_argument("--readonly-reload", action="store_true",
+                    help="the guest reloaded the module with readonly=1 after a normal load: "
+                         "judge the reload against the models' snapshots taken between")
     a = ap.parse_args()
     t = Tally(a.quiet)
     if a.selftest_truncated:
@@ -574,6 +631,8 @@ def main():
         check_hostile(t, a.run, lines, a.hostile)
     if a.unplug:
         check_unplug(t, a.run, lines, text, a.unplug)
+    if a.readonly_reload:
+        check_readonly_reload(t, a.run, lines, text)
     if a.multi_load:
         check_final_sums(t, a.run, lines, a.lost)
         print(f"RESULTS {t.passed} {t.failed}")

@@ -17,6 +17,8 @@
 #           NOVA_MM_PORTS=1: each GPU behind a PCIe root port with native hotplug
 #           (QEMU device ids gpu0, gpu1, ... in the order given; QMP on NAME/qmp.sock).
 #           NOVA_MM_NO_POSTED=1: QEMU waits for every BAR write's reply (x-no-posted-writes).
+#           NOVA_MM_SNAPSHOT=MARKER: when the guest prints MARKER, every model writes its
+#           report so far to NAME/CHIP.snapshot.json.
 #           NOVA_MM_UNPLUG=K (implies NOVA_MM_PORTS=1): when the guest prints
 #           NOVA-UNPLUG-READY, remove gpuK with QMP device_del (log: NAME/qmp.log).
 # Exit status: QEMU's (0 when the guest powered off).
@@ -147,6 +149,27 @@ try:
 except Exception as e:
     print("no DEVICE_DELETED:", e)
 PY
+	) &
+	pids+=($!)
+fi
+if [ -n "${NOVA_MM_SNAPSHOT:-}" ]; then
+	# When the guest prints the marker NOVA_MM_SNAPSHOT names, each model writes its report
+	# as it stands to NAME/CHIP.snapshot.json (control socket command `report FILE`).
+	(
+		for _ in $(seq 3000); do
+			grep -q "$NOVA_MM_SNAPSHOT" "$out/guest.out" 2>/dev/null && break
+			sleep 0.1
+		done
+		for spec in "$@"; do
+			chip=${spec%%:*}
+			in_root python3 - "$out/$chip.ctl" "$out/$chip.snapshot.json" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(f"report {sys.argv[2]}\n".encode())
+print(s.makefile().readline().strip())
+PY
+		done >"$out/snapshot.log" 2>&1
 	) &
 	pids+=($!)
 fi

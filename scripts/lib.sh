@@ -4,8 +4,10 @@
 NOVA_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Expensive, reusable pieces live outside the clone; override with NOVA_MM_CACHE.
 NOVA_CACHE=${NOVA_MM_CACHE:-$HOME/.cache/nova-mm}
-# Per-clone outputs (module build copies, initramfs, sockets, logs).
+# Per-clone outputs (module build copies, initramfs, sockets, logs). Created here, once, so
+# that every entry point works from a fresh clone.
 NOVA_BUILD=$NOVA_TOP/build
+mkdir -p "$NOVA_BUILD"
 DEBIAN_MIRROR=${NOVA_MM_MIRROR:-http://deb.debian.org/debian}
 
 # Packages of the build root (trixie), and those taken from trixie-backports.
