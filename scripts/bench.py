@@ -60,7 +60,10 @@ def tables_of(mmu, va, size, page):
 def minimum(b, delay):
     """The theoretical minimum of MMIO operations of one scenario."""
     mmu, va, size, page = b["mmu"], b["va"], b["size"], b["page"]
-    inv = 3 + (delay + 1)  # three register writes, the polls the device needs
+    # Per operation: the flush read after its last PRAMIN write (HARDWARE.md §9 rule 1: RM
+    # kbusFlush_GM107, "Must call kbusFlush BEFORE any calls to busInvalidate"), then the
+    # invalidate's three register writes and the polls the device needs.
+    inv = 1 + 3 + (delay + 1)
     root, tabs = tables_of(mmu, va, size, page)
     leaves = size // page
     moves = max(1, -(-(len(tabs) + 1) * 4096 // MIB))

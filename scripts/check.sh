@@ -59,6 +59,22 @@ else
 	exit 1
 fi
 
+# Register conformance: every register offset and field of the driver's and the model's tables
+# against NVIDIA's headers: nouveau's copies in the kernel tree, and open-gpu-kernel-modules'
+# published ones where present (NOVA_MM_NVIDIA_REF, else ../shared/ref/ogkm-published beside
+# the clone); a header in neither place is skipped with a line saying so.
+ref=${NOVA_MM_NVIDIA_REF:-$NOVA_TOP/../shared/ref/ogkm-published}
+rm -rf "$NOVA_BUILD/nvidia-ref"
+if [ -d "$ref" ]; then
+	cp -r "$ref" "$NOVA_BUILD/nvidia-ref"
+else
+	log "no open-gpu-kernel-modules headers at $ref (set NOVA_MM_NVIDIA_REF): compared with nouveau's copies only"
+fi
+step conformance in_root python3 scripts/conformance.py \
+	--nouveau "$kdir/source/drivers/gpu/drm/nouveau/include/nvhw/ref" --ogkm "$NOVA_BUILD/nvidia-ref" \
+	--side driver=drivers/gpu/nova-mm --side model=tools/gpu-model/src
+grep -E '^(conformance|skipped)' "$logs/conformance.log" || true
+
 # Every KUnit suite of the module, found in its source, and the kernel's own; each suite's KTAP
 # is read by the kernel's own parser.
 suites=$(kunit_suites)

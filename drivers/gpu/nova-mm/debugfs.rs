@@ -157,6 +157,7 @@ fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "mmio_writes: {}", d.mmio.writes.load(Relaxed))?;
     writeln!(f, "pramin_reads: {}", p.reads.load(Relaxed))?;
     writeln!(f, "pramin_writes: {}", p.writes.load(Relaxed))?;
+    writeln!(f, "pramin_flushes: {}", p.flushes.load(Relaxed))?;
     writeln!(f, "window_moves: {}", p.window_moves.load(Relaxed))?;
     writeln!(f, "pramin_refused: {}", p.refused.load(Relaxed))?;
     writeln!(f, "tlb_invalidates: {}", t.invalidates.load(Relaxed))?;

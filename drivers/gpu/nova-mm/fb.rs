@@ -45,7 +45,10 @@ use kernel::{
 
 use crate::{
     bar::Bar0,
-    gpu::Chipset, //
+    gpu::{
+        Architecture,
+        Chipset, //
+    },
 };
 
 mod hal;
@@ -106,12 +109,7 @@ impl FwParams {
             None
         };
 
-        let wpr2_end = bar.read(regs::NV_PFB_PRI_MMU_WPR2_ADDR_HI).upper_bound();
-        let wpr2 = if wpr2_end == 0 {
-            None
-        } else {
-            Some(bar.read(regs::NV_PFB_PRI_MMU_WPR2_ADDR_LO).lower_bound()..wpr2_end)
-        };
+        let wpr2 = read_wpr2(bar, chipset);
 
         Ok(Self {
             fb_size: hal.vidmem_size(bar),
@@ -120,6 +118,62 @@ impl FwParams {
             wpr2,
         })
     }
+}
+
+/// Reads the live WPR2 range, `None` when it is not set or cannot be decoded.
+///
+/// Turing to Hopper: `NV_PFB_PRI_MMU_WPR2_ADDR_LO/HI` (0x1fa824/8, `hopper/gh100/dev_fb.h`).
+/// Blackwell: RM r595 reads the HUBMMU copy (0x88a824/8, `kgspIsWpr2Up_GB100`), RM r590 and
+/// earlier read 0x1fa824/8 on Blackwell too, and which of the two decodes on GB20x is not public.
+/// So on Blackwell the HUBMMU copy is read first and the legacy one only when the first answers
+/// with a PRI error; a location that answers with a PRI error is not decodable, never "set".
+/// When neither decodes, WPR2 is taken as not set and a warning says so (the firmware regions at
+/// the top of VRAM are reserved by the computed layout either way).
+fn read_wpr2(bar: &Bar0<'_>, chipset: Chipset) -> Option<Range<u64>> {
+    let decode = |lo: u32, lo_bound: u64, hi: u32, hi_bound: u64| {
+        if regs::is_pri_error(hi) || regs::is_pri_error(lo) {
+            None
+        } else if hi_bound == 0 {
+            Some(None)
+        } else {
+            Some(Some(lo_bound..hi_bound))
+        }
+    };
+    let legacy = || {
+        let hi = bar.read(regs::NV_PFB_PRI_MMU_WPR2_ADDR_HI);
+        if hi.upper_bound() == 0 {
+            // Not set: LO says nothing more (one read saved on every probe).
+            return if regs::is_pri_error(hi.into_raw()) {
+                None
+            } else {
+                Some(None)
+            };
+        }
+        let lo = bar.read(regs::NV_PFB_PRI_MMU_WPR2_ADDR_LO);
+        decode(lo.into_raw(), lo.lower_bound(), hi.into_raw(), hi.upper_bound())
+    };
+    let found = match chipset.arch() {
+        Architecture::BlackwellGB10x | Architecture::BlackwellGB20x => {
+            let hi = bar.read(regs::NV_HUBMMU_PRI_MMU_WPR2_ADDR_HI);
+            let hub = if regs::is_pri_error(hi.into_raw()) {
+                None
+            } else if hi.upper_bound() == 0 {
+                Some(None)
+            } else {
+                let lo = bar.read(regs::NV_HUBMMU_PRI_MMU_WPR2_ADDR_LO);
+                decode(lo.into_raw(), lo.lower_bound(), hi.into_raw(), hi.upper_bound())
+            };
+            hub.or_else(legacy)
+        }
+        _ => legacy(),
+    };
+    found.unwrap_or_else(|| {
+        pr_warn!(
+            "{}: the WPR2 registers answer with a PRI error: WPR2 taken as not set\n",
+            chipset.name()
+        );
+        None
+    })
 }
 
 /// A named range of VRAM.

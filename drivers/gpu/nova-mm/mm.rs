@@ -39,6 +39,7 @@ use pramin::{
 };
 use ptpool::PtPool;
 use tlb::{
+    Change,
     Scope,
     Tlb, //
 };
@@ -68,11 +69,16 @@ pub(crate) struct GpuHw<'a> {
 impl PtHw for GpuHw<'_> {
     fn with_writer(&self, f: &mut dyn FnMut(&mut dyn EntryWriter) -> Result) -> Result {
         let mut access = self.pramin.access(&self.bar);
-        f(&mut access)
+        let res = f(&mut access);
+        // The one flush read of the operation, after its last write and before its invalidate
+        // (HARDWARE.md §9 rule 1; `kbusFlush_GM107`). Also after a failed write: what was
+        // written is undone by a later operation, which must see it land first.
+        let flushed = access.flush();
+        res.and(flushed)
     }
 
-    fn invalidate(&self, pdb: u64) -> Result {
-        self.tlb.invalidate(&self.bar, pdb, self.scope)
+    fn invalidate(&self, pdb: u64, change: Change) -> Result {
+        self.tlb.invalidate_after(&self.bar, pdb, self.scope, change)
     }
 }
 
@@ -158,7 +164,7 @@ impl<'a> GpuMm<'a> {
             Pramin::new(spec.chipset.arch(), &[usable.clone()]),
             GFP_KERNEL,
         )?;
-        let tlb = Arc::pin_init(Tlb::new(), GFP_KERNEL)?;
+        let tlb = Arc::pin_init(Tlb::new(spec.chipset.arch()), GFP_KERNEL)?;
         let pool = PtPool::new(vram.clone())?;
         let hw = |scope| {
             Arc::new(

@@ -10,7 +10,7 @@ use kernel::io::register;
 // PMC
 
 register! {
-    /// Basic revision information about the GPU (`NV_PMC_BOOT_0`).
+    /// Basic revision information about the GPU (`NV_PMC_BOOT_0`, `nv_ref.h`).
     pub(crate) NV_PMC_BOOT_0(u32) @ 0x00000000 {
         /// Lower bits of the architecture.
         28:24   architecture_0;
@@ -24,7 +24,8 @@ register! {
         3:0     minor_revision;
     }
 
-    /// Extended architecture information (`NV_PMC_BOOT_42`), the identity of Turing and later.
+    /// Extended architecture information (`NV_PMC_BOOT_42`, `nv_ref.h`), the identity of Turing
+    /// and later.
     pub(crate) NV_PMC_BOOT_42(u32) @ 0x00000a00 {
         /// Architecture value.
         29:24   architecture;

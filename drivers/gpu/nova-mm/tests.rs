@@ -567,6 +567,7 @@ mod device_vmm {
         pramin_writes: u64,
         invalidates: u64,
         polls: u64,
+        flushes: u64,
     }
 
     fn counts(mm: &GpuMm<'_>) -> Counts {
@@ -577,16 +578,18 @@ mod device_vmm {
             pramin_writes: mm.pramin.stats.writes.load(Relaxed),
             invalidates: mm.tlb.stats.invalidates.load(Relaxed),
             polls: mm.tlb.stats.reads.load(Relaxed),
+            flushes: mm.pramin.stats.flushes.load(Relaxed),
         }
     }
 
     /// Checks that what happened since `c0` was one operation: exactly one invalidate, and no
-    /// MMIO read but that invalidate's completion polls.
+    /// MMIO read but the one flush read before it (a PRAMIN read) and its completion polls.
     fn one_op(mm: &GpuMm<'_>, c0: Counts) -> Result<Counts> {
         let c = counts(mm);
         ensure_eq!(c.invalidates - c0.invalidates, 1);
-        ensure_eq!(c.pramin_reads, c0.pramin_reads);
-        ensure_eq!(c.mmio_reads - c0.mmio_reads, c.polls - c0.polls);
+        ensure_eq!(c.pramin_reads - c0.pramin_reads, 1);
+        ensure_eq!(c.flushes - c0.flushes, 1);
+        ensure_eq!(c.mmio_reads - c0.mmio_reads, 1 + c.polls - c0.polls);
         Ok(c)
     }
 

@@ -16,7 +16,8 @@ use kernel::{
 // PGC6 (always-on secure scratch registers written by the boot firmware).
 
 register! {
-    /// Privilege level mask of `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05`.
+    /// Privilege level mask of `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05`
+    /// (`NV_PGC6_AON_SECURE_SCRATCH_GROUP_05_PRIV_LEVEL_MASK`, `ampere/ga102/dev_gc6_island.h`).
     ///
     /// FWSEC lowers the read protection of `GROUP_05` once it is done with it; until then the CPU
     /// cannot read the GFW boot progress.
@@ -25,16 +26,18 @@ register! {
         0:0     read_protection_level0 => bool;
     }
 
-    /// First register of `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05`, used as GFW boot progress.
+    /// First register of `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05`, used as GFW boot progress
+    /// (`NV_PGC6_AON_SECURE_SCRATCH_GROUP_05_0_GFW_BOOT`, `ampere/ga102/dev_gc6_island_addendum.h`).
     pub(super) NV_PGC6_AON_SECURE_SCRATCH_GROUP_05_0_GFW_BOOT(u32) @ 0x00118234 {
         /// Progress of the GFW (devinit and FWSEC) boot; `0xff` means completed.
         7:0     progress;
     }
 
-    /// `NV_PGC6_AON_SECURE_SCRATCH_GROUP_42`, used by the boot firmware of GA102 and later as the
-    /// usable VRAM size (`NV_USABLE_FB_SIZE_IN_MB`).
+    /// `NV_USABLE_FB_SIZE_IN_MB` (`ampere/ga102/dev_gc6_island_addendum.h`), an alias of
+    /// `NV_PGC6_AON_SECURE_SCRATCH_GROUP_42`: the boot firmware of GA102 and later leaves the
+    /// usable VRAM size there.
     pub(super) NV_USABLE_FB_SIZE_IN_MB(u32) @ 0x001183a4 {
-        /// Usable VRAM size, in MiB.
+        /// Usable VRAM size, in MiB (the whole register: no NVIDIA define).
         31:0    value;
     }
 }
@@ -57,7 +60,8 @@ impl NV_USABLE_FB_SIZE_IN_MB {
 // PDISP
 
 register! {
-    /// Where the VBIOS keeps its VGA workspace, at the end of VRAM (`NV_PDISP_VGA_WORKSPACE_BASE`).
+    /// Where the VBIOS keeps its VGA workspace, at the end of VRAM (`NV_PDISP_VGA_WORKSPACE_BASE`;
+    /// no published header: nova-core `fb/regs.rs`, open-gpu-doc `dev_disp`).
     ///
     /// Only meaningful on chips with a display engine.
     pub(super) NV_PDISP_VGA_WORKSPACE_BASE(u32) @ 0x00625f04 {
@@ -80,7 +84,8 @@ impl NV_PDISP_VGA_WORKSPACE_BASE {
 // PFB
 
 register! {
-    /// Size of local video memory on Turing and GA100 (`NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE`).
+    /// Size of local video memory on Turing and GA100 (`NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE`; no
+    /// published header at this offset: open-gpu-doc `turing/tu104/dev_fb.ref.txt`, nova-core).
     pub(super) NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE(u32) @ 0x00100ce0 {
         /// Set when ECC is enabled; one sixteenth of VRAM then holds the check bits.
         30:30   ecc_mode_enabled => bool;
@@ -90,17 +95,42 @@ register! {
         3:0     lower_scale;
     }
 
-    /// Lower bound of the write-protected region 2 (`NV_PFB_PRI_MMU_WPR2_ADDR_LO`).
+    /// Lower bound of the write-protected region 2 (`NV_PFB_PRI_MMU_WPR2_ADDR_LO`,
+    /// `hopper/gh100/dev_fb.h`).
     pub(super) NV_PFB_PRI_MMU_WPR2_ADDR_LO(u32) @ 0x001fa824 {
         /// Bits 39:12 of the lower (inclusive) bound of WPR2.
-        31:4    lo_val;
+        31:4    val;
     }
 
-    /// Upper bound of the write-protected region 2 (`NV_PFB_PRI_MMU_WPR2_ADDR_HI`).
+    /// Upper bound of the write-protected region 2 (`NV_PFB_PRI_MMU_WPR2_ADDR_HI`,
+    /// `hopper/gh100/dev_fb.h`).
     pub(super) NV_PFB_PRI_MMU_WPR2_ADDR_HI(u32) @ 0x001fa828 {
         /// Bits 39:12 of the upper (exclusive) bound of WPR2; zero when WPR2 is not set.
-        31:4    hi_val;
+        31:4    val;
     }
+}
+
+register! {
+    /// Lower bound of WPR2 on Blackwell, in the HUBMMU (`NV_HUBMMU_PRI_MMU_WPR2_ADDR_LO`, 0xa824 in
+    /// `blackwell/gb100/dev_hubmmu_base.h`, at `NV_HUBMMU0_PRI_BASE` 0x880000 of `hwproject.h`).
+    pub(super) NV_HUBMMU_PRI_MMU_WPR2_ADDR_LO(u32) @ 0x0088a824 {
+        /// Bits 39:12 of the lower (inclusive) bound of WPR2.
+        31:4    val;
+    }
+
+    /// Upper bound of WPR2 on Blackwell (`NV_HUBMMU_PRI_MMU_WPR2_ADDR_HI`, 0xa828 in
+    /// `blackwell/gb100/dev_hubmmu_base.h`, at `NV_HUBMMU0_PRI_BASE` 0x880000 of `hwproject.h`).
+    pub(super) NV_HUBMMU_PRI_MMU_WPR2_ADDR_HI(u32) @ 0x0088a828 {
+        /// Bits 39:12 of the upper bound of WPR2; zero when WPR2 is not set.
+        31:4    val;
+    }
+}
+
+/// Whether `raw` is what NVIDIA hardware answers for a register no PRI target claims: the upper
+/// 12 bits read 0xbad (open-gpu-kernel-modules `GPU_READ_PRI_ERROR_MASK` 0xfff00000,
+/// `GPU_READ_PRI_ERROR_CODE` 0xbad00000). Such a value says nothing about the register.
+pub(super) fn is_pri_error(raw: u32) -> bool {
+    raw & 0xfff0_0000 == 0xbad0_0000
 }
 
 impl NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE {
@@ -121,14 +151,28 @@ impl NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE {
 impl NV_PFB_PRI_MMU_WPR2_ADDR_LO {
     /// Returns the lower (inclusive) bound of WPR2.
     pub(super) fn lower_bound(self) -> u64 {
-        u64::from(self.lo_val()) << 12
+        u64::from(self.val()) << 12
     }
 }
 
 impl NV_PFB_PRI_MMU_WPR2_ADDR_HI {
     /// Returns the upper (exclusive) bound of WPR2; zero means WPR2 is not set.
     pub(super) fn upper_bound(self) -> u64 {
-        u64::from(self.hi_val()) << 12
+        u64::from(self.val()) << 12
+    }
+}
+
+impl NV_HUBMMU_PRI_MMU_WPR2_ADDR_LO {
+    /// Returns the lower (inclusive) bound of WPR2.
+    pub(super) fn lower_bound(self) -> u64 {
+        u64::from(self.val()) << 12
+    }
+}
+
+impl NV_HUBMMU_PRI_MMU_WPR2_ADDR_HI {
+    /// Returns the upper (exclusive) bound of WPR2; zero means WPR2 is not set.
+    pub(super) fn upper_bound(self) -> u64 {
+        u64::from(self.val()) << 12
     }
 }
 
@@ -137,7 +181,8 @@ pub(super) mod gm107 {
     use kernel::io::register;
 
     register! {
-        /// Display engine fuse of Turing (`NV_FUSE_STATUS_OPT_DISPLAY`).
+        /// Display engine fuse of Turing (`NV_FUSE_STATUS_OPT_DISPLAY`; no published header:
+        /// nova-core `regs.rs`).
         pub(crate) NV_FUSE_STATUS_OPT_DISPLAY(u32) @ 0x00021c04 {
             /// Set when the display engine is fused off.
             0:0     display_disabled => bool;
@@ -150,7 +195,8 @@ pub(super) mod ga100 {
     use kernel::io::register;
 
     register! {
-        /// Display engine fuse of GA100 and later (`NV_FUSE_STATUS_OPT_DISPLAY`).
+        /// Display engine fuse of GA100 and later (`NV_FUSE_STATUS_OPT_DISPLAY`; no published
+        /// header: nova-core `regs.rs`).
         pub(crate) NV_FUSE_STATUS_OPT_DISPLAY(u32) @ 0x00820c04 {
             /// Set when the display engine is fused off.
             0:0     display_disabled => bool;
@@ -167,10 +213,10 @@ pub(super) mod gh100 {
 
     register! {
         /// Thermal I2CS scratch register, where FSP reports secure boot completion
-        /// (`NV_THERM_I2CS_SCRATCH`).
+        /// (`NV_THERM_I2CS_SCRATCH_FSP_BOOT_COMPLETE`, `gh100/dev_therm.h`).
         pub(crate) NV_THERM_I2CS_SCRATCH_FSP_BOOT_COMPLETE(u32) @ 0x000200bc {
             /// FSP boot status; [`super::FSP_BOOT_COMPLETE_SUCCESS`] when done.
-            31:0    fsp_boot_complete;
+            31:0    status;
         }
     }
 }
@@ -181,10 +227,10 @@ pub(super) mod gb202 {
 
     register! {
         /// Thermal I2CS scratch register, where FSP reports secure boot completion
-        /// (`NV_THERM_I2CS_SCRATCH`, moved on GB20x).
+        /// (`NV_THERM_I2CS_SCRATCH_FSP_BOOT_COMPLETE`, `gb202/dev_therm.h`; moved on GB20x).
         pub(crate) NV_THERM_I2CS_SCRATCH_FSP_BOOT_COMPLETE(u32) @ 0x00ad00bc {
             /// FSP boot status; [`super::FSP_BOOT_COMPLETE_SUCCESS`] when done.
-            31:0    fsp_boot_complete;
+            31:0    status;
         }
     }
 }

@@ -12,19 +12,34 @@
 //!   block >> 12, TARGET 29:28, MODE 31 = virtual), completion in `..._BIND_STATUS` (`0xB80F50`,
 //!   BAR1 PENDING 0, OUTSTANDING 1) (open-gpu-doc `turing/tu104/dev_vm.ref.txt`).
 //! - Hopper, Blackwell: `..._BAR1_BLOCK_LOW_ADDR` (`0xB80F60`: PENDING 0, OUTSTANDING 1, MODE 9,
-//!   TARGET 11:10, PTR 31:12 = address bits 31:12) and `..._HIGH_ADDR` (`0xB80F64`, bits 63:32),
-//!   high first (open-gpu-kernel-modules `hopper/gh100/dev_vm.h`).
+//!   TARGET 11:10, PTR 31:12 = address bits 31:12) and `..._HIGH_ADDR` (`0xB80F64`, bits 63:32)
+//!   (open-gpu-kernel-modules `hopper/gh100/dev_vm.h`). LOW is written first, then HIGH: the
+//!   write to HIGH triggers the bind, with the LOW value written before it (`kern_bus_gh100.c`,
+//!   `kbusBar1InstBlkBind_GH100`: "Write to the HIGH register triggers the bind"); then LOW is
+//!   polled until PENDING and OUTSTANDING clear.
+//!
+//! Before the bind the instance block is flushed (one PRAMIN read after its writes, HARDWARE.md
+//! §9 rules 1 and 3: `kbusBar1InstBlkVasUpdate_GM107` flushes, then binds), and no BAR1 access is
+//! made before the bind's poll saw it complete (`kbusBar1InstBlkBind_TU102`: "SW must ensure
+//! that the bind has completed prior to issuing any further BAR1 requests").
 //!
 //! The instance block (`NV_RAMIN`, open-gpu-doc `dev_ram.ref.txt`) holds the page directory base
 //! at word 128: TARGET 1:0 (video memory), VOL 2, USE_VER2_PT_FORMAT 10, BIG_PAGE_SIZE 11 (64 KiB),
-//! PAGE_DIR_BASE_LO 31:12; word 129 PAGE_DIR_BASE_HI; words 130/131 the address limit. Hopper and
-//! Blackwell take the same bits (nouveau's gh100 BAR reuses the gv100 join); their v3 format is
-//! implied by the chip.
+//! PAGE_DIR_BASE_LO 31:12; word 129 PAGE_DIR_BASE_HI. USE_VER2_PT_FORMAT is set for the v2 format
+//! only: RM sets it when the format version is 2 and leaves it 0 for v3 (`kern_gmmu_gp100.c`,
+//! `kgmmuInstBlkPageDirBaseGet_GP100`). Words 130/131 (`NV_RAMIN_ADR_LIMIT_LO/HI`) get the
+//! address limit on Turing only (`kgmmuInstBlkVaLimitGet_GV100`); on Blackwell word 131 holds
+//! `NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE_V` 0xcafeca11 (`ampere/ga10b/dev_ram.h`,
+//! `kgmmuInstBlkMagicValueGet_GA10B`).
 //!
 //! When firmware owns the GPU (WPR2 set), BAR1 belongs to it: the driver does not bind and says
-//! so. Unbinding on removal restores what the register held at probe.
+//! so. Unbinding on removal puts BAR1 in physical mode (MODE=PHYSICAL, TARGET=VID_MEM), as RM's
+//! teardown does (`kbusTeardownMailbox_GM107`/`_GH100`) and nouveau's (`tu102_bar_bar1_fini`
+//! clears MODE): never back to a virtual binding found at probe, whose tables the driver does not
+//! own.
 
 use kernel::{
+    bitfield,
     io::{
         poll::read_poll_timeout,
         register,
@@ -66,7 +81,8 @@ use crate::{
 };
 
 register! {
-    /// BAR1 binding of Turing, Ampere and Ada (`NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK`).
+    /// BAR1 binding of Turing, Ampere and Ada (`NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK`,
+    /// `turing/tu102/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET`).
     pub(crate) NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK(u32) @ 0x00b80f40 {
         /// 1: virtual (translated through the instance block), 0: physical.
         31:31   mode => bool;
@@ -76,7 +92,8 @@ register! {
         27:0    ptr;
     }
 
-    /// Bind status of Turing, Ampere and Ada (`NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS`).
+    /// Bind status of Turing, Ampere and Ada (`NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS`,
+    /// `turing/tu102/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET`).
     pub(crate) NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS(u32) @ 0x00b80f50 {
         /// A BAR1 bind is outstanding.
         1:1     bar1_outstanding => bool;
@@ -84,8 +101,10 @@ register! {
         0:0     bar1_pending => bool;
     }
 
-    /// BAR1 binding of Hopper and Blackwell, low word (`..._BAR1_BLOCK_LOW_ADDR`); writing it binds.
-    pub(crate) NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR(u32) @ 0x00b80f60 {
+    /// BAR1 binding of Hopper and Blackwell, low word (`NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR`,
+    /// `hopper/gh100/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET` 0xb80000); written before HIGH,
+    /// polled for the bind's completion.
+    pub(crate) NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR(u32) @ 0x00b80f60 {
         /// Bits 31:12 of the instance block address.
         31:12   ptr;
         /// Aperture of the instance block: 0 video memory.
@@ -93,13 +112,15 @@ register! {
         /// 1: virtual.
         9:9     mode => bool;
         /// The bind is outstanding.
-        1:1     outstanding => bool;
+        1:1     bar1_outstanding => bool;
         /// The bind is pending.
-        0:0     pending => bool;
+        0:0     bar1_pending => bool;
     }
 
-    /// BAR1 binding of Hopper and Blackwell, high word (`..._BAR1_BLOCK_HIGH_ADDR`).
-    pub(crate) NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_HIGH_ADDR(u32) @ 0x00b80f64 {
+    /// BAR1 binding of Hopper and Blackwell, high word (`NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_HIGH_ADDR`,
+    /// `hopper/gh100/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET` 0xb80000); writing it triggers
+    /// the bind.
+    pub(crate) NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_HIGH_ADDR(u32) @ 0x00b80f64 {
         /// Bits 63:32 of the instance block address.
         31:0    ptr;
     }
@@ -113,10 +134,26 @@ const BIND_TIMEOUT: Delta = Delta::from_millis(2000);
 
 /// Offset of `NV_RAMIN_PAGE_DIR_BASE_LO` (word 128) in the instance block.
 const RAMIN_PAGE_DIR_BASE: u64 = 0x200;
-/// `NV_RAMIN_USE_VER2_PT_FORMAT_TRUE` (bit 10 of word 128).
-const RAMIN_USE_VER2_PT_FORMAT: u32 = 1 << 10;
-/// `NV_RAMIN_BIG_PAGE_SIZE_64KB` (bit 11 of word 128).
-const RAMIN_BIG_PAGE_SIZE_64KB: u32 = 1 << 11;
+/// `NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE_V` (word 131 on Blackwell; `ampere/ga10b/dev_ram.h`).
+const RAMIN_CTXSW_FW_MAGIC_VALUE: u32 = 0xcafe_ca11;
+
+bitfield! {
+    /// Word 128 of the instance block (`NV_RAMIN_PAGE_DIR_BASE_LO` and its neighbours; no published
+    /// header: open-gpu-doc `turing/tu104/dev_ram.ref.txt`, bits 4127:4096 there).
+    pub(crate) struct RaminPageDirBaseLo(u32) {
+        /// Bits 31:12 of the page directory's address (`NV_RAMIN_PAGE_DIR_BASE_LO`).
+        31:12   page_dir_base_lo;
+        /// 1: the big page is 64 KiB, 0: 128 KiB (`NV_RAMIN_BIG_PAGE_SIZE`).
+        11:11   big_page_size_64kb => bool;
+        /// The page tables have the version 2 format (`NV_RAMIN_USE_VER2_PT_FORMAT`).
+        10:10   use_ver2_pt_format => bool;
+        /// Volatile (`NV_RAMIN_PAGE_DIR_BASE_VOL`).
+        2:2     vol => bool;
+        /// Aperture of the page directory: 0 video memory, 2/3 system memory
+        /// (`NV_RAMIN_PAGE_DIR_BASE_TARGET`).
+        1:0     target;
+    }
+}
 
 /// The BAR1 block registers of a chip family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +194,7 @@ impl BindRegs {
                 0,
             )),
             Self::Gh100 => Ok((
-                NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR::zeroed()
+                NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR::zeroed()
                     .with_mode(true)
                     .try_with_ptr((inst >> 12) & 0xf_ffff)?
                     .into_raw(),
@@ -175,12 +212,24 @@ impl BindRegs {
                 0,
             ),
             Self::Gh100 => (
-                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR)?
+                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR)?
                     .into_raw(),
-                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_HIGH_ADDR)?
+                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_HIGH_ADDR)?
                     .into_raw(),
             ),
         })
+    }
+
+    /// Returns the register values (low, high) of physical mode: MODE=PHYSICAL, TARGET=VID_MEM,
+    /// no instance block (`kbusTeardownMailbox_GM107`/`_GH100`, nouveau `tu102_bar_bar1_fini`).
+    pub(crate) fn physical(self) -> (u32, u32) {
+        match self {
+            Self::Tu102 => (NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK::zeroed().into_raw(), 0),
+            Self::Gh100 => (
+                NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR::zeroed().into_raw(),
+                0,
+            ),
+        }
     }
 
     /// Writes the BAR1 block registers and waits until the bind completed.
@@ -198,14 +247,16 @@ impl BindRegs {
                 )?;
             }
             Self::Gh100 => {
-                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_HIGH_ADDR::from_raw(hi))?;
                 // Pending and outstanding are status bits: what is written there is ignored.
                 let lo = lo & !0x3;
-                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR::from_raw(lo))?;
+                // LOW first, then HIGH: the write to HIGH triggers the bind, with the LOW value
+                // written before it (`kbusBar1InstBlkBind_GH100`).
+                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR::from_raw(lo))?;
+                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_HIGH_ADDR::from_raw(hi))?;
                 read_poll_timeout(
-                    || bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR),
-                    |s: &NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK_LOW_ADDR| {
-                        !s.pending() && !s.outstanding()
+                    || bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR),
+                    |s: &NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR| {
+                        !s.bar1_pending() && !s.bar1_outstanding()
                     },
                     Delta::from_micros(10),
                     BIND_TIMEOUT,
@@ -216,19 +267,38 @@ impl BindRegs {
     }
 }
 
-/// Returns the 32-bit words 128..=131 of an instance block whose page directory is `pdb` and
-/// whose address space ends at `limit` (exclusive).
-pub(crate) fn instance_words(pdb: u64, limit: u64) -> Result<[u32; 4]> {
+/// Returns the 32-bit words 128..=131 of the instance block, on a chip of `arch`, whose page
+/// directory is `pdb` and whose address space ends at `limit` (exclusive).
+pub(crate) fn instance_words(arch: Architecture, pdb: u64, limit: u64) -> Result<[u32; 4]> {
     if pdb % SZ_4K != 0 || limit == 0 {
         return Err(EINVAL);
     }
-    // CAST: bits 31:12 and 63:32 of the address; TARGET 0 is video memory, VOL 0.
-    let lo = (pdb as u32 & 0xffff_f000) | RAMIN_USE_VER2_PT_FORMAT | RAMIN_BIG_PAGE_SIZE_64KB;
+    // USE_VER2_PT_FORMAT for the v2 format only (`kgmmuInstBlkPageDirBaseGet_GP100`).
+    let ver2 = matches!(
+        arch,
+        Architecture::Turing | Architecture::Ampere | Architecture::Ada
+    );
+    // TARGET 0 is video memory, VOL 0.
+    let lo = RaminPageDirBaseLo::zeroed()
+        .try_with_page_dir_base_lo((pdb >> 12) & 0xf_ffff)?
+        .with_big_page_size_64kb(true)
+        .with_use_ver2_pt_format(ver2)
+        .into_raw();
+    // `NV_RAMIN_PAGE_DIR_BASE_HI`: bits 63:32 of the address.
     let hi = u32::try_from(pdb >> 32).map_err(|_| EINVAL)?;
-    // `NV_RAMIN_ADR_LIMIT_LO/HI`: the last address (nouveau writes `limit - 1`), 4 KiB granular.
-    let last = limit - 1;
-    // CAST: the low and high halves of `last`.
-    Ok([lo, hi, (last as u32) & 0xffff_f000, (last >> 32) as u32])
+    Ok(match arch {
+        Architecture::Turing => {
+            // `NV_RAMIN_ADR_LIMIT_LO/HI`: the last address (nouveau writes `limit - 1`), 4 KiB
+            // granular; RM writes it on TU10x only (`kgmmuInstBlkVaLimitGet_GV100`).
+            let last = limit - 1;
+            // CAST: the low and high halves of `last`.
+            [lo, hi, (last as u32) & 0xffff_f000, (last >> 32) as u32]
+        }
+        Architecture::BlackwellGB10x | Architecture::BlackwellGB20x => {
+            [lo, hi, 0, RAMIN_CTXSW_FW_MAGIC_VALUE]
+        }
+        Architecture::Ampere | Architecture::Ada | Architecture::Hopper => [lo, hi, 0, 0],
+    })
 }
 
 /// Counts of CPU accesses through BAR1.
@@ -309,7 +379,7 @@ impl<'a> BarUser<'a> {
         let vmm = mm.new_hub_vmm("bar1", 0..size)?;
         let regs = BindRegs::for_arch(mm.arch());
         let inst = mm.pool.alloc()?;
-        let words = instance_words(vmm.pdb(), size)?;
+        let words = instance_words(mm.arch(), vmm.pdb(), size)?;
         let (lo, hi) = regs.encode(inst.addr())?;
         let found = regs.read(&mm.bar)?;
         {
@@ -328,6 +398,8 @@ impl<'a> BarUser<'a> {
                 block.push(v, GFP_KERNEL)?;
             }
             w.write64_slice(inst.addr(), &block)?;
+            // The block must have landed before the bind reads it (HARDWARE.md §9 rule 3).
+            w.flush()?;
         }
         regs.bind(&mm.bar, lo, hi).inspect_err(|_| {
             dev_err!(
@@ -337,8 +409,9 @@ impl<'a> BarUser<'a> {
             )
         })?;
         if let Err(e) = mm.tlb.invalidate(&mm.bar, vmm.pdb(), Scope::PdbHubOnly) {
-            // Not usable after all: put back what was there.
-            let _ = regs.bind(&mm.bar, found.0, found.1);
+            // Not usable after all: back to physical mode, as at removal.
+            let (plo, phi) = regs.physical();
+            let _ = regs.bind(&mm.bar, plo, phi);
             return Err(e);
         }
         Ok(Self {
@@ -379,16 +452,15 @@ impl<'a> BarUser<'a> {
         }
     }
 
-    /// Restores the BAR1 binding found at probe (idempotent).
+    /// Puts BAR1 back in physical mode (idempotent): MODE=PHYSICAL, TARGET=VID_MEM, as RM's
+    /// teardown does; not the binding found at probe, whose tables are not the driver's.
     pub(crate) fn unbind(&self) {
         if self.bound.xchg(0, Relaxed) == 0 {
             return;
         }
-        if let Err(e) = self.regs.bind(&self.bar0, self.found.0, self.found.1) {
-            pr_err!(
-                "restoring the BAR1 binding found at probe failed: {:?}\n",
-                e
-            );
+        let (lo, hi) = self.regs.physical();
+        if let Err(e) = self.regs.bind(&self.bar0, lo, hi) {
+            pr_err!("putting BAR1 back in physical mode failed: {:?}\n", e);
         }
     }
 

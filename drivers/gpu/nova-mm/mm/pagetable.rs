@@ -1277,7 +1277,8 @@ mod tests {
         // PRIVILEGE_RO_ATOMIC_CACHED_ACE.
         ensure_eq!(p.pcf().get(), 0x6);
         let pte = Ver3::pte_raw(Ver3::pte(0x12_3456_7000, Access::ReadOnly)?);
-        ensure_eq!(pte, 0x12_3456_7021);
+        // KIND 11:8 = GENERIC_MEMORY (0x6), PCF 7:3 = REGULAR_RO (0x4), VALID.
+        ensure_eq!(pte, 0x12_3456_7621);
         ensure_eq!(Ver3::pde_raw(Ver3::pde(0x45_6789_a000)?), 0x45_6789_a012);
         let d = Ver3::dual_raw(Ver3::dual(Some(0x1234_5600), Some(0x9_8765_4000))?);
         ensure_eq!(d, [0x1234_5612, 0x9_8765_4012]);

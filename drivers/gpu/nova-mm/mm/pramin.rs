@@ -29,10 +29,37 @@ use kernel::{
     },
 };
 
+use kernel::io::register::Register;
+
 use crate::{
     bar::Bar0,
     gpu::Architecture, //
 };
+
+kernel::io::register! {
+    /// The BAR0 window of Turing, Ampere and Ada (`NV_PBUS_BAR0_WINDOW`; no published header:
+    /// open-gpu-doc `turing/tu104/dev_bus.ref.txt`). Moving it needs no read-back or wait
+    /// (open-gpu-kernel-modules `kbusSetBAR0WindowVidOffset_GM107`).
+    pub(crate) NV_PBUS_BAR0_WINDOW(u32) @ 0x00001700 {
+        /// Aperture: 0 video memory, 2/3 system memory.
+        25:24   target;
+        /// VRAM address of the window >> 16.
+        23:0    base;
+    }
+
+    /// The BAR0 window of Hopper (`NV_XAL_EP_BAR0_WINDOW`, `gh100/pri_nv_xal_ep.h`); no TARGET.
+    pub(crate) NV_XAL_EP_BAR0_WINDOW(u32) @ 0x0010fd40 {
+        /// VRAM address of the window >> 16.
+        21:0    base;
+    }
+
+    /// The BAR0 window of Blackwell (`NV_XAL_EP_ZB_BAR0_WINDOW`, `blackwell/gb100/dev_nv_xal_ep_zb.h`,
+    /// at block base 0x10f000), one more BASE bit than Hopper.
+    pub(crate) NV_XAL_EP_ZB_BAR0_WINDOW(u32) @ 0x0010fd40 {
+        /// VRAM address of the window >> 16.
+        22:0    base;
+    }
+}
 
 /// BAR0 offset of the PRAMIN aperture.
 pub(crate) const APERTURE_OFFSET: usize = 0x70_0000;
@@ -41,9 +68,22 @@ pub(crate) const APERTURE_SIZE: u64 = SZ_1M as u64;
 /// Granularity of the window base.
 pub(crate) const WINDOW_ALIGN: u64 = SZ_64K as u64;
 
+/// Which BAR0 window register a chip has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WindowKind {
+    /// [`NV_PBUS_BAR0_WINDOW`].
+    Pbus,
+    /// [`NV_XAL_EP_BAR0_WINDOW`].
+    XalEp,
+    /// [`NV_XAL_EP_ZB_BAR0_WINDOW`].
+    XalEpZb,
+}
+
 /// Layout of a chip's BAR0 window register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WindowReg {
+    /// The register.
+    pub(crate) kind: WindowKind,
     /// BAR0 offset of the register.
     pub(crate) offset: usize,
     /// Width in bits of the BASE field (bits `base_bits-1:0`, the VRAM address >> 16).
@@ -55,19 +95,22 @@ pub(crate) struct WindowReg {
 impl WindowReg {
     /// `NV_PBUS_BAR0_WINDOW` of Turing, Ampere and Ada.
     const TU102: WindowReg = WindowReg {
-        offset: 0x1700,
+        kind: WindowKind::Pbus,
+        offset: NV_PBUS_BAR0_WINDOW::OFFSET,
         base_bits: 24,
         has_target: true,
     };
     /// `NV_XAL_EP_BAR0_WINDOW` of Hopper.
     const GH100: WindowReg = WindowReg {
-        offset: 0x10_fd40,
+        kind: WindowKind::XalEp,
+        offset: NV_XAL_EP_BAR0_WINDOW::OFFSET,
         base_bits: 22,
         has_target: false,
     };
     /// `NV_XAL_EP_BAR0_WINDOW` of Blackwell (one more BASE bit than Hopper).
     const GB100: WindowReg = WindowReg {
-        offset: 0x10_fd40,
+        kind: WindowKind::XalEpZb,
+        offset: NV_XAL_EP_ZB_BAR0_WINDOW::OFFSET,
         base_bits: 23,
         has_target: false,
     };
@@ -92,11 +135,22 @@ impl WindowReg {
     ///
     /// `EINVAL` if `base` is not 64 KiB aligned or is beyond the BASE field.
     pub(crate) fn encode(&self, base: u64) -> Result<u32> {
-        if base % WINDOW_ALIGN != 0 || (base >> 16) >= (1u64 << self.base_bits) {
+        if base % WINDOW_ALIGN != 0 {
             return Err(EINVAL);
         }
-        // CAST: checked above to fit in `base_bits` (at most 23) bits. TARGET 0 is VID_MEM.
-        Ok((base >> 16) as u32)
+        let field = base >> 16;
+        // The BASE field's width refuses what the window cannot reach; TARGET 0 is VID_MEM.
+        Ok(match self.kind {
+            WindowKind::Pbus => NV_PBUS_BAR0_WINDOW::zeroed()
+                .try_with_base(field)?
+                .into_raw(),
+            WindowKind::XalEp => NV_XAL_EP_BAR0_WINDOW::zeroed()
+                .try_with_base(field)?
+                .into_raw(),
+            WindowKind::XalEpZb => NV_XAL_EP_ZB_BAR0_WINDOW::zeroed()
+                .try_with_base(field)?
+                .into_raw(),
+        })
     }
 }
 
@@ -124,6 +178,8 @@ pub(crate) struct PraminStats {
     pub(crate) window_moves: Atomic<u64>,
     /// Accesses refused because they fell outside the driver's VRAM.
     pub(crate) refused: Atomic<u64>,
+    /// Flush reads (one per run of writes that something then acts on; also in `reads`).
+    pub(crate) flushes: Atomic<u64>,
 }
 
 /// The PRAMIN window of one GPU.
@@ -171,6 +227,7 @@ impl Pramin {
                 writes: Atomic::new(0),
                 window_moves: Atomic::new(0),
                 refused: Atomic::new(0),
+                flushes: Atomic::new(0),
             },
         })
     }
@@ -216,18 +273,54 @@ impl Pramin {
             pramin: self,
             bar,
             window: self.window.lock(),
+            posted: None,
         }
     }
 }
 
 /// A locked PRAMIN window: 32- and 64-bit reads and writes at VRAM physical addresses.
+///
+/// PRAMIN writes are posted: they travel the FB path while register writes travel the PRI path,
+/// and the GPU does not order the two. Before anything acts on what was written (a TLB
+/// invalidate, a BAR1 bind, a CPU access through BAR1) the writes must be flushed, and the
+/// cheapest flush is one read through the window after the last write (open-gpu-kernel-modules
+/// `kern_bus_gm107.c`: `kbusFlush_GM107`, "Must call kbusFlush BEFORE any calls to
+/// busInvalidate", and `BUS_FLUSH_VIDEO_MEMORY_VIA_PRAMIN_WINDOW`, a 32-bit PRAMIN read;
+/// `kbusMemoryCopy`, "sending a read after the writes"; nouveau `nv50_instobj_release`). The
+/// access flushes in [`PraminAccess::flush`] and, as a backstop, when it is dropped; a run of
+/// reads only needs none.
 pub(crate) struct PraminAccess<'a, 'b> {
     pramin: &'a Pramin,
     bar: &'a Bar0<'b>,
     window: MutexGuard<'a, Option<u64>>,
+    /// The BAR0 offset of the last write not yet flushed.
+    posted: Option<usize>,
+}
+
+impl Drop for PraminAccess<'_, '_> {
+    fn drop(&mut self) {
+        // An error has nowhere to go here; a device that no longer answers fails the next access.
+        let _ = self.flush();
+    }
 }
 
 impl PraminAccess<'_, '_> {
+    /// Flushes the posted writes of this access: one 32-bit read through the window, at the last
+    /// written word (the window still covers it), if anything was written since the last flush.
+    ///
+    /// # Errors
+    ///
+    /// Errors of the BAR0 read (a device that is gone).
+    pub(crate) fn flush(&mut self) -> Result {
+        if let Some(off) = self.posted.take() {
+            self.pramin.stats.reads.fetch_add(1, Relaxed);
+            self.pramin.stats.flushes.fetch_add(1, Relaxed);
+            // The value is of no interest: the read is the ordering point.
+            self.bar.try_read32(off & !3)?;
+        }
+        Ok(())
+    }
+
     /// Checks the access and moves the window if needed; returns the BAR0 offset of `addr`.
     fn prepare(&mut self, addr: u64, size: u64) -> Result<usize> {
         self.admit(addr, size, size)?;
@@ -314,6 +407,8 @@ impl PraminAccess<'_, '_> {
     pub(crate) fn read32(&mut self, addr: u64) -> Result<u32> {
         let off = self.prepare(addr, 4)?;
         self.pramin.stats.reads.fetch_add(1, Relaxed);
+        // A PRAMIN read is itself the flush of the writes before it.
+        self.posted = None;
         self.bar.try_read32(off)
     }
 
@@ -325,6 +420,7 @@ impl PraminAccess<'_, '_> {
     pub(crate) fn write32(&mut self, addr: u64, val: u32) -> Result {
         let off = self.prepare(addr, 4)?;
         self.pramin.stats.writes.fetch_add(1, Relaxed);
+        self.posted = Some(off);
         self.bar.try_write32(val, off)
     }
 
@@ -347,6 +443,7 @@ impl PraminAccess<'_, '_> {
     pub(crate) fn write64(&mut self, addr: u64, val: u64) -> Result {
         let off = self.prepare(addr, 8)?;
         self.pramin.stats.writes.fetch_add(1, Relaxed);
+        self.posted = Some(off);
         self.bar.try_write64(val, off)
     }
 }

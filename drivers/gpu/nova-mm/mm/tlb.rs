@@ -25,10 +25,14 @@ use kernel::{
     time::Delta,
 };
 
-use crate::bar::Bar0;
+use crate::{
+    bar::Bar0,
+    gpu::Architecture, //
+};
 
 register! {
-    /// Page directory base of the invalidate (`NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_PDB`).
+    /// Page directory base of the invalidate (`NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_PDB`,
+    /// `turing/tu102/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET`).
     pub(crate) NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_PDB(u32) @ 0x00b830a0 {
         /// Bits 39:12 of the page directory base.
         31:4    addr;
@@ -36,12 +40,14 @@ register! {
         1:1     aperture;
     }
 
-    /// Bits 59:40 of the page directory base (`..._INVALIDATE_UPPER_PDB`).
+    /// Bits 59:40 of the page directory base (`NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_UPPER_PDB`,
+    /// `turing/tu102/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET`).
     pub(crate) NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_UPPER_PDB(u32) @ 0x00b830a4 {
         19:0    addr;
     }
 
-    /// Invalidate control (`NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE`).
+    /// Invalidate control (`NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE`, `turing/tu102/dev_vm.h`, at
+    /// `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET`).
     pub(crate) NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE(u32) @ 0x00b830b0 {
         /// Write 1 to start; reads 1 until the invalidate completed.
         31:31   trigger => bool;
@@ -71,6 +77,9 @@ pub(crate) enum Scope {
     All,
 }
 
+/// `NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_ACK_GLOBALLY` (`turing/tu102/dev_vm.h`).
+const ACK_GLOBALLY: u32 = 1;
+
 /// Upper bound on the wait for an invalidate to complete.
 ///
 /// TIMEOUT: nouveau waits up to 2 s (`nvkm_msec(device, 2000, ...)` in `tu102_vmm_flush`); on
@@ -96,16 +105,44 @@ pub(crate) struct TlbStats {
 ///
 /// The lock holds whether an invalidate timed out and was never seen to complete: the hardware
 /// may still be working on it, and triggering another one then is not allowed.
+///
+/// The lock starts out `true`: at probe the driver does not know whether an invalidate left by
+/// whoever had the GPU before is still in flight, so the first invalidate reads TRIGGER first.
+/// After that the driver's own polls say none is pending; only a timeout makes the next one look
+/// again (open-gpu-kernel-modules `kern_gmmu_tu102.c`, `kgmmuCheckPendingInvalidates_TU102`,
+/// called before every commit: no invalidate is written while one is pending).
 #[pin_data]
 pub(crate) struct Tlb {
     #[pin]
     lock: Mutex<bool>,
+    /// Whether downgrades need SYS_MEMBAR and ACK=GLOBALLY (TU10x only).
+    membar_war: bool,
     /// Counters.
     pub(crate) stats: TlbStats,
 }
 
-/// Returns the three register values that invalidate page directory `pdb` in `scope`.
+/// What the entries an invalidate covers went through, for the TU10x membar rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Entries only became valid (a map into unmapped or sparse entries, read-only to
+    /// read-write): nothing the GPU may still use was taken away.
+    Upgrade,
+    /// An unmap, a permission downgrade or a reclaimed table, or not known: the safe form.
+    Downgrade,
+}
+
+/// Returns the three register values that invalidate page directory `pdb` in `scope`; with
+/// `membar`, also a system membar acknowledged globally (the TU10x downgrade form).
 pub(crate) fn encode(pdb: u64, scope: Scope) -> Result<(u32, u32, u32)> {
+    encode_with(pdb, scope, false)
+}
+
+/// [`encode`], with `membar` choosing SYS_MEMBAR and ACK=GLOBALLY.
+///
+/// Fields: `NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_ALL_VA` 0, `_ALL_PDB` 1, `_HUBTLB_ONLY` 2,
+/// `_SYS_MEMBAR` 6, `_ACK` 8:7 (`_ACK_GLOBALLY` 1), `_TRIGGER` 31 (open-gpu-kernel-modules
+/// `turing/tu102/dev_vm.h`).
+pub(crate) fn encode_with(pdb: u64, scope: Scope, membar: bool) -> Result<(u32, u32, u32)> {
     if pdb % 4096 != 0 || pdb >> 60 != 0 {
         return Err(EINVAL);
     }
@@ -121,15 +158,23 @@ pub(crate) fn encode(pdb: u64, scope: Scope) -> Result<(u32, u32, u32)> {
         .with_all_va(true)
         .with_hubtlb_only(scope == Scope::PdbHubOnly)
         .with_all_pdb(scope == Scope::All)
+        .with_sys_membar(membar)
+        .try_with_ack(if membar { ACK_GLOBALLY } else { 0 })?
         .into_raw();
     Ok((lo, hi, ctl))
 }
 
 impl Tlb {
-    /// Creates the invalidation engine.
-    pub(crate) fn new() -> impl PinInit<Self> {
+    /// Creates the invalidation engine of a GPU of architecture `arch`.
+    ///
+    /// On Turing (TU10x), an invalidate after an unmap or a permission downgrade also does a
+    /// system membar acknowledged globally: open-gpu-kernel-modules `kern_gmmu_tu102.c`,
+    /// `kgmmuSetTlbInvalidateMembarWarParameters_TU102` ("membarWAR for non-BAR2 pte
+    /// downgrades"); the HAL is a stub on every later chip.
+    pub(crate) fn new(arch: Architecture) -> impl PinInit<Self> {
         pin_init!(Self {
-            lock <- new_mutex!(false),
+            lock <- new_mutex!(true),
+            membar_war: arch == Architecture::Turing,
             stats: TlbStats {
                 invalidates: Atomic::new(0),
                 timeouts: Atomic::new(0),
@@ -148,20 +193,52 @@ impl Tlb {
     /// invalidate within [`INVALIDATE_TIMEOUT`], or if an earlier one that timed out is still
     /// pending (one read tells; nothing is triggered then).
     pub(crate) fn invalidate(&self, bar: &Bar0<'_>, pdb: u64, scope: Scope) -> Result {
-        let (lo, hi, ctl) = encode(pdb, scope)?;
+        self.invalidate_after(bar, pdb, scope, Change::Downgrade)
+    }
+
+    /// [`Tlb::invalidate`] after entries went through `change`: a [`Change::Downgrade`] on
+    /// TU10x also sets SYS_MEMBAR and ACK=GLOBALLY.
+    ///
+    /// Every PRAMIN write the invalidate covers must have been flushed before (see
+    /// [`super::pramin::PraminAccess::flush`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Tlb::invalidate`].
+    pub(crate) fn invalidate_after(
+        &self,
+        bar: &Bar0<'_>,
+        pdb: u64,
+        scope: Scope,
+        change: Change,
+    ) -> Result {
+        let (lo, hi, ctl) = encode_with(
+            pdb,
+            scope,
+            self.membar_war && change == Change::Downgrade,
+        )?;
         let mut pending = self.lock.lock();
         if *pending {
-            self.stats.reads.fetch_add(1, Relaxed);
-            if bar
-                .try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)?
-                .trigger()
-            {
-                self.stats.timeouts.fetch_add(1, Relaxed);
-                pr_err!(
-                    "TLB invalidate of PDB {:#x} refused: an earlier one never completed\n",
-                    pdb
-                );
-                return Err(ETIMEDOUT);
+            // One may still be in flight (left before probe, or one of ours that timed out):
+            // wait for TRIGGER to clear before writing anything (`kgmmuCheckPendingInvalidates_TU102`).
+            let seen = read_poll_timeout(
+                || {
+                    self.stats.reads.fetch_add(1, Relaxed);
+                    bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)
+                },
+                |v: &NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE| !v.trigger(),
+                Delta::from_micros(10),
+                INVALIDATE_TIMEOUT,
+            );
+            if let Err(e) = seen {
+                if e == ETIMEDOUT {
+                    self.stats.timeouts.fetch_add(1, Relaxed);
+                    pr_err!(
+                        "TLB invalidate of PDB {:#x} refused: an earlier one never completed\n",
+                        pdb
+                    );
+                }
+                return Err(e);
             }
             *pending = false;
         }
@@ -209,6 +286,11 @@ mod tests {
         let (lo, hi, _) = encode(0x345_6789_a000, Scope::Pdb)?;
         assert_eq!(hi, 0x3);
         assert_eq!(lo, 0x4567_89a0);
+        // The TU10x downgrade form: SYS_MEMBAR (bit 6) and ACK_GLOBALLY (8:7 = 1).
+        let (_, _, ctl) = encode_with(0x1000, Scope::Pdb, true)?;
+        assert_eq!(ctl, 0x8000_00c1);
+        let (_, _, ctl) = encode_with(0x1000, Scope::PdbHubOnly, true)?;
+        assert_eq!(ctl, 0x8000_00c5);
         assert_eq!(encode(0x1234, Scope::Pdb), Err(EINVAL));
         assert_eq!(encode(1 << 60, Scope::Pdb), Err(EINVAL));
         Ok(())

@@ -56,6 +56,7 @@ use crate::mm::{
         SZ_4K, //
     },
     ptpool::PtPool,
+    tlb::Change,
     vram::VramAllocation,
 };
 
@@ -67,12 +68,13 @@ pub(crate) trait PtHw: Send + Sync {
     ///
     /// What `f` returns.
     fn with_writer(&self, f: &mut dyn FnMut(&mut dyn EntryWriter) -> Result) -> Result;
-    /// Invalidates the cached translations of the address space whose root is `pdb`, and waits.
+    /// Invalidates the cached translations of the address space whose root is `pdb`, whose
+    /// entries went through `change`, and waits.
     ///
     /// # Errors
     ///
     /// `ETIMEDOUT` if the invalidate did not complete.
-    fn invalidate(&self, pdb: u64) -> Result;
+    fn invalidate(&self, pdb: u64, change: Change) -> Result;
 }
 
 /// Counters of a [`Vmm`].
@@ -221,13 +223,14 @@ struct Flush<'v, 'a> {
     vmm: &'v Vmm<'a>,
     free: FreeList,
     armed: bool,
+    change: Change,
 }
 
 impl Flush<'_, '_> {
     fn finish(mut self) -> Result {
         self.armed = false;
         self.vmm.stats.invalidates.fetch_add(1, Relaxed);
-        self.vmm.hw.invalidate(self.vmm.pdb)
+        self.vmm.hw.invalidate(self.vmm.pdb, self.change)
         // `self.free` is dropped here, after the invalidate returned.
     }
 }
@@ -237,7 +240,7 @@ impl Drop for Flush<'_, '_> {
         if self.armed {
             // An error path after entries were written: still invalidate before freeing.
             self.vmm.stats.invalidates.fetch_add(1, Relaxed);
-            let _ = self.vmm.hw.invalidate(self.vmm.pdb);
+            let _ = self.vmm.hw.invalidate(self.vmm.pdb, Change::Downgrade);
         }
     }
 }
@@ -438,10 +441,18 @@ impl<'a> Vmm<'a> {
         leaf: Leaf,
         reclaim: Option<Range<u64>>,
     ) -> Result<CommitStats> {
+        // Only a read-write map with nothing reclaimed takes nothing away from the GPU (a map goes
+        // into unmapped or sparse entries; overlaps are refused before).
+        let change = if leaf == Leaf::Page(Access::ReadWrite) && reclaim.is_none() {
+            Change::Upgrade
+        } else {
+            Change::Downgrade
+        };
         let mut flush = Flush {
             vmm: self,
             free: FreeList::default(),
             armed: true,
+            change,
         };
         let mut stats = CommitStats::default();
         let res = self.hw.with_writer(&mut |w| {
@@ -826,7 +837,7 @@ pub(crate) mod membacking {
             f(&mut w)
         }
 
-        fn invalidate(&self, _pdb: u64) -> Result {
+        fn invalidate(&self, _pdb: u64, _change: Change) -> Result {
             self.invalidates.fetch_add(1, Relaxed);
             Ok(())
         }

@@ -26,7 +26,7 @@ use crate::{
 /// Returns whether FSP secure boot has completed, from the GB20x scratch register.
 fn fsp_booted_gb202(bar: &Bar0<'_>) -> bool {
     bar.read(regs::gb202::NV_THERM_I2CS_SCRATCH_FSP_BOOT_COMPLETE)
-        .fsp_boot_complete()
+        .status()
         == regs::FSP_BOOT_COMPLETE_SUCCESS
 }
 

@@ -23,7 +23,7 @@ use crate::{
 /// Returns whether FSP secure boot has completed, from the Hopper/GB10x scratch register.
 pub(super) fn fsp_booted_gh100(bar: &Bar0<'_>) -> bool {
     bar.read(regs::gh100::NV_THERM_I2CS_SCRATCH_FSP_BOOT_COMPLETE)
-        .fsp_boot_complete()
+        .status()
         == regs::FSP_BOOT_COMPLETE_SUCCESS
 }
 

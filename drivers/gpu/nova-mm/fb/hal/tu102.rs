@@ -24,7 +24,9 @@ use crate::{
 /// Returns whether GFW boot has completed.
 ///
 /// `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05` is readable by the CPU only once FWSEC has lowered its
-/// privilege level mask, so the mask is checked first (nova-core `gpu/hal/tu102.rs`).
+/// privilege level mask, so the mask is checked first (open-gpu-kernel-modules
+/// `_gpuIsGfwBootCompleted_TU102`: "check that FWSEC has lowered its PLM first"; nova-core
+/// `gpu/hal/tu102.rs` does the same).
 pub(super) fn gfw_booted_tu102(bar: &Bar0<'_>) -> bool {
     bar.read(regs::NV_PGC6_AON_SECURE_SCRATCH_GROUP_05_PRIV_LEVEL_MASK)
         .read_protection_level0()

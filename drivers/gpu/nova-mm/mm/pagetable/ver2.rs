@@ -31,34 +31,37 @@ const PTE_APERTURE_VID: u8 = 0;
 const KIND_GENERIC: u8 = 0x06;
 
 bitfield! {
-    /// A version 2 page-table entry (`NV_MMU_VER2_PTE`), 8 bytes; also the 2 MiB PTE in the low
-    /// half of a dual PDE and the 512 MiB PTE in a PD1 entry.
+    /// A version 2 page-table entry (`NV_MMU_VER2_PTE`, `turing/tu102/dev_mmu.h`; the fields that
+    /// header lacks are in open-gpu-doc `turing/tu104/dev_mmu.ref.txt`), 8 bytes; also the 2 MiB
+    /// PTE in the low half of a dual PDE and the 512 MiB PTE in a PD1 entry.
     pub(crate) struct Pte(u64) {
-        /// Kind of the memory (`NV_MMU_CLIENT_KIND_*`; 0x06 generic).
+        /// Kind of the memory (`NV_MMU_CLIENT_KIND_*`; 0x06 generic; manual only).
         63:56 kind;
         /// Compression tag line.
         55:36 comptagline;
-        /// Peer GPU of a peer-memory page.
+        /// Peer GPU of a peer-memory page (manual only).
         35:33 peer;
         /// Video-memory address of the page, >> 12.
         32:8 address_vid;
-        /// Atomics disabled.
+        /// Atomics disabled (manual only).
         7:7 atomic_disable;
-        /// Writes fault.
+        /// Writes fault (manual only).
         6:6 read_only;
-        /// Only privileged accesses allowed.
+        /// Only privileged accesses allowed (manual only).
         5:5 privilege;
-        /// Volatile (uncached); with VALID clear, the sparse marker.
+        /// Volatile (uncached); with VALID clear, the sparse marker (manual only).
         3:3 vol;
-        /// Where the page is: 0 video memory, 1 peer, 2 coherent system, 3 non-coherent system.
+        /// Where the page is: 0 video memory, 1 peer, 2 coherent system, 3 non-coherent system
+        /// (manual only).
         2:1 aperture;
-        /// The entry maps a page.
+        /// The entry maps a page (manual only).
         0:0 valid;
     }
 }
 
 bitfield! {
-    /// A version 2 page-directory entry (`NV_MMU_VER2_PDE`), 8 bytes, PD3 to PD1.
+    /// A version 2 page-directory entry (`NV_MMU_VER2_PDE`; no published header: open-gpu-doc
+    /// `turing/tu104/dev_mmu.ref.txt`), 8 bytes, PD3 to PD1.
     pub(crate) struct Pde(u64) {
         /// Video-memory address of the next-level table, >> 12.
         32:8 address_vid;
@@ -74,7 +77,8 @@ bitfield! {
 }
 
 bitfield! {
-    /// The big (low) half of a version 2 dual PDE (`NV_MMU_VER2_DUAL_PDE` bits 63:0): points at
+    /// The big (low) half of a version 2 dual PDE (`NV_MMU_VER2_DUAL_PDE` bits 63:0; no published
+    /// header: open-gpu-doc `turing/tu104/dev_mmu.ref.txt`): points at
     /// the 64 KiB page table.
     pub(crate) struct DualBig(u64) {
         /// Video-memory address of the 64 KiB page table, >> 8.
@@ -91,7 +95,8 @@ bitfield! {
 }
 
 bitfield! {
-    /// The small (high) half of a version 2 dual PDE (`NV_MMU_VER2_DUAL_PDE` bits 127:64, here
+    /// The small (high) half of a version 2 dual PDE (`NV_MMU_VER2_DUAL_PDE`; no published header:
+    /// open-gpu-doc `turing/tu104/dev_mmu.ref.txt`; bits 127:64, here
     /// numbered from bit 64): points at the 4 KiB page table.
     pub(crate) struct DualSmall(u64) {
         /// Video-memory address of the 4 KiB page table, >> 12 (`ADDRESS_SMALL_VID` 96:72).

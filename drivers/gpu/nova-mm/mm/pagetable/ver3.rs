@@ -34,32 +34,35 @@ const PDE_PCF_SPARSE: u8 = 1;
 const PTE_PCF_SPARSE: u8 = 1;
 /// `NV_MMU_VER3_PTE_PCF_NO_VALID_4KB_PAGE` (with VALID clear, on a big PTE).
 const PTE_PCF_NO_VALID_4KB_PAGE: u8 = 3;
-/// Generic memory kind.
-const KIND_GENERIC: u8 = 0;
+/// `NV_MMU_PTE_KIND_GENERIC_MEMORY` 0x6 (`hopper/gh100/dev_mmu.h`, `blackwell/gb202/dev_mmu.h`),
+/// the kind UVM writes (`make_pte_hopper`); 0 is `NV_MMU_PTE_KIND_PITCH`.
+const KIND_GENERIC: u8 = 0x6;
 
 bitfield! {
-    /// A version 3 page-table entry (`NV_MMU_VER3_PTE`), 8 bytes; also the 2 MiB and 512 MiB PTEs.
+    /// A version 3 page-table entry (`NV_MMU_VER3_PTE`, `hopper/gh100/dev_mmu.h`), 8 bytes; also
+    /// the 2 MiB and 512 MiB PTEs.
     ///
     /// The PCF of a valid PTE (7:3) is the five flags below; of an invalid one (VALID 0) it is one
     /// of `INVALID` 0, `SPARSE` 1, `MAPPING_NOWHERE` 2, `NO_VALID_4KB_PAGE` 3.
     pub(crate) struct Pte(u64) {
         /// Peer GPU of a peer-memory page.
         63:61 peer_id;
-        /// Video-memory address of the page, >> 12.
+        /// Video-memory address of the page, >> 12: the 40 bits of video memory of `ADDRESS` 51:12
+        /// (no NVIDIA define of its own).
         39:12 address_vid;
         /// Kind of the memory.
         11:8 kind;
         /// The page or PTE control field as a whole.
         7:3 pcf;
-        /// PCF bit 4: access counting disabled (`_ACD`).
+        /// PCF bit 4: access counting disabled (`_ACD`; a bit of the PCF values, no NVIDIA define).
         7:7 acd;
-        /// PCF bit 3: atomics not allowed (`_NO_ATOMIC`).
+        /// PCF bit 3: atomics not allowed (`_NO_ATOMIC`; no NVIDIA define).
         6:6 no_atomic;
-        /// PCF bit 2: read-only (`_RO`).
+        /// PCF bit 2: read-only (`_RO`; no NVIDIA define).
         5:5 read_only;
-        /// PCF bit 1: privileged accesses only (`PRIVILEGE_`).
+        /// PCF bit 1: privileged accesses only (`PRIVILEGE_`; no NVIDIA define).
         4:4 privilege;
-        /// PCF bit 0: uncached (`_UNCACHED`).
+        /// PCF bit 0: uncached (`_UNCACHED`; no NVIDIA define).
         3:3 uncached;
         /// Where the page is: 0 video memory, 1 peer, 2 coherent system, 3 non-coherent system.
         2:1 aperture;
@@ -69,7 +72,8 @@ bitfield! {
 }
 
 bitfield! {
-    /// A version 3 page-directory entry (`NV_MMU_VER3_PDE`), 8 bytes, PD4 to PD1.
+    /// A version 3 page-directory entry (`NV_MMU_VER3_PDE`, `hopper/gh100/dev_mmu.h`), 8 bytes, PD4
+    /// to PD1.
     pub(crate) struct Pde(u64) {
         /// Address of the next-level table, >> 12.
         51:12 address;
@@ -84,7 +88,8 @@ bitfield! {
 }
 
 bitfield! {
-    /// The big (low) half of a version 3 dual PDE (`NV_MMU_VER3_DUAL_PDE` bits 63:0).
+    /// The big (low) half of a version 3 dual PDE (`NV_MMU_VER3_DUAL_PDE` bits 63:0,
+    /// `hopper/gh100/dev_mmu.h`).
     pub(crate) struct DualBig(u64) {
         /// Address of the 64 KiB page table, >> 8.
         51:8 address_big;
@@ -99,7 +104,7 @@ bitfield! {
 
 bitfield! {
     /// The small (high) half of a version 3 dual PDE (`NV_MMU_VER3_DUAL_PDE` bits 127:64,
-    /// numbered from bit 64).
+    /// numbered from bit 64; `hopper/gh100/dev_mmu.h`).
     pub(crate) struct DualSmall(u64) {
         /// Address of the 4 KiB page table, >> 12 (`ADDRESS_SMALL` 115:76).
         51:12 address_small;
