@@ -682,3 +682,52 @@ impl BarMapping<'_> {
         Ok(())
     }
 }
+
+#[kunit_tests(nova_mm_bar)]
+mod tests {
+    use super::*;
+
+    /// The instance block's words per chip family, as RM writes them.
+    #[test]
+    fn instance_block_words() -> Result {
+        let pdb = 0x1_2345_6000;
+        // v2: USE_VER2_PT_FORMAT (bit 10) and 64 KiB big pages (bit 11); limit on TU10x only.
+        let tu = instance_words(Architecture::Turing, pdb, 1 << 28)?;
+        assert_eq!(tu, [0x2345_6c00, 0x1, 0x0fff_f000, 0]);
+        assert_eq!(
+            instance_words(Architecture::Ampere, pdb, 1 << 28)?,
+            [0x2345_6c00, 0x1, 0, 0]
+        );
+        // v3: no VER2 bit; Blackwell puts the magic in word 131.
+        assert_eq!(
+            instance_words(Architecture::Hopper, pdb, 1 << 28)?,
+            [0x2345_6800, 0x1, 0, 0]
+        );
+        assert_eq!(
+            instance_words(Architecture::BlackwellGB20x, pdb, 1 << 28)?,
+            [0x2345_6800, 0x1, 0, 0xcafe_ca11]
+        );
+        assert_eq!(
+            instance_words(Architecture::Ada, 0x1234, 1 << 28),
+            Err(EINVAL)
+        );
+        Ok(())
+    }
+
+    /// The bind and teardown values of both register families.
+    #[test]
+    fn bind_registers() -> Result {
+        // TU..AD: MODE 31, PTR 27:0 = block >> 12.
+        assert_eq!(BindRegs::Tu102.encode(0x20_1000)?, (0x8000_0201, 0));
+        // GH/GB: LOW = PTR 31:12 | MODE 9, HIGH = bits 63:32.
+        assert_eq!(
+            BindRegs::Gh100.encode(0x3_0020_1000)?,
+            (0x0020_1200, 0x3)
+        );
+        assert_eq!(BindRegs::Gh100.encode(0x20_1800), Err(EINVAL));
+        // Teardown: physical mode, video memory, no block.
+        assert_eq!(BindRegs::Tu102.physical(), (0, 0));
+        assert_eq!(BindRegs::Gh100.physical(), (0, 0));
+        Ok(())
+    }
+}
