@@ -154,8 +154,10 @@ def compare_counters(t, chip, rep, drv):
         ("invalidates", drv.get("tlb_invalidates"),
          inv.get("total") if isinstance(inv, dict) else inv),
         # Every poll of the invalidate register: busy, or the one that saw it complete.
+        # (and the reads that found none pending: the check before the first one after probe).
         ("invalidate polls", drv.get("tlb_reg_reads"),
-         inv.get("busy_polls", 0) + inv.get("completed", 0) if isinstance(inv, dict) else None),
+         inv.get("busy_polls", 0) + inv.get("completed", 0) + inv.get("idle_reads", 0)
+         if isinstance(inv, dict) else None),
     ]
     # Every BAR0 access of the driver is counted (its BAR0 type offers no uncounted path).
     pairs.append(("bar0 reads", drv.get("mmio_reads"), c.get("bar0_reads")))
@@ -237,8 +239,10 @@ def check_walks(t, run, lines):
             g = got[i] if i < len(got) else []
             ok = len(g) >= 3 and int(g[0], 16) == pdb and int(g[1], 16) == va
             if ok and what in ("rw", "ro"):
+                # Every page nova-mm maps is generic memory: KIND GENERIC_MEMORY 0x6 in both
+                # formats (dev_mmu.h NV_MMU_PTE_KIND_GENERIC_MEMORY; 0 is PITCH).
                 ok = (g[2] == "page" and f"pa={pa:#x}" in g and f"size={page:#x}" in g
-                      and f"ro={int(what == 'ro')}" in g)
+                      and f"ro={int(what == 'ro')}" in g and "kind=0x6" in g)
             elif ok:
                 ok = g[2] == what
             if not ok:

@@ -953,11 +953,14 @@ mod device_bar {
                 let inv0 = mm.tlb.stats.invalidates.load(Relaxed);
                 let r0 = mm.bar.stats().reads.load(Relaxed);
                 let p0 = mm.tlb.stats.reads.load(Relaxed);
+                let f0 = mm.pramin.stats.flushes.load(Relaxed);
                 let m = bar.map(&mem, moff, size, Access::ReadWrite, None)?;
                 ensure_eq!(mm.tlb.stats.invalidates.load(Relaxed) - inv0, 1);
+                // The reads: the one flush read before the invalidate, and its polls.
+                ensure_eq!(mm.pramin.stats.flushes.load(Relaxed) - f0, 1);
                 ensure_eq!(
                     mm.bar.stats().reads.load(Relaxed) - r0,
-                    mm.tlb.stats.reads.load(Relaxed) - p0
+                    1 + mm.tlb.stats.reads.load(Relaxed) - p0
                 );
                 ensure!(m.mapping().pieces().iter().all(|p| p.page == page));
                 // CPU to VRAM: first and last quadword of each page.

@@ -85,6 +85,7 @@ impl Shared {
         if self.finished.swap(true, Ordering::SeqCst) {
             return;
         }
+        lock(&self.gpu).end_of_run();
         if let Err(e) = self.write_report() {
             eprintln!("gpu-model: cannot write the report: {e}");
         }

@@ -42,6 +42,9 @@ pub const HOPPER_BAR2_HIGH: u32 = 0x00b8_0f74;
 
 /// Offset of `NV_RAMIN_PAGE_DIR_BASE` (word 128) in the instance block.
 pub const RAMIN_PAGE_DIR_BASE: u64 = 0x200;
+/// `NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE_V` (word 131; ampere/ga10b `dev_ram.h`), which RM
+/// writes on Blackwell (`kgmmuInstBlkMagicValueGet_GA10B`).
+pub const RAMIN_CTXSW_FW_MAGIC_VALUE: u32 = 0xcafe_ca11;
 
 /// Where a bind points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,8 +102,12 @@ impl InstBlock {
         }
     }
 
-    /// Why the block cannot be used, if it cannot.
-    pub fn problem(&self) -> Option<String> {
+    /// Why the block cannot be used with page tables of format `mmu`, if it cannot.
+    ///
+    /// USE_VER2_PT_FORMAT must be set for the v2 format. For v3 either value is taken: RM
+    /// writes 0 for it (`kgmmuInstBlkPageDirBaseGet_GP100`: TRUE only for format version 2),
+    /// nouveau's gh100 join writes 1; the chip decides the format.
+    pub fn problem(&self, mmu: crate::chip::MmuVersion) -> Option<String> {
         match self.target {
             0 => {}
             1 => return Some("PAGE_DIR_BASE_TARGET is INVALID".into()),
@@ -110,7 +117,7 @@ impl InstBlock {
                 ))
             }
         }
-        if !self.ver2 {
+        if !self.ver2 && mmu == crate::chip::MmuVersion::V2 {
             return Some("USE_VER2_PT_FORMAT is clear (legacy format, not modelled)".into());
         }
         if !self.big_64k {
@@ -209,15 +216,21 @@ mod tests {
                 pdb: 0x1_0040_0000
             }
         );
-        assert_eq!(ib.problem(), None);
-        assert!(InstBlock::decode(lo | 1, 0).problem().is_some());
-        assert!(InstBlock::decode(lo | 2, 0).problem().is_some());
+        use crate::chip::MmuVersion::{V2, V3};
+        assert_eq!(ib.problem(V2), None);
+        assert!(InstBlock::decode(lo | 1, 0).problem(V2).is_some());
+        assert!(InstBlock::decode(lo | 2, 0).problem(V2).is_some());
+        // VER2 clear: the legacy format for a v2 chip; for v3 RM writes it clear.
         assert!(InstBlock::decode(0x0040_0000 | (1 << 11), 0)
-            .problem()
+            .problem(V2)
             .unwrap()
             .contains("VER2"));
+        assert_eq!(
+            InstBlock::decode(0x0040_0000 | (1 << 11), 0).problem(V3),
+            None
+        );
         assert!(InstBlock::decode(0x0040_0000 | (1 << 10), 0)
-            .problem()
+            .problem(V2)
             .unwrap()
             .contains("128 KiB"));
     }

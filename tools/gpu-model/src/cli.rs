@@ -98,6 +98,7 @@ fn parse_fault(s: &str, f: &mut Faults) -> Result<(), String> {
         "device-gone" => f.device_gone = true,
         "unknown-chip" => f.unknown_chip = true,
         "boot-incomplete" => f.boot_incomplete = true,
+        "invalidate-in-flight" => f.invalidate_in_flight = true,
         _ => {
             let Some(n) = s.strip_prefix("disconnect-after=") else {
                 return Err(format!("unknown fault {s:?}"));

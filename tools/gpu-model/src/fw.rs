@@ -38,6 +38,12 @@ pub const GFW_BOOT_PROGRESS: u32 = 0x0011_8234;
 pub const WPR2_ADDR_LO: u32 = 0x001f_a824;
 /// `NV_PFB_PRI_MMU_WPR2_ADDR_HI`.
 pub const WPR2_ADDR_HI: u32 = 0x001f_a828;
+/// `NV_HUBMMU_PRI_MMU_WPR2_ADDR_LO` (0xa824, blackwell/gb100 `dev_hubmmu_base.h`) at
+/// `NV_HUBMMU0_PRI_BASE` 0x880000 (hwproject.h): where RM r595 reads WPR2 on Blackwell
+/// (`kgspIsWpr2Up_GB100`).
+pub const HUBMMU_WPR2_ADDR_LO: u32 = 0x0088_a824;
+/// `NV_HUBMMU_PRI_MMU_WPR2_ADDR_HI` (0xa828, same header and base).
+pub const HUBMMU_WPR2_ADDR_HI: u32 = 0x0088_a828;
 
 /// Value of the GFW priv level mask: read allowed at every level (3:0),
 /// writes only at levels 2 and 3 (7:4). Bit 0 is what drivers check; the
@@ -122,6 +128,9 @@ pub struct FwState {
     regs: FwRegs,
     reserved: Vec<Region>,
     boot_incomplete: bool,
+    /// Blackwell: WPR2 is in the HUBMMU; the legacy offsets are not decoded (a PRI error).
+    /// Which of the two decodes on GB20x is not public; the model takes r595's.
+    hubmmu_wpr2: bool,
 }
 
 /// Encodes a size in MiB as `(mag, scale)` with `size = mag << scale`,
@@ -220,6 +229,7 @@ impl FwState {
             regs,
             reserved,
             boot_incomplete: false,
+            hubmmu_wpr2: chip.architecture >= 0x1a,
         }
     }
 
@@ -270,6 +280,9 @@ impl FwState {
             } else {
                 GFW_BOOT_COMPLETED
             }),
+            WPR2_ADDR_LO | WPR2_ADDR_HI if self.hubmmu_wpr2 => None,
+            HUBMMU_WPR2_ADDR_LO if self.hubmmu_wpr2 => Some(self.regs.wpr2_lo),
+            HUBMMU_WPR2_ADDR_HI if self.hubmmu_wpr2 => Some(self.regs.wpr2_hi),
             WPR2_ADDR_LO => Some(self.regs.wpr2_lo),
             // HI holds the exclusive end >> 12, as NVIDIA's open-gpu-kernel-modules reads the
             // WPR ADDR_HI registers (`end = VAL << ALIGNMENT`, range `start..=end - 1`) and
@@ -316,7 +329,12 @@ mod tests {
             }
             assert_eq!(fw.read(GFW_PRIV_LEVEL_MASK).unwrap() & 1, 1);
             assert_eq!(fw.read(GFW_BOOT_PROGRESS).unwrap() & 0xff, 0xff);
-            assert_eq!(fw.read(WPR2_ADDR_HI), Some(0));
+            if c.architecture >= 0x1a {
+                assert_eq!(fw.read(HUBMMU_WPR2_ADDR_HI), Some(0));
+                assert_eq!(fw.read(WPR2_ADDR_HI), None);
+            } else {
+                assert_eq!(fw.read(WPR2_ADDR_HI), Some(0));
+            }
             if let Some(f) = c.fsp_scratch {
                 assert_eq!(fw.read(f), Some(0xff));
             }

@@ -15,7 +15,8 @@ use crate::hostile::{self, Hostile};
 use crate::mmu::{self, EntrySource, Fault, Leaf, Level};
 use crate::pramin::{self, Window};
 use crate::report::{fields, Kind, Recorder};
-use crate::tlb::{InvalidateRegs, Tlb};
+use crate::sequence::Sequence;
+use crate::tlb::{self, InvalidateRegs, Request, Tlb};
 use crate::vram::Vram;
 
 /// BAR0 size (16 MiB, 32-bit non-prefetchable memory).
@@ -34,6 +35,10 @@ pub struct Faults {
     pub boot_incomplete: bool,
     /// Close the connection after this many BAR accesses.
     pub disconnect_after: Option<u64>,
+    /// After every reset an invalidate is still in flight (left by whoever had the GPU
+    /// before): TRIGGER reads 1 for the first reads. A driver must wait for it before writing
+    /// the PDB (`kgmmuCheckPendingInvalidates_TU102`).
+    pub invalidate_in_flight: bool,
 }
 
 impl Faults {
@@ -54,6 +59,9 @@ impl Faults {
         }
         if let Some(n) = self.disconnect_after {
             v.push(format!("disconnect-after={n}"));
+        }
+        if self.invalidate_in_flight {
+            v.push("invalidate-in-flight".to_string());
         }
         v
     }
@@ -127,6 +135,8 @@ pub struct Gpu {
     pub accesses: u64,
     /// Hostile mode state (`--hostile`).
     pub hostile: Option<Hostile>,
+    /// The ordering rules' state (HARDWARE.md §9).
+    pub seq: Sequence,
 }
 
 /// Where a BAR1 access lands.
@@ -141,6 +151,8 @@ enum Target {
 pub(crate) struct FreshSource<'a> {
     /// The VRAM the tables live in.
     pub(crate) vram: &'a Vram,
+    /// The last entry read (after a walk to a page: its leaf entry, low quadword).
+    pub(crate) last: u64,
 }
 
 fn read_entry(vram: &Vram, addr: u64, dual: bool) -> Result<[u64; 2], String> {
@@ -164,7 +176,9 @@ impl EntrySource for FreshSource<'_> {
         addr: u64,
         dual: bool,
     ) -> Result<[u64; 2], String> {
-        read_entry(self.vram, addr, dual)
+        let r = read_entry(self.vram, addr, dual)?;
+        self.last = r[0];
+        Ok(r)
     }
 }
 
@@ -256,12 +270,17 @@ impl Gpu {
             bar1: Bar1::default(),
             rec,
             storage: std::collections::HashMap::new(),
+            seq: Sequence {
+                plm_raised_reads: crate::sequence::PLM_RAISED_READS,
+                ..Sequence::default()
+            },
             accesses: 0,
             chip,
             cfg,
             hostile,
         };
         gpu.next_hostile_epoch();
+        gpu.invalidate_left_in_flight();
         Ok(gpu)
     }
 
@@ -276,7 +295,67 @@ impl Gpu {
         self.tlb.flush_all();
         self.bar1 = Bar1::default();
         self.storage.clear();
+        // The TLBs are empty: nothing is left to cover. FWSEC raises the GFW priv level mask
+        // again until it is done.
+        self.seq = Sequence {
+            plm_raised_reads: crate::sequence::PLM_RAISED_READS,
+            ..Sequence::default()
+        };
         self.next_hostile_epoch();
+        self.invalidate_left_in_flight();
+    }
+
+    /// With `--fault invalidate-in-flight`: an invalidate of every PDB is pending, its TRIGGER
+    /// reading 1 for the next two reads.
+    fn invalidate_left_in_flight(&mut self) {
+        if self.cfg.faults.invalidate_in_flight {
+            self.inval.pending = Some((
+                Request {
+                    ctrl: tlb::TRIGGER | tlb::ALL_VA | tlb::ALL_PDB,
+                    pdb: 0,
+                    pdb_sysmem: false,
+                    seq: 0,
+                },
+                2,
+            ));
+        }
+    }
+
+    /// What only the end of the run can tell: a LOW write never followed by HIGH, entry
+    /// changes no invalidate covered. Recorded once, before the final report.
+    pub fn end_of_run(&mut self) {
+        if self.seq.low_only {
+            self.seq.low_only = false;
+            self.rec.violation(
+                Kind::Bar1BindLowOnly,
+                "the run ended after a BAR1_BLOCK_LOW_ADDR write with no HIGH write after it: \
+                 the write to HIGH triggers the bind (kbusBar1InstBlkBind_GH100), so that \
+                 LOW value was never bound"
+                    .to_string(),
+                fields([("low", json!(self.bar1.block))]),
+            );
+        }
+        let fmt = mmu::format(self.chip.mmu);
+        let left = self.seq.uncovered(&self.vram, fmt);
+        let mut by_pdb: std::collections::BTreeMap<u64, Vec<(u64, u64, u64)>> = Default::default();
+        for (pdb, a, c) in &left {
+            by_pdb.entry(*pdb).or_default().push((*a, c.old, c.new));
+        }
+        for (pdb, addrs) in by_pdb {
+            self.rec.violation(
+                Kind::UncoveredPteChange,
+                format!(
+                    "{} page-table entries of PDB {pdb:#x} changed and no invalidate of that \
+                     PDB written after the change (and reaching its TLBs) covered them; first \
+                     at VRAM {:#x} ({:#x} -> {:#x})",
+                    addrs.len(),
+                    addrs[0].0,
+                    addrs[0].1,
+                    addrs[0].2
+                ),
+                fields([("pdb", json!(pdb)), ("entries", json!(addrs.len()))]),
+            );
+        }
     }
 
     /// Total violations so far.
@@ -390,6 +469,9 @@ impl Gpu {
     /// Reads through the PRAMIN aperture at aperture offset `aoff`.
     pub fn pramin_read(&mut self, aoff: u64, buf: &mut [u8]) {
         self.rec.counters.pramin_reads.add(buf.len());
+        // A read through the window flushes the posted writes before it
+        // (`BUS_FLUSH_VIDEO_MEMORY_VIA_PRAMIN_WINDOW`, kern_bus_gm107.c).
+        self.seq.flush();
         match self.pramin_target(aoff, buf.len(), "read") {
             Some(pa) => {
                 if self.vram.read(pa, buf).is_err() {
@@ -404,8 +486,21 @@ impl Gpu {
     pub fn pramin_write(&mut self, aoff: u64, data: &[u8]) {
         self.rec.counters.pramin_writes.add(data.len());
         if let Some(pa) = self.pramin_target(aoff, data.len(), "write") {
+            // The quadwords the write covers, before and after: entry changes for the
+            // coverage rule (crate::sequence).
+            // CAST: access lengths are small.
+            let len = data.len() as u64;
+            let base = pa & !7;
+            let n = (pa + len - base).div_ceil(8);
+            let old: Vec<u64> = (0..n)
+                .map(|i| self.vram.read_u64(base + 8 * i).unwrap_or(0))
+                .collect();
             // The target was checked to fit.
             let _ = self.vram.write(pa, data);
+            let new: Vec<u64> = (0..n)
+                .map(|i| self.vram.read_u64(base + 8 * i).unwrap_or(0))
+                .collect();
+            self.seq.pramin_write(pa, len, &old, &new, self.accesses);
         }
     }
 
@@ -499,6 +594,7 @@ impl Gpu {
             let chunk = &mut buf[done..done + n];
             match self.bar1_target(va, n, false) {
                 Target::Vram(pa) => {
+                    self.check_posted_bar1("read", va, pa, n);
                     if self.vram.read(pa, chunk).is_err() {
                         chunk.fill(0);
                     }
@@ -522,9 +618,25 @@ impl Gpu {
             let va = off.saturating_add(done as u64);
             let n = chunk_len(va, data.len() - done);
             if let Target::Vram(pa) = self.bar1_target(va, n, true) {
+                self.check_posted_bar1("write", va, pa, n);
                 let _ = self.vram.write(pa, &data[done..done + n]);
             }
             done += n;
+        }
+    }
+
+    /// A BAR1 access to VRAM with PRAMIN writes not yet flushed (HARDWARE.md §9 rule 1).
+    fn check_posted_bar1(&mut self, what: &str, va: u64, pa: u64, len: usize) {
+        // CAST: chunk lengths are at most 4 KiB.
+        if self.seq.is_posted(pa, len as u64) {
+            self.rec.violation(
+                Kind::UnflushedPramin,
+                format!(
+                    "BAR1 {what} at offset {va:#x} reaches VRAM {pa:#x}, which has PRAMIN writes \
+                     not yet flushed (no PRAMIN read or NV_UFLUSH since)"
+                ),
+                fields([("bar1_offset", json!(va)), ("vram_addr", json!(pa))]),
+            );
         }
     }
 
@@ -532,6 +644,30 @@ impl Gpu {
         let what = if write { "write" } else { "read" };
         // CAST: chunk lengths are at most 4 KiB.
         let len64 = len as u64;
+        if self.seq.low_only {
+            self.seq.low_only = false;
+            self.rec.violation(
+                Kind::Bar1BindLowOnly,
+                format!(
+                    "BAR1 {what} at offset {va:#x} after a BAR1_BLOCK_LOW_ADDR write ({:#010x}) \
+                     with no HIGH write after it: the write to HIGH triggers the bind \
+                     (kbusBar1InstBlkBind_GH100)",
+                    self.bar1.block
+                ),
+                fields([("bar1_offset", json!(va)), ("low", json!(self.bar1.block))]),
+            );
+        }
+        if self.seq.bind_unpolled {
+            self.seq.bind_unpolled = false;
+            self.rec.violation(
+                Kind::Bar1BeforeBindComplete,
+                format!(
+                    "BAR1 {what} at offset {va:#x} before a read of the bind status showed the \
+                     bind complete (kbusBar1InstBlkBind_TU102)"
+                ),
+                fields([("bar1_offset", json!(va))]),
+            );
+        }
         let leaf = match self.bar1_translate(va) {
             Ok(l) => l,
             Err(reason) => {
@@ -643,13 +779,28 @@ impl Gpu {
                 r
             }
         };
-        let fresh = mmu::walk(
-            fmt,
-            allow_512m,
-            pdb,
-            va,
-            &mut FreshSource { vram: &self.vram },
-        );
+        let mut fsrc = FreshSource {
+            vram: &self.vram,
+            last: 0,
+        };
+        let fresh = mmu::walk(fmt, allow_512m, pdb, va, &mut fsrc);
+        if self.chip.mmu == crate::chip::MmuVersion::V3
+            && fresh.as_ref().is_ok_and(|l| matches!(l, Leaf::Page { .. }))
+        {
+            // KIND 11:8 of the leaf: 0x7 is NV_MMU_PTE_KIND_INVALID, every other value a
+            // defined kind (gh100/gb202 dev_mmu.h: NV_MMU_PTE_KIND_*).
+            let kind = (fsrc.last >> 8) & 0xf;
+            if kind == 0x7 {
+                self.rec.violation(
+                    Kind::UndefinedKind,
+                    format!(
+                        "BAR1 offset {va:#x} (PDB {pdb:#x}) maps through a PTE of KIND {kind:#x} \
+                         (NV_MMU_PTE_KIND_INVALID)"
+                    ),
+                    fields([("bar1_offset", json!(va)), ("kind", json!(kind))]),
+                );
+            }
+        }
         if effective(&cached, va) != effective(&fresh, va) {
             self.rec.violation(
                 Kind::StaleTlb,

@@ -38,6 +38,7 @@ pub mod pramin;
 pub mod protocol;
 pub mod regs;
 pub mod report;
+pub mod sequence;
 pub mod tlb;
 pub mod vram;
 pub mod walk;

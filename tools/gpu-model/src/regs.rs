@@ -83,6 +83,9 @@ impl Gpu {
         if let Some(v) = self.gfw_flap(off, peek) {
             return v;
         }
+        if let Some(v) = self.read_plm_rule(off, peek) {
+            return v;
+        }
         if let Some(v) = self.fw.read(off) {
             return v;
         }
@@ -92,9 +95,9 @@ impl Gpu {
         match (self.chip.bind, off) {
             (BindRegs::Vf, bar1::VF_BAR1_BLOCK) => return self.bar1.block,
             (BindRegs::Vf, bar1::VF_BAR2_BLOCK) => return self.bar1.bar2[0],
-            (BindRegs::Vf, bar1::VF_BIND_STATUS) => return self.bind_pending_bits(),
+            (BindRegs::Vf, bar1::VF_BIND_STATUS) => return self.bind_status_read(peek),
             (BindRegs::VfHopper, bar1::HOPPER_BAR1_LOW) => {
-                return (self.bar1.block & !3) | self.bind_pending_bits()
+                return (self.bar1.block & !3) | self.bind_status_read(peek)
             }
             (BindRegs::VfHopper, bar1::HOPPER_BAR1_HIGH) => return self.bar1.block_high,
             (BindRegs::VfHopper, bar1::HOPPER_BAR2_LOW) => return self.bar1.bar2[0] & !3,
@@ -144,7 +147,11 @@ impl Gpu {
         match off {
             BOOT_0 => return RegKind::ReadOnly(self.boot0()),
             BOOT_42 => return RegKind::ReadOnly(self.boot42()),
-            UFLUSH => return RegKind::Handled,
+            UFLUSH => {
+                // An FB flush: the posted PRAMIN writes land (nouveau `g84_bar_flush`).
+                self.seq.flush();
+                return RegKind::Handled;
+            }
             _ => {}
         }
         if off == self.window.offset() {
@@ -172,15 +179,19 @@ impl Gpu {
                 return RegKind::Handled;
             }
             (BindRegs::Vf, bar1::VF_BIND_STATUS) => {
-                return RegKind::ReadOnly(self.bind_pending_bits())
+                return RegKind::ReadOnly(self.bind_status_read(true))
             }
             (BindRegs::VfHopper, bar1::HOPPER_BAR1_LOW) => {
+                // Held until HIGH is written: the write to HIGH triggers the bind
+                // (open-gpu-kernel-modules kern_bus_gh100.c `kbusBar1InstBlkBind_GH100`).
                 self.bar1.block = value;
-                self.bind(decode_hopper_block(value, self.bar1.block_high));
+                self.seq.low_only = true;
                 return RegKind::Handled;
             }
             (BindRegs::VfHopper, bar1::HOPPER_BAR1_HIGH) => {
                 self.bar1.block_high = value;
+                self.seq.low_only = false;
+                self.bind(decode_hopper_block(self.bar1.block, value));
                 return RegKind::Handled;
             }
             (BindRegs::VfHopper, bar1::HOPPER_BAR2_LOW) => {
@@ -195,11 +206,13 @@ impl Gpu {
         }
         match off {
             tlb::INVALIDATE_PDB => {
+                self.pdb_write_while_pending("MMU_INVALIDATE_PDB", value);
                 // APERTURE 1:1 and ADDR 31:4.
                 self.inval.pdb_reg = value & 0xffff_fff2;
                 RegKind::Handled
             }
             tlb::INVALIDATE_UPPER_PDB => {
+                self.pdb_write_while_pending("MMU_INVALIDATE_UPPER_PDB", value);
                 self.inval.upper_reg = value & 0x000f_ffff;
                 RegKind::Handled
             }
@@ -211,10 +224,77 @@ impl Gpu {
         }
     }
 
+    /// The PDB registers written while an invalidate is pending: RM checks for pending
+    /// invalidates before every commit (`kgmmuCheckPendingInvalidates_TU102`).
+    fn pdb_write_while_pending(&mut self, reg: &str, value: u32) {
+        if let Some((old, _)) = self.inval.pending {
+            self.rec.violation(
+                Kind::InvalidateBusy,
+                format!(
+                    "{reg} written ({value:#010x}) while invalidate {:#010x} (PDB {:#x}) is \
+                     still pending (TRIGGER not yet read back clear)",
+                    old.ctrl, old.pdb
+                ),
+                fields([("value", json!(value)), ("pending", json!(old.ctrl))]),
+            );
+        }
+    }
+
+    /// The GFW priv level mask raised for the first reads after a reset, and GROUP_05 read
+    /// while it is: RM `_gpuIsGfwBootCompleted_TU102` ("check that FWSEC has lowered its PLM
+    /// first"). `None` for any other register.
+    fn read_plm_rule(&mut self, off: u32, peek: bool) -> Option<u32> {
+        match off {
+            fw::GFW_PRIV_LEVEL_MASK if self.seq.plm_raised_reads > 0 => {
+                if !peek {
+                    self.seq.plm_raised_reads -= 1;
+                }
+                // READ_PROTECTION_LEVEL0 (bit 0) DISABLE: the CPU may not read GROUP_05 yet.
+                Some(fw::GFW_PRIV_LEVEL_MASK_VALUE & !1)
+            }
+            fw::GFW_BOOT_PROGRESS if self.seq.plm_raised_reads > 0 => {
+                if !peek {
+                    self.rec.violation(
+                        Kind::GfwReadBeforePlm,
+                        format!(
+                            "NV_PGC6_AON_SECURE_SCRATCH_GROUP_05 read at {off:#x} while its priv \
+                             level mask still shows the read protection raised"
+                        ),
+                        fields([("offset", json!(off))]),
+                    );
+                }
+                Some(PRI_ERROR_VALUE)
+            }
+            _ => None,
+        }
+    }
+
     fn write_invalidate(&mut self, value: u32) {
         self.inval.ctrl_reg = value & !tlb::TRIGGER;
         if value & tlb::TRIGGER == 0 {
             return;
+        }
+        // What this invalidate acts on: the tables of its directory as VRAM holds them now (of
+        // every known directory for ALL_PDB). Unflushed writes there are a violation; writes
+        // other threads have in flight elsewhere are not this invalidate's business.
+        let target = if value & tlb::ALL_PDB != 0 {
+            None
+        } else {
+            Some(self.inval.latched_pdb())
+        };
+        let unflushed = self.unflushed_tables(target);
+        if unflushed > 0 {
+            self.rec.violation(
+                Kind::UnflushedPramin,
+                format!(
+                    "TLB invalidate {value:#010x} (PDB {:#x}) triggered with PRAMIN writes to \
+                     {unflushed} of its page-table entries not yet flushed (no PRAMIN read or \
+                     NV_UFLUSH since): kbusFlush_GM107, \"Must call kbusFlush BEFORE any calls \
+                     to busInvalidate\"",
+                    self.inval.latched_pdb()
+                ),
+                fields([("value", json!(value)), ("pages", json!(unflushed))]),
+            );
         }
         if let Some((old, _)) = self.inval.pending.take() {
             self.rec.violation(
@@ -255,6 +335,7 @@ impl Gpu {
             ctrl: value,
             pdb: self.inval.latched_pdb(),
             pdb_sysmem: self.inval.pdb_reg & 2 != 0,
+            seq: self.accesses,
         };
         // Hostile `invalidate-flaky`: a coin per trigger.
         let hung = self.hostile.as_mut().is_some_and(|h| h.invalidate_hangs());
@@ -269,6 +350,7 @@ impl Gpu {
     fn read_invalidate(&mut self) -> u32 {
         let ctrl = self.inval.ctrl_reg;
         let Some((req, left)) = self.inval.pending else {
+            self.rec.counters.invalidates.idle_reads += 1;
             return ctrl;
         };
         if self.cfg.faults.invalidate_hang || self.inval.hung || left > 0 {
@@ -281,13 +363,22 @@ impl Gpu {
         ctrl
     }
 
-    /// BAR1_PENDING (0) and BAR1_OUTSTANDING (1) as they read now.
-    fn bind_pending_bits(&self) -> u32 {
+    /// BAR1_PENDING (0) and BAR1_OUTSTANDING (1) as they read now: busy for the first read
+    /// after a bind; a read that shows them clear is the poll BAR1 use must wait for.
+    fn bind_status_read(&mut self, peek: bool) -> u32 {
         if self.bar1.hung {
-            3
-        } else {
-            0
+            return 3;
         }
+        if self.seq.bind_busy_reads > 0 {
+            if !peek {
+                self.seq.bind_busy_reads -= 1;
+            }
+            return 1;
+        }
+        if !peek {
+            self.seq.bind_unpolled = false;
+        }
+        0
     }
 
     /// `NV_PMC_BOOT_0` / `NV_PMC_BOOT_42`, flapping in the hostile
@@ -333,13 +424,88 @@ impl Gpu {
         let scope = Scope::from_ctrl(req.ctrl);
         let pdb = if req.all_pdb() { None } else { Some(req.pdb) };
         self.tlb.invalidate(pdb, scope);
+        self.cover_changes(&req, pdb);
         // Counts it and, with --trace-invalidates, snapshots the counters;
         // the access that completed it is already counted.
         self.rec.invalidate_completed();
     }
 
+    /// The coverage rule (crate::sequence): the changes this invalidate covers, the TU10x
+    /// membar rule on them, then the directory's tables learnt again.
+    fn cover_changes(&mut self, req: &Request, pdb: Option<u64>) {
+        let hub_only = req.ctrl & tlb::HUBTLB_ONLY != 0;
+        let covered = self.seq.cover(pdb, hub_only, req.seq);
+        // TU10x only: `kgmmuSetTlbInvalidateMembarWarParameters_TU102` (a stub on later chips).
+        let membar = req.ctrl & tlb::SYS_MEMBAR != 0 && (req.ctrl >> 7) & 3 == 1;
+        if self.chip.architecture == 0x16 && !membar {
+            if let Some((p, c)) = covered
+                .iter()
+                .find(|(_, c)| crate::sequence::v2_downgrade(c.old, c.new))
+            {
+                self.rec.violation(
+                    Kind::DowngradeWithoutMembar,
+                    format!(
+                        "TLB invalidate {:#010x} of PDB {p:#x} covers an unmap or downgrade \
+                         ({:#x} -> {:#x}) without SYS_MEMBAR and ACK=GLOBALLY (TU10x: \
+                         kgmmuSetTlbInvalidateMembarWarParameters_TU102)",
+                        req.ctrl, c.old, c.new
+                    ),
+                    fields([("value", json!(req.ctrl)), ("pdb", json!(p))]),
+                );
+            }
+        }
+        let fmt = crate::mmu::format(self.chip.mmu);
+        let hub = matches!(self.bar1.binding, Binding::Virtual { pdb: b, .. } if Some(b) == pdb);
+        match pdb {
+            Some(p) if !req.pdb_sysmem => self.seq.learn(&self.vram, fmt, p, hub),
+            Some(_) => {}
+            None => {
+                let known: Vec<u64> = self.seq.spaces.keys().copied().collect();
+                for p in known {
+                    self.seq.learn(&self.vram, fmt, p, false);
+                }
+            }
+        }
+    }
+
+    /// How many quadwords of the tables of `pdb` (of every known directory for `None`), as VRAM
+    /// holds them now, have posted PRAMIN writes.
+    fn unflushed_tables(&self, pdb: Option<u64>) -> usize {
+        if self.seq.posted.is_empty() {
+            return 0;
+        }
+        let fmt = crate::mmu::format(self.chip.mmu);
+        let pdbs: Vec<u64> = match pdb {
+            Some(p) => vec![p],
+            None => self.seq.spaces.keys().copied().collect(),
+        };
+        let mut n = 0;
+        for p in pdbs {
+            if !self.vram.contains(p, 0x1000) {
+                continue;
+            }
+            n += self.seq.posted_in_tables(&self.vram, fmt, p);
+        }
+        n
+    }
+
     fn bind(&mut self, req: BindRequest) {
         self.rec.counters.bar1_binds += 1;
+        if self.seq.is_posted(req.inst, 0x1000) {
+            self.rec.violation(
+                Kind::UnflushedPramin,
+                format!(
+                    "BAR1 bind of instance block {:#x} whose PRAMIN writes are not yet flushed \
+                     (kbusBar1InstBlkVasUpdate_GM107 flushes before the bind)",
+                    req.inst
+                ),
+                fields([("instance_block", json!(req.inst))]),
+            );
+        }
+        // The bind takes a while: the first status read shows it busy, and BAR1 must not be
+        // used before a read has shown it complete.
+        self.seq.bind_busy_reads = crate::sequence::BIND_BUSY_READS;
+        self.seq.bind_unpolled = true;
         if self.hostile_epoch().is_some_and(|e| e.bind_hang) {
             // Hostile `bar1-bind-hang`: the bind stays pending and the
             // previous binding stays in force.
@@ -359,6 +525,10 @@ impl Gpu {
                     ("target", json!(req.target)),
                 ]),
             );
+        }
+        if let Binding::Virtual { pdb, .. } = &binding {
+            let fmt = crate::mmu::format(self.chip.mmu);
+            self.seq.learn(&self.vram, fmt, *pdb, true);
         }
         self.bar1.binding = binding;
     }
@@ -385,8 +555,27 @@ impl Gpu {
             ));
         }
         let ib = InstBlock::decode(lo, hi);
-        if let Some(p) = ib.problem() {
+        if let Some(p) = ib.problem(self.chip.mmu) {
             return Binding::Broken(p);
+        }
+        // Blackwell: `NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE` (word 131) = 0xcafeca11
+        // (`kgmmuInstBlkMagicValueGet_GA10B`; ampere/ga10b dev_ram.h).
+        if self.chip.architecture >= 0x1a {
+            let magic = self.vram.read_u32(req.inst + 131 * 4).unwrap_or(0);
+            if magic != bar1::RAMIN_CTXSW_FW_MAGIC_VALUE {
+                self.rec.violation(
+                    Kind::InstBlockMagicMissing,
+                    format!(
+                        "BAR1 instance block {:#x}: word 131 is {magic:#010x}, not \
+                         NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE 0xcafeca11",
+                        req.inst
+                    ),
+                    fields([
+                        ("instance_block", json!(req.inst)),
+                        ("word131", json!(magic)),
+                    ]),
+                );
+            }
         }
         if !self.vram.contains(ib.pdb, 0x1000) {
             return Binding::Broken(format!("page directory base {:#x} is beyond VRAM", ib.pdb));

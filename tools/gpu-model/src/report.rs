@@ -55,11 +55,37 @@ pub enum Kind {
     BadInstanceBlock,
     /// Malformed vfio-user message.
     Protocol,
+    /// An invalidate, a BAR1 bind or a BAR1 access acted on PRAMIN writes not yet flushed (by
+    /// a PRAMIN read or `NV_UFLUSH`): `kbusFlush_GM107`, "Must call kbusFlush BEFORE any calls
+    /// to busInvalidate".
+    UnflushedPramin,
+    /// Hopper/Blackwell: BAR1 used, or the run ended, after a BAR1_BLOCK_LOW_ADDR write with no
+    /// HIGH write after it: the HIGH write triggers the bind (`kbusBar1InstBlkBind_GH100`).
+    Bar1BindLowOnly,
+    /// BAR1 used before a read of the bind status showed the bind complete
+    /// (`kbusBar1InstBlkBind_TU102`: "SW must ensure that the bind has completed prior to
+    /// issuing any further BAR1 requests").
+    Bar1BeforeBindComplete,
+    /// TU10x: an invalidate covering an unmap or a downgrade without SYS_MEMBAR and
+    /// ACK=GLOBALLY (`kgmmuSetTlbInvalidateMembarWarParameters_TU102`).
+    DowngradeWithoutMembar,
+    /// GROUP_05 read while its priv level mask still showed the read protection raised
+    /// (`_gpuIsGfwBootCompleted_TU102`: "check that FWSEC has lowered its PLM first").
+    GfwReadBeforePlm,
+    /// A valid v3 PTE whose KIND is not one `NV_MMU_PTE_KIND_*` defines, or is INVALID
+    /// (gh100/gb202 `dev_mmu.h`).
+    UndefinedKind,
+    /// Blackwell instance block bound to BAR1 without `NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE`
+    /// in word 131 (`kgmmuInstBlkMagicValueGet_GA10B`).
+    InstBlockMagicMissing,
+    /// A page-table entry change never covered by an invalidate of its page directory written
+    /// after it, with a scope that reaches its TLBs.
+    UncoveredPteChange,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Bar1Fault,
         Kind::ReadOnlyWrite,
         Kind::StaleTlb,
@@ -71,6 +97,14 @@ impl Kind {
         Kind::InvalidateBusy,
         Kind::BadInstanceBlock,
         Kind::Protocol,
+        Kind::UnflushedPramin,
+        Kind::Bar1BindLowOnly,
+        Kind::Bar1BeforeBindComplete,
+        Kind::DowngradeWithoutMembar,
+        Kind::GfwReadBeforePlm,
+        Kind::UndefinedKind,
+        Kind::InstBlockMagicMissing,
+        Kind::UncoveredPteChange,
     ];
 
     /// The snake_case name used in the report and on the command line.
@@ -87,6 +121,14 @@ impl Kind {
             Kind::InvalidateBusy => "invalidate_busy",
             Kind::BadInstanceBlock => "bad_instance_block",
             Kind::Protocol => "protocol",
+            Kind::UnflushedPramin => "unflushed_pramin",
+            Kind::Bar1BindLowOnly => "bar1_bind_low_only",
+            Kind::Bar1BeforeBindComplete => "bar1_before_bind_complete",
+            Kind::DowngradeWithoutMembar => "downgrade_without_membar",
+            Kind::GfwReadBeforePlm => "gfw_read_before_plm",
+            Kind::UndefinedKind => "undefined_kind",
+            Kind::InstBlockMagicMissing => "instblk_magic_missing",
+            Kind::UncoveredPteChange => "uncovered_pte_change",
         }
     }
 
@@ -167,6 +209,8 @@ pub struct InvalidateCounts {
     pub completed: u64,
     /// Reads of the invalidate register that still saw TRIGGER set.
     pub busy_polls: u64,
+    /// Reads of the invalidate register with no invalidate pending (a check before a new one).
+    pub idle_reads: u64,
 }
 
 /// Every counter of the report.

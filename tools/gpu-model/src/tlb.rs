@@ -86,6 +86,8 @@ pub struct Request {
     pub pdb: u64,
     /// PDB aperture is system memory.
     pub pdb_sysmem: bool,
+    /// Access sequence number of the TRIGGER write (what it can cover came before).
+    pub seq: u64,
 }
 
 impl Request {

@@ -105,7 +105,14 @@ pub fn answer(chip: &Chip, vram: &Vram, line: &str) -> Option<String> {
 /// The result part of an output line for a well-formed query.
 fn translate(chip: &Chip, vram: &Vram, pdb: u64, va: u64) -> String {
     let fmt = mmu::format(chip.mmu);
-    match mmu::walk(fmt, chip.page_512m, pdb, va, &mut FreshSource { vram }) {
+    let mut src = FreshSource { vram, last: 0 };
+    let r = mmu::walk(fmt, chip.page_512m, pdb, va, &mut src);
+    // KIND of the leaf entry: 63:56 in v2, 11:8 in v3 (the harness checks it is generic).
+    let kind = match chip.mmu {
+        crate::chip::MmuVersion::V2 => src.last >> 56,
+        crate::chip::MmuVersion::V3 => (src.last >> 8) & 0xf,
+    };
+    match r {
         Ok(Leaf::Page {
             pa,
             size,
@@ -121,7 +128,7 @@ fn translate(chip: &Chip, vram: &Vram, pdb: u64, va: u64) -> String {
                 );
             }
             format!(
-                "page pa={pa:#x} size={size:#x} ro={} priv={}",
+                "page pa={pa:#x} size={size:#x} ro={} priv={} kind={kind:#x}",
                 u8::from(read_only),
                 u8::from(privileged)
             )
@@ -284,7 +291,8 @@ mod tests {
         fn pte(&self, pa: u64, a: Attr) -> u64 {
             if self.v3 {
                 let pcf = if a.privileged { 2 } else { 0 } | if a.ro { 4 } else { 0 };
-                1 | (pcf << 3) | pa
+                // KIND 11:8 = GENERIC_MEMORY (6).
+                1 | (pcf << 3) | (6 << 8) | pa
             } else {
                 1 | (u64::from(a.privileged) << 5)
                     | (u64::from(a.ro) << 6)
@@ -388,15 +396,15 @@ mod tests {
         b.w64(spt + 0x20 * 8, p); // ... hiding this 4 KiB PTE
         ask(
             &format!("{pdb:#x} 0x1234"),
-            "page pa=0x40000234 size=0x1000 ro=0 priv=0".into(),
+            "page pa=0x40000234 size=0x1000 ro=0 priv=0 kind=0x6".into(),
         );
         ask(
             &format!("{pdb:#X} 0X2FFF"),
-            "page pa=0x40001fff size=0x1000 ro=1 priv=0".into(),
+            "page pa=0x40001fff size=0x1000 ro=1 priv=0 kind=0x6".into(),
         );
         ask(
             &format!("{pdb:#x} 0x3008"),
-            "page pa=0x40002008 size=0x1000 ro=0 priv=1".into(),
+            "page pa=0x40002008 size=0x1000 ro=0 priv=1 kind=0x6".into(),
         );
         ask(&format!("{pdb:#x} 0x4000"), "sparse size=0x1000".into());
         ask(
@@ -409,7 +417,7 @@ mod tests {
         );
         ask(
             &format!("  {pdb:#x}\t0x12345  "),
-            "page pa=0x41002345 size=0x10000 ro=0 priv=0".into(),
+            "page pa=0x41002345 size=0x10000 ro=0 priv=0 kind=0x6".into(),
         );
         ask(&format!("{pdb:#x} 0x20010"), "sparse size=0x10000".into());
 
@@ -418,7 +426,7 @@ mod tests {
         b.set_dual(0x20_0000, p, 0);
         ask(
             &format!("{pdb:#x} 0x2ffff0"),
-            "page pa=0x402ffff0 size=0x200000 ro=0 priv=0".into(),
+            "page pa=0x402ffff0 size=0x200000 ro=0 priv=0 kind=0x6".into(),
         );
 
         // 4 MiB: sparse big half, small half pointing at a mapped table. The
@@ -469,7 +477,7 @@ mod tests {
         ask(
             &format!("{pdb:#x} 0x23456789"),
             if chip.page_512m {
-                "page pa=0x23456789 size=0x20000000 ro=0 priv=0".into()
+                "page pa=0x23456789 size=0x20000000 ro=0 priv=0 kind=0x6".into()
             } else {
                 format!(
                     "fault PDE1: PTE (IS_PTE set) at {e1:#x} where this chip allows none: \

@@ -251,9 +251,11 @@ fn walk_dump(v3: bool) -> (Vec<u8>, u64) {
     // REGULAR_RO_ATOMIC_CACHED_ACE (4).
     let pte = |pa: u64, ro: bool| {
         if v3 {
-            1 | if ro { 4 << 3 } else { 0 } | pa
+            // KIND 11:8 = GENERIC_MEMORY (6).
+            1 | if ro { 4 << 3 } else { 0 } | (6 << 8) | pa
         } else {
-            1 | (u64::from(ro) << 6) | ((pa >> 12) << 8)
+            // KIND 63:56 = GENERIC_MEMORY (6).
+            1 | (u64::from(ro) << 6) | ((pa >> 12) << 8) | (6 << 56)
         }
     };
     for t in 0..11u64 {
@@ -295,19 +297,19 @@ const WALK_QUERIES: &str = "\
 
 fn walk_expected(pd1: u64, page_512m: bool) -> String {
     let big = if page_512m {
-        "0x100000 0x20000010 page pa=0x20000010 size=0x20000000 ro=0 priv=0".to_string()
+        "0x100000 0x20000010 page pa=0x20000010 size=0x20000000 ro=0 priv=0 kind=0x6".to_string()
     } else {
         // Only TU102 (v2) lacks 512 MiB pages: ADDRESS_VID 32:8 = pa >> 12.
         format!(
             "0x100000 0x20000010 fault PDE1: PTE (IS_PTE set) at {:#x} where this chip \
-             allows none: 0x0000000002000001",
+             allows none: 0x0600000002000001",
             pd1 + 8
         )
     };
     format!(
-        "0x100000 0x1008 page pa=0x200008 size=0x1000 ro=1 priv=0\n\
-         0x100000 0x1fffc page pa=0x30fffc size=0x10000 ro=0 priv=0\n\
-         0x100000 0x212345 page pa=0x412345 size=0x200000 ro=0 priv=0\n\
+        "0x100000 0x1008 page pa=0x200008 size=0x1000 ro=1 priv=0 kind=0x6\n\
+         0x100000 0x1fffc page pa=0x30fffc size=0x10000 ro=0 priv=0 kind=0x6\n\
+         0x100000 0x212345 page pa=0x412345 size=0x200000 ro=0 priv=0 kind=0x6\n\
          {big}\n\
          0x100000 0x400000 sparse size=0x200000\n\
          0x100000 0x40000000 fault PDE1: invalid PDE 0x0000000000000000 at {:#x}\n\

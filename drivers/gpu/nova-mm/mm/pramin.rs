@@ -142,13 +142,16 @@ impl WindowReg {
         // The BASE field's width refuses what the window cannot reach; TARGET 0 is VID_MEM.
         Ok(match self.kind {
             WindowKind::Pbus => NV_PBUS_BAR0_WINDOW::zeroed()
-                .try_with_base(field)?
+                .try_with_base(field)
+                .map_err(|_| EINVAL)?
                 .into_raw(),
             WindowKind::XalEp => NV_XAL_EP_BAR0_WINDOW::zeroed()
-                .try_with_base(field)?
+                .try_with_base(field)
+                .map_err(|_| EINVAL)?
                 .into_raw(),
             WindowKind::XalEpZb => NV_XAL_EP_ZB_BAR0_WINDOW::zeroed()
-                .try_with_base(field)?
+                .try_with_base(field)
+                .map_err(|_| EINVAL)?
                 .into_raw(),
         })
     }

@@ -28,6 +28,16 @@ struct H {
 }
 
 fn gpu_for(chip: &str, vram: u64) -> Gpu {
+    let mut g = raw_gpu(chip, vram);
+    // As a driver does first: read the GFW priv level mask until it shows lowered.
+    for _ in 0..crate::sequence::PLM_RAISED_READS {
+        g.bar0_read(u64::from(crate::fw::GFW_PRIV_LEVEL_MASK), 4);
+    }
+    g
+}
+
+/// A GPU just out of reset.
+fn raw_gpu(chip: &str, vram: u64) -> Gpu {
     let mut cfg = Config::new(Chip::by_name(chip).unwrap());
     cfg.vram_bytes = vram;
     Gpu::new(cfg).unwrap()
@@ -250,19 +260,40 @@ impl H {
         // BIG_PAGE_SIZE 11 = 64KB, PAGE_DIR_BASE_LO 31:12; word 129: HI.
         let lo = (pdb & 0xffff_f000) | (1 << 10) | (1 << 11);
         self.w64(inst + 0x200, lo | ((pdb >> 32) << 32));
+        if self.gpu.chip.architecture >= 0x1a {
+            // Blackwell: NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE in word 131.
+            self.w64(inst + 0x208, 0xcafe_ca11 << 32);
+        }
         self.bind_raw(inst);
     }
 
+    /// The flush of the posted PRAMIN writes: one read through the window.
+    fn flush(&mut self) {
+        self.gpu.bar0_read(pramin::APERTURE_BASE, 4);
+    }
+
+    /// Binds BAR1 as a correct driver does: flush, the block register(s) (Hopper: LOW, then
+    /// HIGH, which triggers), then poll the status until the bind completed.
     fn bind_raw(&mut self, inst: u64) {
-        match self.gpu.chip.bind {
+        self.flush();
+        let status = match self.gpu.chip.bind {
             crate::chip::BindRegs::Vf => {
                 self.gpu
                     .bar0_write(0xb8_0f40, 4, 0x8000_0000 | (inst >> 12));
+                0xb8_0f50
             }
             crate::chip::BindRegs::VfHopper => {
-                self.gpu.bar0_write(0xb8_0f64, 4, inst >> 32);
                 self.gpu
                     .bar0_write(0xb8_0f60, 4, (inst & 0xffff_f000) | (1 << 9));
+                self.gpu.bar0_write(0xb8_0f64, 4, inst >> 32);
+                0xb8_0f60
+            }
+        };
+        let mut polls = 0;
+        while self.gpu.bar0_read(status, 4) & 3 != 0 {
+            polls += 1;
+            if polls > 10 {
+                break;
             }
         }
     }
@@ -274,6 +305,7 @@ impl H {
 
     /// Invalidates `pdb` (or all) and polls TRIGGER until it clears.
     fn invalidate(&mut self, pdb: u64, all_pdb: bool) -> u32 {
+        self.flush();
         self.gpu
             .bar0_write(u64::from(tlb::INVALIDATE_PDB), 4, (pdb >> 12) << 4);
         self.gpu
@@ -290,12 +322,14 @@ impl H {
     }
 
     fn b1r32(&mut self, va: u64) -> u32 {
+        self.flush();
         let mut b = [0u8; 4];
         self.gpu.bar1_read(va, &mut b);
         u32::from_le_bytes(b)
     }
 
     fn b1w32(&mut self, va: u64, v: u32) {
+        self.flush();
         self.gpu.bar1_write(va, &v.to_le_bytes());
     }
 
@@ -892,12 +926,22 @@ fn window_registers_per_chip() {
 #[test]
 fn firmware_registers_through_bar0() {
     for chip in crate::chip::CHIPS.iter() {
-        let mut g = gpu_for(chip.name, chip.default_vram);
+        let mut g = raw_gpu(chip.name, chip.default_vram);
         assert_eq!(g.bar0_read(0, 4), u64::from(chip.boot0()));
         assert_eq!(g.bar0_read(0xa00, 4), u64::from(chip.boot42()));
+        // The priv level mask shows the read protection raised for a while after reset.
+        for _ in 0..crate::sequence::PLM_RAISED_READS {
+            assert_eq!(g.bar0_read(0x118128, 4) & 1, 0);
+        }
         assert_eq!(g.bar0_read(0x118128, 4) & 1, 1);
         assert_eq!(g.bar0_read(0x118234, 4) & 0xff, 0xff);
-        assert_eq!(g.bar0_read(0x1fa828, 4), 0);
+        assert_eq!(g.rec.count(Kind::GfwReadBeforePlm), 0);
+        let wpr2_hi = if chip.architecture >= 0x1a {
+            0x88a828
+        } else {
+            0x1fa828
+        };
+        assert_eq!(g.bar0_read(wpr2_hi, 4), 0);
         let vga = g.bar0_read(0x625f04, 4);
         assert_eq!((vga >> 8) << 16, chip.default_vram - MIB);
         match chip.fb_size {
@@ -916,7 +960,12 @@ fn firmware_registers_through_bar0() {
         // Byte and 8-byte reads.
         assert_eq!(g.bar0_read(0xa03, 1), u64::from(chip.boot42() >> 24));
         assert_eq!(g.bar0_read(0xa02, 2), u64::from(chip.boot42() >> 16));
-        let both = g.bar0_read(0x1fa824, 8);
+        let lo = if chip.architecture >= 0x1a {
+            0x88a824
+        } else {
+            0x1fa824
+        };
+        let both = g.bar0_read(lo, 8);
         assert_eq!(both, 0);
     }
 }
@@ -964,7 +1013,7 @@ fn wpr2_reserved_range() {
 
 #[test]
 fn pramin_out_of_range_and_sysmem() {
-    let mut g = gpu_for("tu102", 1 << 30);
+    let mut g = raw_gpu("tu102", 1 << 30);
     g.bar0_write(0x1700, 4, (1u64 << 30) >> 16);
     assert_eq!(g.bar0_read(pramin::APERTURE_BASE, 4), 0xffff_ffff);
     g.bar0_write(pramin::APERTURE_BASE, 4, 5);

@@ -32,7 +32,15 @@ fn gpu_at(chip_name: &str, seed: u64, epoch: u64) -> Gpu {
         g.reset();
     }
     assert_eq!(g.hostile_epoch().unwrap().epoch, epoch);
+    lower_plm(&mut g);
     g
+}
+
+/// Reads the GFW priv level mask until FWSEC shows it lowered, as a driver does first.
+fn lower_plm(g: &mut Gpu) {
+    for _ in 0..crate::sequence::PLM_RAISED_READS {
+        g.bar0_read(u64::from(crate::fw::GFW_PRIV_LEVEL_MASK), 4);
+    }
 }
 
 /// A 4-byte PRAMIN write at VRAM `pa`.
@@ -349,8 +357,13 @@ fn registers_read_as_drawn() {
             };
             assert_eq!(r32(&mut g, fb), e.regs.fb_size);
             assert_eq!(r32(&mut g, VGA_WORKSPACE_BASE), e.regs.vga_workspace);
-            assert_eq!(r32(&mut g, fw::WPR2_ADDR_LO), e.regs.wpr2_lo);
-            assert_eq!(r32(&mut g, fw::WPR2_ADDR_HI), e.regs.wpr2_hi);
+            let (lo, hi) = if c.architecture >= 0x1a {
+                (fw::HUBMMU_WPR2_ADDR_LO, fw::HUBMMU_WPR2_ADDR_HI)
+            } else {
+                (fw::WPR2_ADDR_LO, fw::WPR2_ADDR_HI)
+            };
+            assert_eq!(r32(&mut g, lo), e.regs.wpr2_lo);
+            assert_eq!(r32(&mut g, hi), e.regs.wpr2_hi);
             // Still read-only.
             g.bar0_write(u64::from(fb), 4, 0);
             assert_eq!(g.rec.count(Kind::ReadOnlyRegister), 1);
@@ -439,8 +452,11 @@ fn bar1_bind_hangs() {
     ] {
         let mut g = gpu_at(name, 4, epoch_of(4, Scenario::Bar1BindHang));
         assert_eq!(r32(&mut g, status) & 3, 0);
-        // MODE physical, TARGET video memory.
+        // MODE physical, TARGET video memory (Hopper: LOW, then HIGH triggers).
         g.bar0_write(u64::from(block), 4, 0);
+        if block == crate::bar1::HOPPER_BAR1_LOW {
+            g.bar0_write(u64::from(crate::bar1::HOPPER_BAR1_HIGH), 4, 0);
+        }
         for _ in 0..10 {
             assert_eq!(r32(&mut g, status) & 3, 3, "{name}");
         }
@@ -453,6 +469,11 @@ fn bar1_bind_hangs() {
         g.reset();
         if !g.hostile_epoch().unwrap().bind_hang {
             g.bar0_write(u64::from(block), 4, 0);
+            if block == crate::bar1::HOPPER_BAR1_LOW {
+                g.bar0_write(u64::from(crate::bar1::HOPPER_BAR1_HIGH), 4, 0);
+            }
+            // Busy for the first read after the bind, then done.
+            assert_eq!(r32(&mut g, status) & 3, 1);
             assert_eq!(r32(&mut g, status) & 3, 0);
             assert_eq!(g.bar1.binding, Binding::Physical);
         }
@@ -482,8 +503,11 @@ fn report_lists_every_epoch() {
     }
     assert_eq!(epochs[0]["violations"], 1);
     assert_eq!(epochs[1]["violations"], 0);
-    // The window write and the PRAMIN write.
-    assert_eq!(epochs[0]["accesses"], 2);
+    // The priv level mask reads, the window write and the PRAMIN write.
+    assert_eq!(
+        epochs[0]["accesses"],
+        2 + u64::from(crate::sequence::PLM_RAISED_READS)
+    );
     assert_eq!(epochs[1]["accesses"], 0);
     assert_eq!(v["violations_total"], 1);
     assert_eq!(v["violations"][0]["epoch"], 0);
