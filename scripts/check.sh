@@ -135,6 +135,10 @@ NOVA_MM_SNAPSHOT=NOVA-RELOAD-READY NOVA_MM_APPEND="nova_mm_readonly_reload=1" gu
 # Invalidates that never complete: the driver must return ETIMEDOUT within its bound.
 NOVA_MM_APPEND="nova_mm.expect_tlb_hang=1" guest tlb-hang --suites "$devsuites" --probe ga102 --bound 1 \
 	--grep 'TLB invalidate of PDB 0x[0-9a-f]+ did not complete' -- ga102:--fault=invalidate-hang
+# An invalidate left in flight by whoever had the GPU before: the driver waits for it before
+# writing its first one (the model records a PDB written while one is pending).
+guest inflight --suites "$devsuites" --probe ga102 --probe gb202 --bound 2 -- \
+	ga102:fault=invalidate-in-flight gb202:fault=invalidate-in-flight
 # Firmware owns the GPU (WPR2 set): the driver says so and keeps out of it.
 guest wpr2 --suites "$devsuites" --probe gh100 --bound 1 --grep 'WPR2 is set' \
 	--grep 'BAR1 not bound: firmware owns the GPU' --unbound gh100 -- gh100:--wpr2

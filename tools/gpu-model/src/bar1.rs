@@ -25,24 +25,28 @@
 //!
 //! BAR2 block registers are kept as plain storage (BAR2 is not modelled).
 
-/// `NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK`.
+/// `NV_VIRTUAL_FUNCTION_PRIV_BAR1_BLOCK` (`turing/tu102/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET`).
 pub const VF_BAR1_BLOCK: u32 = 0x00b8_0f40;
-/// `NV_VIRTUAL_FUNCTION_PRIV_BAR2_BLOCK`.
+/// `NV_VIRTUAL_FUNCTION_PRIV_BAR2_BLOCK` (`turing/tu102/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET`).
 pub const VF_BAR2_BLOCK: u32 = 0x00b8_0f48;
-/// `NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS`.
+/// `NV_VIRTUAL_FUNCTION_PRIV_BIND_STATUS` (`turing/tu102/dev_vm.h`, at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET`).
 pub const VF_BIND_STATUS: u32 = 0x00b8_0f50;
-/// Hopper `BAR1_BLOCK_LOW_ADDR`.
+/// Hopper `NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR` (`hopper/gh100/dev_vm.h`,
+/// at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET` 0xb80000).
 pub const HOPPER_BAR1_LOW: u32 = 0x00b8_0f60;
-/// Hopper `BAR1_BLOCK_HIGH_ADDR`.
+/// Hopper `NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_HIGH_ADDR` (`hopper/gh100/dev_vm.h`,
+/// at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET` 0xb80000).
 pub const HOPPER_BAR1_HIGH: u32 = 0x00b8_0f64;
-/// Hopper `BAR2_BLOCK_LOW_ADDR`.
+/// Hopper `NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR2_BLOCK_LOW_ADDR` (`hopper/gh100/dev_vm.h`,
+/// at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET` 0xb80000).
 pub const HOPPER_BAR2_LOW: u32 = 0x00b8_0f70;
-/// Hopper `BAR2_BLOCK_HIGH_ADDR`.
+/// Hopper `NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR2_BLOCK_HIGH_ADDR` (`hopper/gh100/dev_vm.h`,
+/// at `NV_VIRTUAL_FUNCTION_FULL_PHYS_OFFSET` 0xb80000).
 pub const HOPPER_BAR2_HIGH: u32 = 0x00b8_0f74;
 
 /// Offset of `NV_RAMIN_PAGE_DIR_BASE` (word 128) in the instance block.
 pub const RAMIN_PAGE_DIR_BASE: u64 = 0x200;
-/// `NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE_V` (word 131; ampere/ga10b `dev_ram.h`), which RM
+/// `NV_RAMIN_ENGINE_CTXSW_FW_MAGIC_VALUE_V` (word 131; `ampere/ga10b/dev_ram.h`), which RM
 /// writes on Blackwell (`kgmmuInstBlkMagicValueGet_GA10B`).
 pub const RAMIN_CTXSW_FW_MAGIC_VALUE: u32 = 0xcafe_ca11;
 

@@ -24,25 +24,29 @@ use crate::chip::{Chip, FbSizeReg};
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
 
-/// `NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE`.
+/// `NV_PFB_PRI_MMU_LOCAL_MEMORY_RANGE` (Turing, GA100; no published header at this offset:
+/// open-gpu-doc `turing/tu104/dev_fb.ref.txt`).
 pub const LOCAL_MEMORY_RANGE: u32 = 0x0010_0ce0;
-/// `NV_USABLE_FB_SIZE_IN_MB` (`NV_PGC6_AON_SECURE_SCRATCH_GROUP_42`).
+/// `NV_USABLE_FB_SIZE_IN_MB` (`ampere/ga102/dev_gc6_island_addendum.h`), i.e.
+/// `NV_PGC6_AON_SECURE_SCRATCH_GROUP_42`.
 pub const USABLE_FB_SIZE_IN_MB: u32 = 0x0011_83a4;
-/// `NV_PDISP_VGA_WORKSPACE_BASE`.
+/// `NV_PDISP_VGA_WORKSPACE_BASE` (no published header: nova-core `fb/regs.rs`).
 pub const VGA_WORKSPACE_BASE: u32 = 0x0062_5f04;
-/// `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05_PRIV_LEVEL_MASK`.
+/// `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05_PRIV_LEVEL_MASK` (`ampere/ga102/dev_gc6_island.h`).
 pub const GFW_PRIV_LEVEL_MASK: u32 = 0x0011_8128;
-/// `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05(0)` (GFW boot progress 7:0).
+/// `NV_PGC6_AON_SECURE_SCRATCH_GROUP_05_0_GFW_BOOT` (`ampere/ga102/dev_gc6_island_addendum.h`),
+/// GROUP_05(0): GFW boot progress 7:0.
 pub const GFW_BOOT_PROGRESS: u32 = 0x0011_8234;
-/// `NV_PFB_PRI_MMU_WPR2_ADDR_LO`.
+/// `NV_PFB_PRI_MMU_WPR2_ADDR_LO` (`hopper/gh100/dev_fb.h`).
 pub const WPR2_ADDR_LO: u32 = 0x001f_a824;
-/// `NV_PFB_PRI_MMU_WPR2_ADDR_HI`.
+/// `NV_PFB_PRI_MMU_WPR2_ADDR_HI` (`hopper/gh100/dev_fb.h`).
 pub const WPR2_ADDR_HI: u32 = 0x001f_a828;
-/// `NV_HUBMMU_PRI_MMU_WPR2_ADDR_LO` (0xa824, blackwell/gb100 `dev_hubmmu_base.h`) at
+/// `NV_HUBMMU_PRI_MMU_WPR2_ADDR_LO` (0xa824, `blackwell/gb100/dev_hubmmu_base.h`) at
 /// `NV_HUBMMU0_PRI_BASE` 0x880000 (hwproject.h): where RM r595 reads WPR2 on Blackwell
 /// (`kgspIsWpr2Up_GB100`).
 pub const HUBMMU_WPR2_ADDR_LO: u32 = 0x0088_a824;
-/// `NV_HUBMMU_PRI_MMU_WPR2_ADDR_HI` (0xa828, same header and base).
+/// `NV_HUBMMU_PRI_MMU_WPR2_ADDR_HI` (0xa828, `blackwell/gb100/dev_hubmmu_base.h`,
+/// at `NV_HUBMMU0_PRI_BASE` 0x880000).
 pub const HUBMMU_WPR2_ADDR_HI: u32 = 0x0088_a828;
 
 /// Value of the GFW priv level mask: read allowed at every level (3:0),

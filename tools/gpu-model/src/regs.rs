@@ -45,11 +45,11 @@ use crate::report::{fields, Kind};
 use crate::tlb::{self, Request, Scope};
 use crate::vram::POISON;
 
-/// `NV_PMC_BOOT_0`.
+/// `NV_PMC_BOOT_0` (`nv_ref.h`).
 pub const BOOT_0: u32 = 0x0000_0000;
-/// `NV_PMC_BOOT_42`.
+/// `NV_PMC_BOOT_42` (`nv_ref.h`).
 pub const BOOT_42: u32 = 0x0000_0a00;
-/// `NV_UFLUSH` (pre-GSP BAR flush, nouveau `g84_bar_flush`).
+/// `NV_UFLUSH` (pre-GSP BAR flush, nouveau `g84_bar_flush`; no published header).
 pub const UFLUSH: u32 = 0x0007_0000;
 
 /// What an unimplemented register reads as.

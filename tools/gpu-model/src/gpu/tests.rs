@@ -1224,3 +1224,256 @@ fn random_input_never_panics() {
         assert!(report["counters"]["bar1_reads"]["total"].as_u64().unwrap() > 0);
     }
 }
+
+// --- The ordering rules of HARDWARE.md §9 (crate::sequence): each wrong sequence recorded,
+// the right one not. ---
+
+/// An invalidate without the flush read after the table writes (kbusFlush_GM107).
+#[test]
+fn invalidate_needs_the_flush_read() {
+    for chip in ["ga102", "gh100"] {
+        let mut h = H::new(chip, 1 << 30);
+        h.bind();
+        let pdb = h.pdb;
+        h.invalidate(pdb, false);
+        h.map_4k(0x1000, 0x20_0000, false);
+        // The wrong order: no PRAMIN read between the writes and the trigger.
+        h.gpu
+            .bar0_write(u64::from(tlb::INVALIDATE_PDB), 4, (pdb >> 12) << 4);
+        h.gpu.bar0_write(u64::from(tlb::INVALIDATE_UPPER_PDB), 4, 0);
+        h.gpu.bar0_write(
+            u64::from(tlb::INVALIDATE),
+            4,
+            u64::from(tlb::TRIGGER | tlb::ALL_VA),
+        );
+        while h.gpu.bar0_read(u64::from(tlb::INVALIDATE), 4) & u64::from(tlb::TRIGGER) != 0 {}
+        assert_eq!(h.count(Kind::UnflushedPramin), 1, "{chip}");
+        // The right one.
+        h.map_4k(0x2000, 0x20_1000, false);
+        h.invalidate(pdb, false);
+        assert_eq!(h.count(Kind::UnflushedPramin), 1, "{chip}");
+        // NV_UFLUSH flushes too.
+        h.map_4k(0x3000, 0x20_2000, false);
+        h.gpu.bar0_write(u64::from(crate::regs::UFLUSH), 4, 1);
+        h.gpu
+            .bar0_write(u64::from(tlb::INVALIDATE_PDB), 4, (pdb >> 12) << 4);
+        h.gpu.bar0_write(
+            u64::from(tlb::INVALIDATE),
+            4,
+            u64::from(tlb::TRIGGER | tlb::ALL_VA),
+        );
+        while h.gpu.bar0_read(u64::from(tlb::INVALIDATE), 4) & u64::from(tlb::TRIGGER) != 0 {}
+        assert_eq!(h.count(Kind::UnflushedPramin), 1, "{chip}");
+        // A BAR1 access to memory with posted writes.
+        h.w64(0x20_1000, 7);
+        let mut b = [0u8; 4];
+        h.gpu.bar1_read(0x2000, &mut b);
+        assert_eq!(h.count(Kind::UnflushedPramin), 2, "{chip}");
+    }
+}
+
+/// Hopper/Blackwell: LOW alone binds nothing; HIGH triggers (kbusBar1InstBlkBind_GH100).
+#[test]
+fn hopper_low_write_alone_does_not_bind() {
+    let mut h = H::new("gh100", 1 << 30);
+    let pdb = h.pdb;
+    h.map_4k(0x1000, 0x20_0000, false);
+    let inst = 32 * MIB;
+    let lo = (pdb & 0xffff_f000) | (1 << 11);
+    h.w64(inst + 0x200, lo);
+    h.flush();
+    // The old order: HIGH, then LOW.
+    h.gpu.bar0_write(0xb8_0f64, 4, 0);
+    assert_eq!(h.gpu.rec.counters.bar1_binds, 1);
+    h.gpu
+        .bar0_write(0xb8_0f60, 4, (inst & 0xffff_f000) | (1 << 9));
+    while h.gpu.bar0_read(0xb8_0f60, 4) & 3 != 0 {}
+    // The HIGH write bound the old (zero) LOW value: physical mode, not the block.
+    assert_eq!(h.gpu.bar1.binding, Binding::Physical);
+    let mut b = [0u8; 4];
+    h.gpu.bar1_read(0x1000, &mut b);
+    assert_eq!(h.count(Kind::Bar1BindLowOnly), 1);
+    // The right order binds the block.
+    h.bind_raw(inst);
+    assert!(matches!(h.gpu.bar1.binding, Binding::Virtual { .. }));
+    h.b1r32(0x1000);
+    assert_eq!(h.count(Kind::Bar1BindLowOnly), 1);
+    // A LOW write the run ends on.
+    h.gpu.bar0_write(0xb8_0f60, 4, 0);
+    h.gpu.end_of_run();
+    assert_eq!(h.count(Kind::Bar1BindLowOnly), 2);
+}
+
+/// BAR1 used before a poll showed the bind complete (kbusBar1InstBlkBind_TU102).
+#[test]
+fn bar1_waits_for_the_bind_poll() {
+    for chip in ["ga102", "gb202"] {
+        let mut h = H::new(chip, 1 << 30);
+        let pdb = h.pdb;
+        h.map_4k(0x1000, 0x20_0000, false);
+        let inst = 32 * MIB;
+        h.w64(inst + 0x200, (pdb & 0xffff_f000) | (1 << 10) | (1 << 11));
+        h.w64(inst + 0x208, 0xcafe_ca11 << 32);
+        h.flush();
+        if chip == "ga102" {
+            h.gpu.bar0_write(0xb8_0f40, 4, 0x8000_0000 | (inst >> 12));
+        } else {
+            h.gpu
+                .bar0_write(0xb8_0f60, 4, (inst & 0xffff_f000) | (1 << 9));
+            h.gpu.bar0_write(0xb8_0f64, 4, 0);
+        }
+        let mut b = [0u8; 4];
+        h.gpu.bar1_read(0x1000, &mut b);
+        assert_eq!(h.count(Kind::Bar1BeforeBindComplete), 1, "{chip}");
+        // With the poll: none.
+        h.bind_raw(inst);
+        h.b1r32(0x1000);
+        assert_eq!(h.count(Kind::Bar1BeforeBindComplete), 1, "{chip}");
+        assert_eq!(h.count(Kind::InstBlockMagicMissing), 0, "{chip}");
+    }
+    // Blackwell without the magic in word 131.
+    let mut h = H::new("gb202", 1 << 30);
+    let pdb = h.pdb;
+    let inst = 32 * MIB;
+    h.w64(inst + 0x200, (pdb & 0xffff_f000) | (1 << 11));
+    h.bind_raw(inst);
+    assert_eq!(h.count(Kind::InstBlockMagicMissing), 1);
+}
+
+/// TU10x: an unmap covered without SYS_MEMBAR and ACK=GLOBALLY; an upgrade needs neither.
+#[test]
+fn tu10x_downgrade_needs_membar() {
+    let mut h = H::new("tu102", 1 << 30);
+    h.bind();
+    let pdb = h.pdb;
+    h.map_4k(0x1000, 0x20_0000, false);
+    h.invalidate(pdb, false);
+    // Upgrade (a map): plain invalidate.
+    h.map_4k(0x2000, 0x20_1000, false);
+    h.invalidate(pdb, false);
+    assert_eq!(h.count(Kind::DowngradeWithoutMembar), 0);
+    // Unmap without the membar form.
+    h.set_4k(0x1000, 0);
+    h.invalidate(pdb, false);
+    assert_eq!(h.count(Kind::DowngradeWithoutMembar), 1);
+    // With SYS_MEMBAR | ACK_GLOBALLY.
+    h.set_4k(0x2000, 0);
+    h.flush();
+    h.gpu
+        .bar0_write(u64::from(tlb::INVALIDATE_PDB), 4, (pdb >> 12) << 4);
+    h.gpu.bar0_write(
+        u64::from(tlb::INVALIDATE),
+        4,
+        u64::from(tlb::TRIGGER | tlb::ALL_VA | tlb::SYS_MEMBAR | (1 << 7)),
+    );
+    while h.gpu.bar0_read(u64::from(tlb::INVALIDATE), 4) & u64::from(tlb::TRIGGER) != 0 {}
+    assert_eq!(h.count(Kind::DowngradeWithoutMembar), 1);
+    // Not a rule on GA102.
+    let mut h = H::new("ga102", 1 << 30);
+    h.bind();
+    let pdb = h.pdb;
+    h.map_4k(0x1000, 0x20_0000, false);
+    h.invalidate(pdb, false);
+    h.set_4k(0x1000, 0);
+    h.invalidate(pdb, false);
+    assert_eq!(h.count(Kind::DowngradeWithoutMembar), 0);
+}
+
+/// The PDB written while an invalidate is pending, one left in flight at reset.
+#[test]
+fn no_pdb_write_while_an_invalidate_is_pending() {
+    let mut cfg = Config::new(Chip::by_name("ga102").unwrap());
+    cfg.vram_bytes = 1 << 30;
+    cfg.faults.invalidate_in_flight = true;
+    let mut g = Gpu::new(cfg).unwrap();
+    // A driver that does not look first.
+    g.bar0_write(u64::from(tlb::INVALIDATE_PDB), 4, 0x100);
+    assert_eq!(g.rec.count(Kind::InvalidateBusy), 1);
+    // One that waits for TRIGGER to clear first sees it clear after two reads.
+    g.reset();
+    let mut busy = 0;
+    while g.bar0_read(u64::from(tlb::INVALIDATE), 4) & u64::from(tlb::TRIGGER) != 0 {
+        busy += 1;
+    }
+    assert_eq!(busy, 2);
+    g.bar0_write(u64::from(tlb::INVALIDATE_PDB), 4, 0x100);
+    assert_eq!(g.rec.count(Kind::InvalidateBusy), 1);
+    // A read with nothing pending is counted as such.
+    g.bar0_read(u64::from(tlb::INVALIDATE), 4);
+    assert_eq!(g.rec.counters.invalidates.idle_reads, 1);
+}
+
+/// GROUP_05 read before the priv level mask showed lowered (_gpuIsGfwBootCompleted_TU102).
+#[test]
+fn gfw_progress_only_after_the_plm() {
+    let mut g = raw_gpu("ga102", 1 << 30);
+    assert_eq!(
+        g.bar0_read(0x118234, 4),
+        u64::from(crate::regs::PRI_ERROR_VALUE)
+    );
+    assert_eq!(g.rec.count(Kind::GfwReadBeforePlm), 1);
+    while g.bar0_read(0x118128, 4) & 1 == 0 {}
+    assert_eq!(g.bar0_read(0x118234, 4) & 0xff, 0xff);
+    assert_eq!(g.rec.count(Kind::GfwReadBeforePlm), 1);
+}
+
+/// A v3 PTE of KIND INVALID (7) used through BAR1.
+#[test]
+fn v3_invalid_kind() {
+    let mut h = H::new("gh100", 1 << 30);
+    h.bind();
+    let pdb = h.pdb;
+    h.set_4k(0x1000, 1 | (7 << 8) | 0x20_0000);
+    h.set_4k(0x2000, 1 | (6 << 8) | 0x20_1000);
+    h.invalidate(pdb, false);
+    h.b1r32(0x2000);
+    assert_eq!(h.count(Kind::UndefinedKind), 0);
+    h.b1r32(0x1000);
+    assert_eq!(h.count(Kind::UndefinedKind), 1);
+}
+
+/// Entry changes left uncovered: none invalidated, one invalidated before the writes, a
+/// hub-only invalidate of a GPU address space.
+#[test]
+fn entry_changes_must_be_covered() {
+    // Right: write, flush, invalidate.
+    let mut h = H::new("ga102", 1 << 30);
+    h.bind();
+    let gpu_pdb = h.alloc_table();
+    let bar_pdb = h.pdb;
+    h.pdb = gpu_pdb;
+    h.map_4k(0x1000, 0x20_0000, false);
+    h.invalidate(gpu_pdb, false);
+    h.map_4k(0x2000, 0x20_1000, false);
+    h.invalidate(gpu_pdb, false);
+    h.gpu.end_of_run();
+    assert_eq!(h.count(Kind::UncoveredPteChange), 0);
+    // An invalidate before the writes, then none.
+    h.invalidate(gpu_pdb, false);
+    h.map_4k(0x3000, 0x20_2000, false);
+    h.flush();
+    h.gpu.end_of_run();
+    assert_eq!(h.count(Kind::UncoveredPteChange), 1);
+    // A hub-only invalidate does not reach a GPU address space's TLBs.
+    let mut h = H::new("ga102", 1 << 30);
+    h.bind();
+    let gpu_pdb = h.alloc_table();
+    h.pdb = gpu_pdb;
+    h.map_4k(0x1000, 0x20_0000, false);
+    h.invalidate(gpu_pdb, false);
+    h.map_4k(0x2000, 0x20_1000, false);
+    h.flush();
+    h.gpu
+        .bar0_write(u64::from(tlb::INVALIDATE_PDB), 4, (gpu_pdb >> 12) << 4);
+    h.gpu.bar0_write(
+        u64::from(tlb::INVALIDATE),
+        4,
+        u64::from(tlb::TRIGGER | tlb::ALL_VA | tlb::HUBTLB_ONLY),
+    );
+    while h.gpu.bar0_read(u64::from(tlb::INVALIDATE), 4) & u64::from(tlb::TRIGGER) != 0 {}
+    h.gpu.end_of_run();
+    assert_eq!(h.count(Kind::UncoveredPteChange), 1);
+    // ... but it does reach BAR1's.
+    h.pdb = bar_pdb;
+    let _ = h;
+}
