@@ -77,7 +77,8 @@ for spec in "$@"; do
 	[ ${#sock} -lt 100 ] || die "socket path too long for a Unix socket: $sock (clone to a shorter path)"
 	# shellcheck disable=SC2086
 	model_run --chip "$chip" --socket "$sock" --report "$out/$chip.report.json" \
-		--control "$out/$chip.ctl" --dump-vram "$out/$chip.vram.bin" ${opts//,/ } >"$out/$chip.model.log" 2>&1 &
+		--control "$out/$chip.ctl" --dump-vram "$out/$chip.vram.bin" --pdbs-file "$out/$chip.pdbs" \
+		${opts//,/ } >"$out/$chip.model.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 	[ -S "$sock" ] || die "the $chip model did not start; see $out/$chip.model.log"
@@ -152,6 +153,22 @@ PY
 	) &
 	pids+=($!)
 fi
+# The page directories the device tests announce (NOVA-MAP lines), for each model's coverage
+# rule at the end of the run: an address space the driver never invalidated is known to the
+# model no other way. Kept up to date while the guest runs; the models read it when QEMU goes.
+(
+	while :; do
+		for spec in "$@"; do
+			chip=${spec%%:*}
+			c=$(code "$chip")
+			grep -ao "NOVA-MAP $c 0x[0-9a-f]*" "$out/console.log" 2>/dev/null | awk '{print $3}' |
+				sort -u >"$out/$chip.pdbs.tmp" && mv "$out/$chip.pdbs.tmp" "$out/$chip.pdbs"
+		done
+		sleep 1
+	done
+) &
+pdbs_pid=$!
+pids+=($pdbs_pid)
 if [ -n "${NOVA_MM_SNAPSHOT:-}" ]; then
 	# When the guest prints the marker NOVA_MM_SNAPSHOT names, each model writes its report
 	# as it stands to NAME/CHIP.snapshot.json (control socket command `report FILE`).
@@ -186,6 +203,7 @@ else
 fi
 rc=$?
 set -e
+kill "$pdbs_pid" 2>/dev/null || true
 # The models write their reports when QEMU disconnects.
 for p in "${pids[@]}"; do
 	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done

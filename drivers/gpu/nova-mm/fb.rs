@@ -150,7 +150,12 @@ fn read_wpr2(bar: &Bar0<'_>, chipset: Chipset) -> Option<Range<u64>> {
             };
         }
         let lo = bar.read(regs::NV_PFB_PRI_MMU_WPR2_ADDR_LO);
-        decode(lo.into_raw(), lo.lower_bound(), hi.into_raw(), hi.upper_bound())
+        decode(
+            lo.into_raw(),
+            lo.lower_bound(),
+            hi.into_raw(),
+            hi.upper_bound(),
+        )
     };
     let found = match chipset.arch() {
         Architecture::BlackwellGB10x | Architecture::BlackwellGB20x => {
@@ -161,7 +166,12 @@ fn read_wpr2(bar: &Bar0<'_>, chipset: Chipset) -> Option<Range<u64>> {
                 Some(None)
             } else {
                 let lo = bar.read(regs::NV_HUBMMU_PRI_MMU_WPR2_ADDR_LO);
-                decode(lo.into_raw(), lo.lower_bound(), hi.into_raw(), hi.upper_bound())
+                decode(
+                    lo.into_raw(),
+                    lo.lower_bound(),
+                    hi.into_raw(),
+                    hi.upper_bound(),
+                )
             };
             hub.or_else(legacy)
         }

@@ -78,7 +78,8 @@ impl PtHw for GpuHw<'_> {
     }
 
     fn invalidate(&self, pdb: u64, change: Change) -> Result {
-        self.tlb.invalidate_after(&self.bar, pdb, self.scope, change)
+        self.tlb
+            .invalidate_after(&self.bar, pdb, self.scope, change)
     }
 }
 

@@ -15,7 +15,7 @@ usage: gpu-model --chip <tu102|ga102|ad102|gh100|gb202> --socket <path>
                  [--vram <size>] [--bar1 <size>] [--report <path>]
                  [--control <path>] [--expect <kind>]... [--wpr2]
                  [--invalidate-delay <n>] [--fault <fault>]...
-                 [--dump-vram <path>] [--trace-invalidates] [--hostile <seed>]
+                 [--dump-vram <path>] [--trace-invalidates] [--hostile <seed>] [--pdbs-file <path>]
        gpu-model walk --chip <tu102|ga102|ad102|gh100|gb202> --dump <file>
                  [--queries <file>]
 sizes take a K, M, G or T suffix (powers of 1024)
@@ -185,6 +185,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut trace_invalidates = false;
     let mut delay = None;
     let mut hostile = None;
+    let mut pdbs_file = None;
     let mut faults = Faults::default();
     let mut i = 0;
     while i < args.len() {
@@ -250,6 +251,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "--fault" => parse_fault(&value, &mut faults)?,
             "--hostile" => hostile = Some(parse_seed(&value)?),
+            "--pdbs-file" => pdbs_file = Some(PathBuf::from(value)),
             _ => return Err(format!("unknown option {name}")),
         }
     }
@@ -274,6 +276,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     config.trace_invalidates = trace_invalidates;
     config.faults = faults;
     config.hostile = hostile;
+    config.pdbs_file = pdbs_file;
     config.expect = expect;
     Ok(Command::Run(Box::new(Options {
         config,

@@ -90,6 +90,9 @@ pub struct Config {
     /// `--hostile <seed>`: firmware registers drawn at random per reset
     /// epoch ([`crate::hostile`]).
     pub hostile: Option<u64>,
+    /// `--pdbs-file <path>`: page directories the harness names (hex, whitespace-separated),
+    /// read at the end of the run for the coverage rule.
+    pub pdbs_file: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             expect: Vec::new(),
             trace_invalidates: false,
             hostile: None,
+            pdbs_file: None,
         }
     }
 }
@@ -336,7 +340,26 @@ impl Gpu {
             );
         }
         let fmt = mmu::format(self.chip.mmu);
-        let left = self.seq.uncovered(&self.vram, fmt);
+        // Every directory the model knows of, and those the harness names (the address spaces
+        // the driver announced: one never invalidated is known to the model no other way).
+        let mut pdbs: Vec<u64> = self.seq.spaces.keys().copied().collect();
+        if let Some(path) = &self.cfg.pdbs_file {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                pdbs.extend(
+                    text.split_whitespace()
+                        .filter_map(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok()),
+                );
+            }
+        }
+        pdbs.sort_unstable();
+        pdbs.dedup();
+        let left = self.seq.uncovered_in(&self.vram, fmt, &pdbs);
+        eprintln!(
+            "gpu-model: coverage: {} directories, {} uncovered quadwords, {} in tables",
+            pdbs.len(),
+            self.seq.global.len(),
+            left.len()
+        );
         let mut by_pdb: std::collections::BTreeMap<u64, Vec<(u64, u64, u64)>> = Default::default();
         for (pdb, a, c) in &left {
             by_pdb.entry(*pdb).or_default().push((*a, c.old, c.new));

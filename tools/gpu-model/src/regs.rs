@@ -434,7 +434,38 @@ impl Gpu {
     /// membar rule on them, then the directory's tables learnt again.
     fn cover_changes(&mut self, req: &Request, pdb: Option<u64>) {
         let hub_only = req.ctrl & tlb::HUBTLB_ONLY != 0;
-        let covered = self.seq.cover(pdb, hub_only, req.seq);
+        let _ = self.seq.cover(pdb, hub_only, req.seq);
+        // What it reaches: the tables of its directory (every known one for ALL_PDB) as VRAM
+        // holds them now; a hub-only invalidate reaches only BAR1's (the hub TLB).
+        let fmt = crate::mmu::format(self.chip.mmu);
+        let bar1_pdb = match self.bar1.binding {
+            Binding::Virtual { pdb, .. } => Some(pdb),
+            _ => None,
+        };
+        let targets: Vec<u64> = match pdb {
+            Some(p) if req.pdb_sysmem => {
+                let _ = p;
+                Vec::new()
+            }
+            Some(p) => vec![p],
+            None => self.seq.spaces.keys().copied().chain(bar1_pdb).collect(),
+        };
+        let mut covered = Vec::new();
+        for p in targets {
+            if hub_only && Some(p) != bar1_pdb {
+                continue;
+            }
+            if !self.vram.contains(p, 0x1000) {
+                continue;
+            }
+            let ranges = crate::sequence::tables(&self.vram, fmt, p);
+            covered.extend(
+                self.seq
+                    .cover_tables(&ranges, req.seq)
+                    .into_iter()
+                    .map(|c| (p, c)),
+            );
+        }
         // TU10x only: `kgmmuSetTlbInvalidateMembarWarParameters_TU102` (a stub on later chips).
         let membar = req.ctrl & tlb::SYS_MEMBAR != 0 && (req.ctrl >> 7) & 3 == 1;
         if self.chip.architecture == 0x16 && !membar {
@@ -454,7 +485,6 @@ impl Gpu {
                 );
             }
         }
-        let fmt = crate::mmu::format(self.chip.mmu);
         let hub = matches!(self.bar1.binding, Binding::Virtual { pdb: b, .. } if Some(b) == pdb);
         match pdb {
             Some(p) if !req.pdb_sysmem => self.seq.learn(&self.vram, fmt, p, hub),

@@ -64,6 +64,10 @@ pub struct Sequence {
     pub spaces: HashMap<u64, Space>,
     /// Which known directories hold each page.
     pub owners: HashMap<u64, Vec<u64>>,
+    /// Every quadword changed through PRAMIN and not yet covered by an invalidate whose
+    /// directory's tables held it when it completed; whichever directory it belongs to, known
+    /// or not yet (the end of the run judges it against every directory it learns of then).
+    pub global: HashMap<u64, Change>,
 }
 
 /// How many reads of the bind status show a new bind busy.
@@ -87,6 +91,17 @@ impl Sequence {
             }
             // CAST: a handful of quadwords.
             let q = base + 8 * i as u64;
+            self.global
+                .entry(q)
+                .and_modify(|c| {
+                    c.new = *n;
+                    c.seq = seq;
+                })
+                .or_insert(Change {
+                    old: *o,
+                    new: *n,
+                    seq,
+                });
             let Some(owners) = self.owners.get(&(q >> 12)) else {
                 continue;
             };
@@ -94,7 +109,10 @@ impl Sequence {
                 if let Some(s) = self.spaces.get_mut(pdb).filter(|s| in_ranges(&s.ranges, q)) {
                     s.changes
                         .entry(q)
-                        .and_modify(|c| c.new = *n)
+                        .and_modify(|c| {
+                            c.new = *n;
+                            c.seq = seq;
+                        })
                         .or_insert(Change {
                             old: *o,
                             new: *n,
@@ -180,6 +198,57 @@ impl Sequence {
                 }
             }
         }
+        out
+    }
+
+    /// An invalidate triggered at `trigger_seq` completed, reaching the tables `ranges`: the
+    /// changes in them written before the trigger are covered. Returns them.
+    pub fn cover_tables(&mut self, ranges: &[(u64, u64)], trigger_seq: u64) -> Vec<Change> {
+        let mut out = Vec::new();
+        if self.global.is_empty() {
+            return out;
+        }
+        for (start, len) in ranges {
+            let mut q = *start & !7;
+            while q < start + len {
+                if self.global.get(&q).is_some_and(|c| c.seq < trigger_seq) {
+                    if let Some(c) = self.global.remove(&q) {
+                        out.push(c);
+                    }
+                }
+                q += 8;
+            }
+        }
+        out
+    }
+
+    /// The changes no invalidate covered that lie in the current tables of a directory of
+    /// `pdbs` with any valid entry left: (directory, quadword, change).
+    pub fn uncovered_in(
+        &self,
+        vram: &Vram,
+        fmt: &dyn Format,
+        pdbs: &[u64],
+    ) -> Vec<(u64, u64, Change)> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for pdb in pdbs {
+            if !vram.contains(*pdb, 0x1000) || !has_entries(vram, fmt, *pdb) {
+                continue;
+            }
+            for (start, len) in tables(vram, fmt, *pdb) {
+                let mut q = start & !7;
+                while q < start + len {
+                    if let Some(c) = self.global.get(&q) {
+                        if seen.insert(q) {
+                            out.push((*pdb, q, *c));
+                        }
+                    }
+                    q += 8;
+                }
+            }
+        }
+        out.sort_by_key(|x| (x.0, x.1));
         out
     }
 

@@ -251,8 +251,12 @@ impl BindRegs {
                 let lo = lo & !0x3;
                 // LOW first, then HIGH: the write to HIGH triggers the bind, with the LOW value
                 // written before it (`kbusBar1InstBlkBind_GH100`).
-                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR::from_raw(lo))?;
-                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_HIGH_ADDR::from_raw(hi))?;
+                bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR::from_raw(
+                    lo,
+                ))?;
+                bar.try_write_reg(
+                    NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_HIGH_ADDR::from_raw(hi),
+                )?;
                 read_poll_timeout(
                     || bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR),
                     |s: &NV_VIRTUAL_FUNCTION_PRIV_FUNC_BAR1_BLOCK_LOW_ADDR| {
@@ -720,10 +724,7 @@ mod tests {
         // TU..AD: MODE 31, PTR 27:0 = block >> 12.
         assert_eq!(BindRegs::Tu102.encode(0x20_1000)?, (0x8000_0201, 0));
         // GH/GB: LOW = PTR 31:12 | MODE 9, HIGH = bits 63:32.
-        assert_eq!(
-            BindRegs::Gh100.encode(0x3_0020_1000)?,
-            (0x0020_1200, 0x3)
-        );
+        assert_eq!(BindRegs::Gh100.encode(0x3_0020_1000)?, (0x0020_1200, 0x3));
         assert_eq!(BindRegs::Gh100.encode(0x20_1800), Err(EINVAL));
         // Teardown: physical mode, video memory, no block.
         assert_eq!(BindRegs::Tu102.physical(), (0, 0));

@@ -103,10 +103,10 @@ pub(crate) struct TlbStats {
 ///
 /// # Invariants
 ///
-/// The lock holds whether an invalidate timed out and was never seen to complete: the hardware
-/// may still be working on it, and triggering another one then is not allowed.
+/// The lock holds whether an invalidate may still be in flight ([`Pending`]): the hardware may
+/// still be working on it, and triggering another one then is not allowed.
 ///
-/// The lock starts out `true`: at probe the driver does not know whether an invalidate left by
+/// The lock starts out [`Pending::Unknown`]: at probe the driver does not know whether an invalidate left by
 /// whoever had the GPU before is still in flight, so the first invalidate reads TRIGGER first.
 /// After that the driver's own polls say none is pending; only a timeout makes the next one look
 /// again (open-gpu-kernel-modules `kern_gmmu_tu102.c`, `kgmmuCheckPendingInvalidates_TU102`,
@@ -114,7 +114,7 @@ pub(crate) struct TlbStats {
 #[pin_data]
 pub(crate) struct Tlb {
     #[pin]
-    lock: Mutex<bool>,
+    lock: Mutex<Pending>,
     /// Whether downgrades need SYS_MEMBAR and ACK=GLOBALLY (TU10x only).
     membar_war: bool,
     /// Counters.
@@ -129,6 +129,17 @@ pub(crate) enum Change {
     Upgrade,
     /// An unmap, a permission downgrade or a reclaimed table, or not known: the safe form.
     Downgrade,
+}
+
+/// What the driver knows of an earlier invalidate still in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// None: the driver's own last one was seen to complete.
+    No,
+    /// Not known (at probe): wait for TRIGGER to clear, up to [`INVALIDATE_TIMEOUT`].
+    Unknown,
+    /// One of ours timed out: one read tells whether it is still pending; refuse at once if so.
+    TimedOut,
 }
 
 /// Returns the three register values that invalidate page directory `pdb` in `scope`; with
@@ -173,7 +184,7 @@ impl Tlb {
     /// downgrades"); the HAL is a stub on every later chip.
     pub(crate) fn new(arch: Architecture) -> impl PinInit<Self> {
         pin_init!(Self {
-            lock <- new_mutex!(true),
+            lock <- new_mutex!(Pending::Unknown),
             membar_war: arch == Architecture::Turing,
             stats: TlbStats {
                 invalidates: Atomic::new(0),
@@ -212,16 +223,14 @@ impl Tlb {
         scope: Scope,
         change: Change,
     ) -> Result {
-        let (lo, hi, ctl) = encode_with(
-            pdb,
-            scope,
-            self.membar_war && change == Change::Downgrade,
-        )?;
+        let (lo, hi, ctl) =
+            encode_with(pdb, scope, self.membar_war && change == Change::Downgrade)?;
         let mut pending = self.lock.lock();
-        if *pending {
-            // One may still be in flight (left before probe, or one of ours that timed out):
-            // wait for TRIGGER to clear before writing anything (`kgmmuCheckPendingInvalidates_TU102`).
-            let seen = read_poll_timeout(
+        // One may still be in flight (left before probe, or one of ours that timed out): TRIGGER
+        // must read clear before anything is written (`kgmmuCheckPendingInvalidates_TU102`).
+        let seen = match *pending {
+            Pending::No => Ok(()),
+            Pending::Unknown => read_poll_timeout(
                 || {
                     self.stats.reads.fetch_add(1, Relaxed);
                     bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)
@@ -229,19 +238,32 @@ impl Tlb {
                 |v: &NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE| !v.trigger(),
                 Delta::from_micros(10),
                 INVALIDATE_TIMEOUT,
-            );
-            if let Err(e) = seen {
-                if e == ETIMEDOUT {
-                    self.stats.timeouts.fetch_add(1, Relaxed);
-                    pr_err!(
-                        "TLB invalidate of PDB {:#x} refused: an earlier one never completed\n",
-                        pdb
-                    );
+            )
+            .map(|_| ()),
+            Pending::TimedOut => {
+                self.stats.reads.fetch_add(1, Relaxed);
+                if bar
+                    .try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)?
+                    .trigger()
+                {
+                    Err(ETIMEDOUT)
+                } else {
+                    Ok(())
                 }
-                return Err(e);
             }
-            *pending = false;
+        };
+        if let Err(e) = seen {
+            if e == ETIMEDOUT {
+                self.stats.timeouts.fetch_add(1, Relaxed);
+                *pending = Pending::TimedOut;
+                pr_err!(
+                    "TLB invalidate of PDB {:#x} refused: an earlier one never completed\n",
+                    pdb
+                );
+            }
+            return Err(e);
         }
+        *pending = Pending::No;
         bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_PDB::from_raw(lo))?;
         bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_UPPER_PDB::from_raw(
             hi,
@@ -260,7 +282,7 @@ impl Tlb {
         )
         .inspect_err(|_| {
             self.stats.timeouts.fetch_add(1, Relaxed);
-            *pending = true;
+            *pending = Pending::TimedOut;
             pr_err!("TLB invalidate of PDB {:#x} did not complete in 2 s\n", pdb);
         })?;
         Ok(())
