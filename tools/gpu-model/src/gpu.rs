@@ -524,6 +524,26 @@ impl Gpu {
                 .map(|i| self.vram.read_u64(base + 8 * i).unwrap_or(0))
                 .collect();
             self.seq.pramin_write(pa, len, &old, &new, self.accesses);
+            for (i, (o, n)) in old.iter().zip(&new).enumerate() {
+                // CAST: a handful of quadwords.
+                let q = base + 8 * i as u64;
+                if o == n {
+                    continue;
+                }
+                if let Some((pdb, table, parent)) = self.seq.reused_early(&self.vram, q) {
+                    self.rec.violation(
+                        Kind::PtReuseBeforeInvalidate,
+                        format!(
+                            "PRAMIN write at VRAM {q:#x} into table {table:#x}, unlinked from PDB \
+                             {pdb:#x} (entry {parent:#x} changed) by a change no invalidate has \
+                             covered yet: its memory may not be reused before that invalidate \
+                             completed"
+                        ),
+                        fields([("vram_addr", json!(q)), ("pdb", json!(pdb))]),
+                    );
+                    break;
+                }
+            }
         }
     }
 

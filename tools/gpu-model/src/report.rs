@@ -81,11 +81,14 @@ pub enum Kind {
     /// A page-table entry change never covered by an invalidate of its page directory written
     /// after it, with a scope that reaches its TLBs.
     UncoveredPteChange,
+    /// Page-table memory unlinked from a directory written again before the invalidate that
+    /// unlinked it completed.
+    PtReuseBeforeInvalidate,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Bar1Fault,
         Kind::ReadOnlyWrite,
         Kind::StaleTlb,
@@ -105,6 +108,7 @@ impl Kind {
         Kind::UndefinedKind,
         Kind::InstBlockMagicMissing,
         Kind::UncoveredPteChange,
+        Kind::PtReuseBeforeInvalidate,
     ];
 
     /// The snake_case name used in the report and on the command line.
@@ -129,6 +133,7 @@ impl Kind {
             Kind::UndefinedKind => "undefined_kind",
             Kind::InstBlockMagicMissing => "instblk_magic_missing",
             Kind::UncoveredPteChange => "uncovered_pte_change",
+            Kind::PtReuseBeforeInvalidate => "pt_reuse_before_invalidate",
         }
     }
 

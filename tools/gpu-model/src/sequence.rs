@@ -41,6 +41,9 @@ pub struct Space {
     pub pages: HashSet<u64>,
     /// Its directories and tables: (start, length in bytes).
     pub ranges: Vec<(u64, u64)>,
+    /// Its tables below the root, with the entry that linked them when it was learnt:
+    /// (start, length, parent entry address, parent entry value).
+    pub links: Vec<(u64, u64, u64, u64)>,
     /// Bound to BAR1: a hub-only invalidate reaches its TLB.
     pub hub: bool,
     /// Uncovered changes, by quadword address.
@@ -148,7 +151,8 @@ impl Sequence {
 
     /// Learns (again) the tables of the directory `pdb` from VRAM.
     pub fn learn(&mut self, vram: &Vram, fmt: &dyn Format, pdb: u64, hub: bool) {
-        let ranges = tables(vram, fmt, pdb);
+        let links = walk_tables(vram, fmt, pdb);
+        let ranges: Vec<(u64, u64)> = links.iter().map(|t| (t.0, t.1)).collect();
         let pages = pages_of(&ranges);
         let s = self.spaces.entry(pdb).or_default();
         s.hub |= hub;
@@ -166,6 +170,10 @@ impl Sequence {
         if let Some(s) = self.spaces.get_mut(&pdb) {
             s.pages = pages;
             s.ranges = ranges;
+            s.links = links
+                .into_iter()
+                .filter_map(|(a, l, p)| p.map(|(pa, pv)| (a, l, pa, pv)))
+                .collect();
         }
     }
 
@@ -279,6 +287,29 @@ impl Sequence {
         out.sort_by_key(|x| (x.0, x.1));
         out
     }
+
+    /// A table this PRAMIN write at `q` lands in that was unlinked from its directory by a
+    /// change no invalidate has covered yet: (directory, table, parent entry). Page-table
+    /// memory unlinked from a directory must not be written again until the invalidate that
+    /// unlinked it has completed.
+    pub fn reused_early(&self, vram: &Vram, q: u64) -> Option<(u64, u64, u64)> {
+        let owners = self.owners.get(&(q >> 12))?;
+        for pdb in owners {
+            let Some(s) = self.spaces.get(pdb) else {
+                continue;
+            };
+            for (start, len, paddr, pval) in &s.links {
+                if q < *start || q >= start + len {
+                    continue;
+                }
+                let now = vram.read_u64(*paddr).unwrap_or(*pval);
+                if now != *pval && self.global.contains_key(paddr) {
+                    return Some((*pdb, *start, *paddr));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// Whether the change of a version 2 entry from `old` to `new` takes something away (an unmap,
@@ -327,17 +358,26 @@ pub fn table_pages(vram: &Vram, fmt: &dyn Format, pdb: u64) -> HashSet<u64> {
 /// The directories and tables reachable from `pdb`: (start, length in bytes). Page tables
 /// (4 KiB pages: 512 entries; 64 KiB pages: 32 entries) are listed, not walked.
 pub fn tables(vram: &Vram, fmt: &dyn Format, pdb: u64) -> Vec<(u64, u64)> {
+    walk_tables(vram, fmt, pdb)
+        .into_iter()
+        .map(|(a, l, _)| (a, l))
+        .collect()
+}
+
+/// [`tables`], each with the entry that links it (address, value); `None` for the root.
+#[allow(clippy::type_complexity)]
+pub fn walk_tables(vram: &Vram, fmt: &dyn Format, pdb: u64) -> Vec<(u64, u64, Option<(u64, u64)>)> {
     let mut out = Vec::new();
     let levels = fmt.levels();
-    let mut stack = vec![(pdb, 0usize)];
-    while let Some((table, depth)) = stack.pop() {
+    let mut stack = vec![(pdb, 0usize, None)];
+    while let Some((table, depth, parent)) = stack.pop() {
         if depth >= levels.len() || out.len() > 1 << 16 {
             continue;
         }
         let level = &levels[depth];
         let entries = 1u64 << level.bits;
         let size = if level.dual { 16 } else { 8 };
-        out.push((table, entries * size));
+        out.push((table, entries * size, parent));
         for i in 0..entries {
             let addr = table + i * size;
             let Ok(lo) = vram.read_u64(addr) else {
@@ -354,10 +394,10 @@ pub fn tables(vram: &Vram, fmt: &dyn Format, pdb: u64) -> Vec<(u64, u64)> {
                     // The leaf tables: listed, not walked. 64 KiB pages: 32 entries under the
                     // big half; 4 KiB pages: 512 under the small one.
                     if let Half::Table(Aperture::Video, a) = big {
-                        out.push((a, 32 * 8));
+                        out.push((a, 32 * 8, Some((addr, lo))));
                     }
                     if let Half::Table(Aperture::Video, a) = small {
-                        out.push((a, 512 * 8));
+                        out.push((a, 512 * 8, Some((addr + 8, hi))));
                     }
                 }
             } else if let Pde::Table {
@@ -365,7 +405,7 @@ pub fn tables(vram: &Vram, fmt: &dyn Format, pdb: u64) -> Vec<(u64, u64)> {
                 addr: a,
             } = fmt.decode_pde(lo)
             {
-                stack.push((a, depth + 1));
+                stack.push((a, depth + 1, Some((addr, lo))));
             }
         }
     }

@@ -1477,3 +1477,24 @@ fn entry_changes_must_be_covered() {
     h.pdb = bar_pdb;
     let _ = h;
 }
+
+/// Page-table memory unlinked from a directory, written before the invalidate that unlinked it
+/// completed (a table freed and reused too early); after the invalidate it is fine.
+#[test]
+fn unlinked_tables_wait_for_their_invalidate() {
+    let mut h = H::new("ga102", 1 << 30);
+    h.bind();
+    let pdb = h.pdb;
+    h.map_4k(0x1000, 0x20_0000, false);
+    h.invalidate(pdb, false);
+    let spt = h.spt(0x1000);
+    // Unlink the small table (the small half of its dual PDE) and write into it at once.
+    let pd0 = h.pd0(0x1000);
+    h.w64(pd0 + 8, 0);
+    h.w64(spt, 0x1234);
+    assert_eq!(h.count(Kind::PtReuseBeforeInvalidate), 1);
+    // After the invalidate that covers the unlink, the memory may be reused.
+    h.invalidate(pdb, false);
+    h.w64(spt + 8, 0x5678);
+    assert_eq!(h.count(Kind::PtReuseBeforeInvalidate), 1);
+}
