@@ -124,8 +124,8 @@ pub(crate) struct Tlb {
 /// What the entries an invalidate covers went through, for the TU10x membar rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Change {
-    /// Entries only became valid (a map into unmapped or sparse entries, read-only to
-    /// read-write): nothing the GPU may still use was taken away.
+    /// Valid leaves rewritten with READ_ONLY cleared, nothing else (read-only to read-write):
+    /// nothing the GPU may still use was taken away.
     Upgrade,
     /// An unmap, a permission downgrade or a reclaimed table, or not known: the safe form.
     Downgrade,

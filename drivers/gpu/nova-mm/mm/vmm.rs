@@ -417,20 +417,21 @@ impl<'a> Vmm<'a> {
             self.stats.failed.fetch_add(1, Relaxed);
             return Err(e);
         }
-        self.commit(sh, pieces, leaf, None).inspect_err(|_| {
-            // The device failed mid-way (a write or the invalidate): take back what was
-            // written, so that no entry outlives the failed call. Best effort: on a dead
-            // device this fails too, and the tables go with the address space.
-            self.stats.failed.fetch_add(1, Relaxed);
-            let back = if st.reserved_sparse(lo) {
-                Leaf::Sparse
-            } else {
-                Leaf::Zero
-            };
-            if let Some(sh) = st.shadow.as_mut() {
-                let _ = self.commit(sh, pieces, back, Some(bound));
-            }
-        })
+        self.commit(sh, pieces, leaf, None, Change::Downgrade)
+            .inspect_err(|_| {
+                // The device failed mid-way (a write or the invalidate): take back what was
+                // written, so that no entry outlives the failed call. Best effort: on a dead
+                // device this fails too, and the tables go with the address space.
+                self.stats.failed.fetch_add(1, Relaxed);
+                let back = if st.reserved_sparse(lo) {
+                    Leaf::Sparse
+                } else {
+                    Leaf::Zero
+                };
+                if let Some(sh) = st.shadow.as_mut() {
+                    let _ = self.commit(sh, pieces, back, Some(bound), Change::Downgrade);
+                }
+            })
     }
 
     /// Commits `leaf` over `pieces`, invalidates, then frees what was unlinked.
@@ -440,14 +441,8 @@ impl<'a> Vmm<'a> {
         pieces: &[Piece],
         leaf: Leaf,
         reclaim: Option<Range<u64>>,
+        change: Change,
     ) -> Result<CommitStats> {
-        // Only a read-write map with nothing reclaimed takes nothing away from the GPU (a map goes
-        // into unmapped or sparse entries; overlaps are refused before).
-        let change = if leaf == Leaf::Page(Access::ReadWrite) && reclaim.is_none() {
-            Change::Upgrade
-        } else {
-            Change::Downgrade
-        };
         let mut flush = Flush {
             vmm: self,
             free: FreeList::default(),
@@ -585,7 +580,7 @@ impl Drop for ResInner<'_> {
                     vmm.ops.rollback(sh, r.clone());
                     return Err(e);
                 }
-                vmm.commit(sh, &pieces, Leaf::Zero, Some(r.clone()))?;
+                vmm.commit(sh, &pieces, Leaf::Zero, Some(r.clone()), Change::Downgrade)?;
                 Ok(())
             })();
             if let Err(e) = res {
@@ -738,7 +733,15 @@ impl Mapping<'_> {
         let vmm = &self.res.vmm;
         let mut st = vmm.state.lock();
         let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-        vmm.commit(sh, &self.pieces, Leaf::Page(access), None)?;
+        // Read-only to read-write rewrites the same valid leaves with READ_ONLY clear: nothing is
+        // taken away. Anything else may replace live entries (a map can fold an emptied table
+        // into a large page or point a directory entry elsewhere): the safe form.
+        let change = if access == Access::ReadWrite {
+            Change::Upgrade
+        } else {
+            Change::Downgrade
+        };
+        vmm.commit(sh, &self.pieces, Leaf::Page(access), None, change)?;
         self.access = access;
         if let Some(m) = st.mapped.get_mut(&self.va) {
             m.access = access;
@@ -760,7 +763,13 @@ impl Drop for Mapping<'_> {
         let mut st = vmm.state.lock();
         let live = vmm.dying.load(Relaxed) == 0;
         if let (Some(sh), true) = (st.shadow.as_mut(), live) {
-            if let Err(e) = vmm.commit(sh, &self.pieces, leaf, Some(self.res.range.clone())) {
+            if let Err(e) = vmm.commit(
+                sh,
+                &self.pieces,
+                leaf,
+                Some(self.res.range.clone()),
+                Change::Downgrade,
+            ) {
                 pr_err!(
                     "vmm {}: unmap of {:#x}..{:#x} failed: {:?}\n",
                     vmm.name,
