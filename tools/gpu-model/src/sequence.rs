@@ -94,33 +94,13 @@ impl Sequence {
             }
             // CAST: a handful of quadwords.
             let q = base + 8 * i as u64;
-            self.global
-                .entry(q)
-                .and_modify(|c| {
-                    c.new = *n;
-                    c.seq = seq;
-                })
-                .or_insert(Change {
-                    old: *o,
-                    new: *n,
-                    seq,
-                });
+            note_change(&mut self.global, q, *o, *n, seq);
             let Some(owners) = self.owners.get(&(q >> 12)) else {
                 continue;
             };
             for pdb in owners {
                 if let Some(s) = self.spaces.get_mut(pdb).filter(|s| in_ranges(&s.ranges, q)) {
-                    s.changes
-                        .entry(q)
-                        .and_modify(|c| {
-                            c.new = *n;
-                            c.seq = seq;
-                        })
-                        .or_insert(Change {
-                            old: *o,
-                            new: *n,
-                            seq,
-                        });
+                    note_change(&mut s.changes, q, *o, *n, seq);
                 }
             }
         }
@@ -332,6 +312,17 @@ pub fn has_entries(vram: &Vram, fmt: &dyn Format, pdb: u64) -> bool {
             v != crate::vram::POISON64 && !matches!(fmt.decode_pde(v), Pde::Invalid | Pde::Sparse)
         })
     })
+}
+
+/// Records that quadword `q` went from `old` to `new` at `seq`: the value before the first
+/// uncovered write is kept, the latest write's value and time taken.
+fn note_change(map: &mut HashMap<u64, Change>, q: u64, old: u64, new: u64, seq: u64) {
+    map.entry(q)
+        .and_modify(|c| {
+            c.new = new;
+            c.seq = seq;
+        })
+        .or_insert(Change { old, new, seq });
 }
 
 /// Whether `q` lies in one of `ranges`.

@@ -195,6 +195,21 @@ impl Tlb {
         })
     }
 
+    /// Polls `NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE` until TRIGGER reads clear, counting each
+    /// read, for at most [`INVALIDATE_TIMEOUT`].
+    fn wait_trigger_clear(&self, bar: &Bar0<'_>) -> Result {
+        read_poll_timeout(
+            || {
+                self.stats.reads.fetch_add(1, Relaxed);
+                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)
+            },
+            |v: &NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE| !v.trigger(),
+            Delta::from_micros(10),
+            INVALIDATE_TIMEOUT,
+        )
+        .map(|_| ())
+    }
+
     /// Invalidates the cached translations of page directory `pdb` (a VRAM address) in `scope`,
     /// and waits until the GPU reports completion.
     ///
@@ -230,16 +245,7 @@ impl Tlb {
         // must read clear before anything is written (`kgmmuCheckPendingInvalidates_TU102`).
         let seen = match *pending {
             Pending::No => Ok(()),
-            Pending::Unknown => read_poll_timeout(
-                || {
-                    self.stats.reads.fetch_add(1, Relaxed);
-                    bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)
-                },
-                |v: &NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE| !v.trigger(),
-                Delta::from_micros(10),
-                INVALIDATE_TIMEOUT,
-            )
-            .map(|_| ()),
+            Pending::Unknown => self.wait_trigger_clear(bar),
             Pending::TimedOut => {
                 self.stats.reads.fetch_add(1, Relaxed);
                 if bar
@@ -271,16 +277,7 @@ impl Tlb {
         bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE::from_raw(ctl))?;
         self.stats.writes.fetch_add(3, Relaxed);
         self.stats.invalidates.fetch_add(1, Relaxed);
-        read_poll_timeout(
-            || {
-                self.stats.reads.fetch_add(1, Relaxed);
-                bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)
-            },
-            |v: &NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE| !v.trigger(),
-            Delta::from_micros(10),
-            INVALIDATE_TIMEOUT,
-        )
-        .inspect_err(|_| {
+        self.wait_trigger_clear(bar).inspect_err(|_| {
             self.stats.timeouts.fetch_add(1, Relaxed);
             *pending = Pending::TimedOut;
             pr_err!("TLB invalidate of PDB {:#x} did not complete in 2 s\n", pdb);
