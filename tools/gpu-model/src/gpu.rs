@@ -325,6 +325,15 @@ impl Gpu {
         }
     }
 
+    /// The end of a driver's session (BAR1 unbound): the coverage rule judged on what it left,
+    /// then its directories and changes forgotten (the bind and flush state stays).
+    pub fn end_of_session(&mut self) {
+        self.check_coverage();
+        self.seq.spaces.clear();
+        self.seq.owners.clear();
+        self.seq.global.clear();
+    }
+
     /// What only the end of the run can tell: a LOW write never followed by HIGH, entry
     /// changes no invalidate covered. Recorded once, before the final report.
     pub fn end_of_run(&mut self) {
@@ -350,6 +359,11 @@ impl Gpu {
                 fields([("low", json!(self.bar1.block))]),
             );
         }
+        self.check_coverage();
+    }
+
+    /// The coverage rule over every directory known or announced (see [`Gpu::end_of_run`]).
+    fn check_coverage(&mut self) {
         let fmt = mmu::format(self.chip.mmu);
         // Every directory the model knows of, and those the harness names (the address spaces
         // the driver announced: one never invalidated is known to the model no other way).

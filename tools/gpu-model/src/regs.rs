@@ -543,6 +543,13 @@ impl Gpu {
             return;
         }
         let binding = self.resolve_binding(req);
+        if binding == Binding::Physical && matches!(self.bar1.binding, Binding::Virtual { .. }) {
+            // BAR1 back to physical mode: the driver lets go of the GPU (RM
+            // `kbusTeardownMailbox_*`, nouveau `tu102_bar_bar1_fini`). Its address spaces end
+            // with it: judge what they left, then forget them, so that the next driver's use
+            // of the same memory is not taken for theirs.
+            self.end_of_session();
+        }
         if let Binding::Broken(reason) = &binding {
             self.rec.violation(
                 Kind::BadInstanceBlock,
