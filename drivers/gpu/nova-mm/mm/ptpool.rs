@@ -155,6 +155,28 @@ impl PtPool {
             .sum()
     }
 
+    /// Returns the addresses of the free slots the pool believes hold zeros, lowest first (the
+    /// tests check them against what VRAM holds).
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`.
+    #[cfg(CONFIG_KUNIT)]
+    pub(crate) fn zero_slots(&self) -> Result<KVec<u64>> {
+        let mut out = KVec::new();
+        for c in self.chunks.lock().iter() {
+            let z = c.zero & !c.used;
+            // CAST: 64 slots.
+            for slot in 0..CHUNK_SLOTS as u64 {
+                if z & (1 << slot) != 0 {
+                    out.push(c.base + slot * SLOT, GFP_KERNEL)?;
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Returns the number of chunks held and the VRAM they take.
     pub(crate) fn footprint(&self) -> (u64, u64) {
         let c = self.chunks.lock();
@@ -268,8 +290,11 @@ impl PtPool {
                     GFP_KERNEL,
                 )?;
                 self.stats.chunks_allocated.fetch_add(1, Relaxed);
-                let zero = chunks[chunks.len() - 1].zero != 0;
-                (chunks.len() - 1, 0, zero)
+                // A known-zero slot first, as from any chunk; known zero only if that slot's
+                // own memory is (a chunk can be partly known zero: one given back with dirty
+                // slots and taken again).
+                let slot = if zero != 0 { zero.trailing_zeros() } else { 0 };
+                (chunks.len() - 1, slot, zero != 0)
             }
         };
         let c = &mut chunks[ci];
@@ -362,6 +387,58 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    /// A chunk taken over memory of which only some slots are known zero (a chunk given back
+    /// with dirty slots, then taken again): a slot is handed out as known zero exactly when its
+    /// own memory is, known-zero ones first, whichever slot of the chunk is dirty.
+    #[test]
+    fn partly_zero_chunk() -> Result {
+        // CAST: 64 slots.
+        let chunk = SLOT * CHUNK_SLOTS as u64;
+        // (dirty slots of the chunk's memory), one case per shape.
+        for dirty in [
+            &[0u64][..],
+            &[0, 1],
+            &[63],
+            &[5, 40],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        ] {
+            let vram = Vram::new(0..16 * MIB)?;
+            let a = vram.alloc(
+                &AllocRequest::new(chunk)
+                    .contiguous()
+                    .aligned(chunk)
+                    .placed(Placement::Within(0..chunk)),
+            )?;
+            ensure_eq!(a.start(), 0);
+            let mut cleared = KVec::new();
+            let mut from = 0;
+            // CAST: 64 slots.
+            let end = CHUNK_SLOTS as u64;
+            for &d in Iterator::chain(dirty.iter(), core::iter::once(&end)) {
+                if d * SLOT > from {
+                    cleared.push(from..d * SLOT, GFP_KERNEL)?;
+                }
+                from = (d + 1) * SLOT;
+            }
+            a.free_cleared(&cleared);
+            let pool = PtPool::new(vram.clone())?;
+            let mut held = KVec::new();
+            for i in 0..CHUNK_SLOTS {
+                let m = pool.alloc()?;
+                // The chunk is the memory at 0 (the lowest free, and no zero chunk elsewhere).
+                ensure!(m.addr() < chunk);
+                let slot = m.addr() / SLOT;
+                let zero_mem = !dirty.contains(&slot);
+                ensure_eq!(m.known_zero(), zero_mem);
+                // Known-zero slots first: the first `64 - dirty` are all known zero.
+                ensure_eq!(m.known_zero(), i < CHUNK_SLOTS - dirty.len());
+                held.push(m, GFP_KERNEL)?;
+            }
+            ensure_eq!(pool.zero_slots()?.len(), 0);
+        }
+        Ok(())
+    }
 
     /// Slots come lowest first, known-zero ones before others, from the parent's chunk when
     /// asked; an empty chunk beyond the spare goes back to VRAM with its zeros known there.
