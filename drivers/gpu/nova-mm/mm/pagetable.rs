@@ -201,8 +201,13 @@ pub(crate) struct FreeList {
 
 impl FreeList {
     fn push(&mut self, mut t: KBox<Table>) {
-        // Known zero when every quadword is zero: the pool may hand it out again unzeroed.
-        let zero = t.live == 0;
+        // Known zero when every quadword of the slot is zero: the pool may hand it out again
+        // unzeroed, as any kind of table. A table smaller than its slot (a 64 KiB page table:
+        // 32 entries, 256 bytes) wrote only its own part; the rest is zero only if the slot was
+        // when it was handed out.
+        // CAST: at most 512 quadwords.
+        let whole = t.q.len() as u64 * 8 >= crate::mm::ptpool::SLOT;
+        let zero = t.live == 0 && (whole || t.mem.known_zero());
         t.mem.set_zero(zero);
         t.next_free = self.head.take();
         self.head = Some(t);

@@ -1237,6 +1237,145 @@ mod tests {
         Ok(())
     }
 
+    /// Every free slot `pool` believes known zero reads zero in `mem` (never-written memory
+    /// reads as poison).
+    fn zero_slots_hold_zeros(mem: &MemHw, pool: &PtPool) -> Result {
+        for slot in pool.zero_slots()?.iter() {
+            for q in 0..512 {
+                let v = mem.read(slot + 8 * q);
+                if v != 0 {
+                    kernel::kunit::err(fmt!(
+                        "slot {:#x} is known zero but holds {:#x} at +{:#x}\n",
+                        slot,
+                        v,
+                        8 * q
+                    ));
+                    return Err(EINVAL);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Page-table memory under churn: address spaces created and dropped with mappings at
+    /// mixed sizes spread over many directories, sparse ranges, unmaps in varying order, so
+    /// that the pool takes chunks, gives them back (with the dirty roots of dropped spaces in
+    /// them) and takes them again. After every step each free slot the pool believes known
+    /// zero reads zero in the backing memory, and every mapping translates from it.
+    fn churn<F: MmuFormat>(v3: bool) -> Result {
+        let mem = MemHw::new()?;
+        let vram = Vram::new(0..4 * GIB)?;
+        let pool = PtPool::new(vram.clone())?;
+        let spaces = Spaces::new()?;
+        let ops: &'static dyn PageTableOps = if v3 { &VER3 } else { &VER2 };
+        let data = Arc::new(
+            vram.alloc(&AllocRequest::new(8 * MIB).contiguous().aligned(SZ_2M))?,
+            GFP_KERNEL,
+        )?;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            // xorshift64: a fixed, varied order.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut chunks_max = 0;
+        for round in 0..6u64 {
+            let mut vmms = KVec::new();
+            for _ in 0..3 {
+                vmms.push(
+                    Vmm::new(
+                        "churn",
+                        ops,
+                        pool.clone(),
+                        mem.clone(),
+                        spaces.clone(),
+                        0..1 << 40,
+                        false,
+                    )?,
+                    GFP_KERNEL,
+                )?;
+            }
+            let mut maps = KVec::new();
+            let mut keep = KVec::new();
+            for (k, vmm) in vmms.iter().enumerate() {
+                // CAST: three spaces.
+                let k = k as u64;
+                let res = vmm.reserve(512 * GIB, SZ_2M, None, false)?;
+                // Each map in its own 512 MiB: its own PD0 and page table.
+                for i in 0..12 + 6 * round {
+                    let size = [SZ_4K, SZ_64K, SZ_2M, 3 * SZ_4K][((i + k) % 4) as usize];
+                    let off = i * SZ_512M + (next() % 64) * SZ_2M;
+                    maps.push(
+                        (
+                            res.map(off, &data, SZ_2M, size, Access::ReadWrite)?,
+                            data.start() + SZ_2M,
+                        ),
+                        GFP_KERNEL,
+                    )?;
+                }
+                // A sparse range with a page in it.
+                let sp = vmm.reserve(SZ_2M + SZ_64K, SZ_2M, None, true)?;
+                maps.push(
+                    (
+                        sp.map(SZ_2M + SZ_4K, &data, 0, SZ_4K, Access::ReadOnly)?,
+                        data.start(),
+                    ),
+                    GFP_KERNEL,
+                )?;
+                keep.push(sp, GFP_KERNEL)?;
+                keep.push(res, GFP_KERNEL)?;
+            }
+            chunks_max = chunks_max.max(pool.footprint().0);
+            zero_slots_hold_zeros(&mem, &pool)?;
+            // Unmap in a varied order, checking what is left after each quarter.
+            let mut n = 0;
+            while !maps.is_empty() {
+                // CAST: a vector length.
+                let i = (next() % maps.len() as u64) as usize;
+                let (m, pa) = maps.remove(i)?;
+                let ro = m.access() == Access::ReadOnly;
+                let (entry, _) = translate::<F>(&mem, m.res.vmm.pdb(), m.va());
+                ensure_eq!(entry, Entry::Page { pa, read_only: ro });
+                drop(m);
+                n += 1;
+                if n % 8 == 0 {
+                    zero_slots_hold_zeros(&mem, &pool)?;
+                }
+            }
+            // Spaces dropped in a varied order: their roots go back dirty.
+            drop(keep);
+            while !vmms.is_empty() {
+                // CAST: a vector length.
+                let i = (next() % vmms.len() as u64) as usize;
+                drop(vmms.remove(i)?);
+            }
+            zero_slots_hold_zeros(&mem, &pool)?;
+        }
+        // The churn really took, gave back and took chunks again.
+        ensure!(chunks_max >= 3);
+        ensure!(pool.stats.chunks_freed.load(Relaxed) >= 2);
+        ensure!(pool.stats.chunks_allocated.load(Relaxed) > chunks_max);
+        Ok(())
+    }
+
+    #[test]
+    fn pool_churn_v2() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
+        churn::<Ver2>(false)
+    }
+
+    #[test]
+    fn pool_churn_v3() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
+        churn::<Ver3>(true)
+    }
+
     /// Reservations: placement, alignment, fixed addresses, exhaustion and bad requests.
     #[test]
     fn reservations() -> Result {
