@@ -494,6 +494,7 @@ mod device_vmm {
                 SZ_512M,
                 SZ_64K, //
             },
+            ptpool::PtPool,
             vmm::{
                 Mapping,
                 Reservation,
@@ -793,6 +794,139 @@ mod device_vmm {
             kept.push(Kept::Reservation(sparse), GFP_KERNEL)?;
             kept.push(Kept::Reservation(res), GFP_KERNEL)?;
             kept.push(Kept::Space(vmm), GFP_KERNEL)?;
+            Ok(())
+        })
+    }
+
+    /// Every free slot `pool` believes known zero reads zero in the GPU's VRAM (through PRAMIN:
+    /// the model's memory, not the driver's bookkeeping).
+    fn zero_slots_read_zero(mm: &GpuMm<'_>, pool: &PtPool) -> Result<u64> {
+        let slots = pool.zero_slots()?;
+        let mut w = mm.pramin.access(&mm.bar);
+        for &slot in slots.iter() {
+            for q in 0..512 {
+                let v = w.read64(slot + 8 * q)?;
+                if v != 0 {
+                    kernel::kunit::err(fmt!(
+                        "page-table slot {:#x} is known zero but VRAM holds {:#x} at +{:#x}\n",
+                        slot,
+                        v,
+                        8 * q
+                    ));
+                    return Err(EINVAL);
+                }
+            }
+        }
+        // CAST: a vector length.
+        Ok(slots.len() as u64)
+    }
+
+    /// Page-table memory under churn, on the GPU: address spaces of a pool of their own created
+    /// and dropped with mappings at mixed sizes over many directories, sparse ranges and unmaps
+    /// in a varied order, so that the pool takes chunks, gives them back (with the dirty roots
+    /// of dropped spaces) and takes them again. After each round every slot the pool believes
+    /// known zero reads zero in VRAM; the last round's space is left mapped for the model's
+    /// walker (a table handed out as zero that is not would show old entries or poison).
+    #[test]
+    fn vmm_pool_churn() -> Result {
+        if skip_if_quick() {
+            return Ok(());
+        }
+        on_each_gpu(|gpu| {
+            let mm = &gpu.mm;
+            let pool = PtPool::new(mm.vram.clone())?;
+            let data = Arc::new(
+                mm.vram
+                    .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(SZ_2M))?,
+                GFP_KERNEL,
+            )?;
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let (mut checked, mut chunks_max) = (0, 0);
+            let rounds = 3u64;
+            for round in 0..rounds {
+                let last = round == rounds - 1;
+                let mut vmms = KVec::new();
+                for _ in 0..2 {
+                    vmms.push(
+                        mm.new_vmm_in(pool.clone(), "kunit-churn", 0..1 << 40)?,
+                        GFP_KERNEL,
+                    )?;
+                }
+                let mut maps = KVec::new();
+                let mut keep = KVec::new();
+                for (k, vmm) in vmms.iter().enumerate() {
+                    // CAST: two spaces.
+                    let k = k as u64;
+                    let res = vmm.reserve(512 * GIB, SZ_2M, None, false)?;
+                    for i in 0..20 + 10 * round {
+                        let size = [SZ_4K, SZ_64K, SZ_2M, 3 * SZ_4K][((i + k) % 4) as usize];
+                        let off = i * SZ_512M + (next() % 64) * SZ_2M;
+                        maps.push(
+                            (k, res.map(off, &data, SZ_2M, size, Access::ReadWrite)?),
+                            GFP_KERNEL,
+                        )?;
+                    }
+                    let sp = vmm.reserve(SZ_2M + SZ_64K, SZ_2M, None, true)?;
+                    maps.push(
+                        (k, sp.map(SZ_2M + SZ_4K, &data, 0, SZ_4K, Access::ReadOnly)?),
+                        GFP_KERNEL,
+                    )?;
+                    keep.push(sp, GFP_KERNEL)?;
+                    keep.push(res, GFP_KERNEL)?;
+                }
+                chunks_max = chunks_max.max(pool.footprint().0);
+                if last {
+                    // Left for the walker: every other mapping of the first space.
+                    let mut kept = mm.kept.lock();
+                    let mut rest = KVec::new();
+                    for (j, (k, m)) in maps.drain_all().enumerate() {
+                        if k == 0 && j % 2 == 0 {
+                            announce_mapping(gpu, &vmms[0], &m);
+                            kept.push(Kept::Mapping(m), GFP_KERNEL)?;
+                        } else {
+                            rest.push((k, m), GFP_KERNEL)?;
+                        }
+                    }
+                    drop(kept);
+                    maps = rest;
+                }
+                while !maps.is_empty() {
+                    // CAST: a vector length.
+                    let i = (next() % maps.len() as u64) as usize;
+                    drop(maps.remove(i)?);
+                }
+                if last {
+                    let mut kept = mm.kept.lock();
+                    for r in keep.drain_all() {
+                        kept.push(Kept::Reservation(r), GFP_KERNEL)?;
+                    }
+                    kept.push(Kept::Space(vmms.remove(0)?), GFP_KERNEL)?;
+                }
+                drop(keep);
+                while !vmms.is_empty() {
+                    // CAST: a vector length.
+                    let i = (next() % vmms.len() as u64) as usize;
+                    drop(vmms.remove(i)?);
+                }
+                checked += zero_slots_read_zero(mm, &pool)?;
+            }
+            ensure!(chunks_max >= 2);
+            ensure!(pool.stats.chunks_freed.load(Relaxed) >= 1);
+            ensure!(checked > 0);
+            dev_info!(
+                gpu.pdev,
+                "pool churn: {} chunks at most, {} taken, {} given back, {} known-zero slots read back zero\n",
+                chunks_max,
+                pool.stats.chunks_allocated.load(Relaxed),
+                pool.stats.chunks_freed.load(Relaxed),
+                checked
+            );
             Ok(())
         })
     }

@@ -721,9 +721,20 @@ impl<F: MmuFormat> Walker<F> {
                 }
                 Kind::Pd0 => {
                     if page == SZ_64K {
-                        let lpt = t.kids[2 * i].as_deref_mut().ok_or(EINVAL)?;
+                        let (big, small) = t.kids.split_at_mut(2 * i + 1);
+                        let lpt = big[2 * i].as_deref_mut().ok_or(EINVAL)?;
                         let v = Self::leaf_value(leaf, pa, page, Kind::Lpt)?;
-                        return Self::set(lpt, Self::index(Kind::Lpt, va), v[0], w, st);
+                        Self::set(lpt, Self::index(Kind::Lpt, va), v[0], w, st)?;
+                        // The 4 KiB entries of the same 64 KiB, behind the big one: cleared, so
+                        // that none outlives it (a range released after a 4 KiB page opened its
+                        // sparse big entry would keep sparse small entries, and their table).
+                        if let Some(spt) = small[0].as_deref_mut() {
+                            let j = Self::index(Kind::Spt, va) & !15;
+                            for s in 0..16 {
+                                Self::set(spt, j + s, 0, w, st)?;
+                            }
+                        }
+                        return Ok(());
                     }
                     let (big, small) = t.kids.split_at_mut(2 * i + 1);
                     let spt = small[0].as_deref_mut().ok_or(EINVAL)?;

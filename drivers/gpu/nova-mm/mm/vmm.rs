@@ -1237,6 +1237,87 @@ mod tests {
         Ok(())
     }
 
+    /// Pages mapped inside sparse reservations, where the entry that covers them is a sparse
+    /// big one: a 4 KiB page in a sparse 64 KiB big entry (at its first, a middle and its last
+    /// 4 KiB, and two pages across two of them), a 64 KiB and a 4 KiB page in a sparse 2 MiB
+    /// entry. Every 4 KiB of the reservation translates from memory, after the map (the page,
+    /// sparse elsewhere), after the unmap (sparse everywhere) and after the release (unmapped,
+    /// only the root left).
+    fn sparse_holes<F: MmuFormat>(v3: bool) -> Result {
+        let e = env(v3, true)?;
+        let pdb = e.vmm.pdb();
+        let mem = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(SZ_2M))?,
+            GFP_KERNEL,
+        )?;
+        // (reservation size, offset of the map, its size)
+        let cases = [
+            (SZ_2M + SZ_64K, SZ_2M, SZ_4K),
+            (SZ_2M + SZ_64K, SZ_2M + 7 * SZ_4K, SZ_4K),
+            (SZ_2M + SZ_64K, SZ_2M + SZ_64K - SZ_4K, SZ_4K),
+            (SZ_2M + 3 * SZ_64K, SZ_2M + 2 * SZ_64K - SZ_4K, 2 * SZ_4K),
+            (2 * SZ_2M, SZ_64K, SZ_64K),
+            (2 * SZ_2M, SZ_2M + 3 * SZ_4K, SZ_4K),
+            (2 * SZ_2M, SZ_2M - SZ_64K, 2 * SZ_64K),
+        ];
+        let check = |base: u64, size: u64, mapped: Range<u64>, pa: u64, gone: bool| -> Result {
+            let mut off = 0;
+            while off < size {
+                let (entry, page) = translate::<F>(&e.mem, pdb, base + off);
+                let want = if gone {
+                    Entry::Invalid
+                } else if mapped.contains(&off) {
+                    Entry::Page {
+                        pa: pa + (off - mapped.start) / page * page,
+                        read_only: false,
+                    }
+                } else {
+                    Entry::Sparse
+                };
+                if entry != want {
+                    kernel::kunit::err(fmt!(
+                        "va {:#x} (+{:#x}, map at +{:#x}..+{:#x}): {:?}, want {:?}\n",
+                        base + off,
+                        off,
+                        mapped.start,
+                        mapped.end,
+                        entry,
+                        want
+                    ));
+                    return Err(EINVAL);
+                }
+                off += SZ_4K;
+            }
+            Ok(())
+        };
+        for (size, off, len) in cases {
+            let res = e.vmm.reserve(size, SZ_2M, Some(4 * GIB), true)?;
+            let base = res.range().start;
+            check(base, size, 0..0, 0, false)?;
+            // Physically aligned as virtually: the page size is the largest the length allows.
+            let moff = off % SZ_2M;
+            let m = res.map(off, &mem, moff, len, Access::ReadWrite)?;
+            check(base, size, off..off + len, mem.start() + moff, false)?;
+            drop(m);
+            check(base, size, 0..0, 0, false)?;
+            drop(res);
+            check(base, size, 0..0, 0, true)?;
+            ensure_eq!(e.vmm.tables(), 1);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sparse_holes_v2() -> Result {
+        sparse_holes::<Ver2>(false)
+    }
+
+    #[test]
+    fn sparse_holes_v3() -> Result {
+        sparse_holes::<Ver3>(true)
+    }
+
     /// Every free slot `pool` believes known zero reads zero in `mem` (never-written memory
     /// reads as poison).
     fn zero_slots_hold_zeros(mem: &MemHw, pool: &PtPool) -> Result {
