@@ -223,7 +223,7 @@ for spec in "$@"; do
 		grep -ao "NOVA-MAP $c [^ ]* [^ ]* [^ ]* [^ ]* [^ ]* [a-z]*" |
 		while read -r _ _ pdb va _ len page _; do
 			for ((o = 0; o < len; o += page)); do
-				printf '%#x %#x\n%#x %#x\n' "$pdb" $((va + o)) "$pdb" $((va + o + page - 8))
+				printf '0x%x 0x%x\n0x%x 0x%x\n' "$pdb" $((va + o)) "$pdb" $((va + o + page - 8))
 			done
 		done >"$out/$chip.walk.in"
 	[ -s "$out/$chip.walk.in" ] || continue
