@@ -858,8 +858,8 @@ mod device_vmm {
     }
 
     /// Page sizes follow physical alignment on the device: allocations starting 4 KiB and
-    /// 64 KiB above a 2 MiB boundary (and one on it), mapped at virtual addresses 0, 64 KiB and
-    /// 2 MiB above a 512 MiB boundary. The shadow must hold the pages the test's rule gives,
+    /// 64 KiB above a 2 MiB boundary (and one on it), and a 4 MiB block mapped from 4 KiB and
+    /// 64 KiB into it, at virtual addresses 0, 64 KiB and 2 MiB above a 512 MiB boundary. The shadow must hold the pages the test's rule gives,
     /// and every page is left mapped and announced with that rule's size and address, for the
     /// model's walker (which faults on a page whose address is not aligned to its size).
     #[test]
@@ -868,17 +868,31 @@ mod device_vmm {
             let mm = &gpu.mm;
             let huge = mm.has_512m_pages();
             let vmm = mm.new_vmm("kunit-align", 0..1 << 40)?;
-            let res = vmm.reserve(32 * SZ_512M, SZ_512M, None, false)?;
+            let res = vmm.reserve(40 * SZ_512M, SZ_512M, None, false)?;
             let mut keep = KVec::new();
             let mut slot = 0;
+            // One 4 MiB block, mapped from an offset inside it (the buddy blocks of a range
+            // allocation are each aligned to their size; an offset into one block is not).
+            let block = Arc::new(
+                mm.vram
+                    .alloc(&AllocRequest::new(2 * SZ_2M).contiguous().aligned(2 * SZ_2M))?,
+                GFP_KERNEL,
+            )?;
             for po in [0, SZ_4K, SZ_64K] {
                 for size in [SZ_64K + SZ_4K, SZ_2M + SZ_64K + SZ_4K] {
-                    let mem = super::odd_alloc(mm, po, size)?;
-                    for vo in [0, SZ_64K, SZ_2M] {
+                    let odd = super::odd_alloc(mm, po, size)?;
+                    for (mem, moff, vo) in [
+                        (&odd, 0, 0),
+                        (&odd, 0, SZ_64K),
+                        (&odd, 0, SZ_2M),
+                        (&block, po, 0),
+                        (&block, po, SZ_64K),
+                        (&block, po, SZ_2M),
+                    ] {
                         let off = slot * SZ_512M + vo;
                         slot += 1;
-                        let m = res.map(off, &mem, 0, size, Access::ReadWrite)?;
-                        let want = super::oracle_pages(m.va(), mem.start(), size, huge)?;
+                        let m = res.map(off, mem, moff, size, Access::ReadWrite)?;
+                        let want = super::oracle_pages(m.va(), mem.start() + moff, size, huge)?;
                         for &(va, pa, len, page) in want.iter() {
                             let mut o = 0;
                             while o < len {
@@ -1393,7 +1407,8 @@ mod device_bar {
     }
 
     /// Page sizes follow physical alignment through BAR1: allocations starting 4 KiB and
-    /// 64 KiB above a 2 MiB boundary (and one on it) mapped at a 2 MiB-aligned BAR1 offset (and
+    /// 64 KiB above a 2 MiB boundary (and one on it), and one block mapped from those offsets
+    /// into it, mapped at a 2 MiB-aligned BAR1 offset (and
     /// 512 MiB + 2 MiB at a 512 MiB-aligned one where BAR1 holds it). VRAM written through
     /// PRAMIN at the first and last 8 bytes of the pages the test's rule gives reads back
     /// through BAR1, translated by the model's MMU (which faults on a page whose address is not
@@ -1415,35 +1430,42 @@ mod device_bar {
                     if size > SZ_512M && po == SZ_4K {
                         continue;
                     }
-                    let mem = super::odd_alloc(mm, po, size)?;
-                    let align = if size > SZ_512M { SZ_512M } else { SZ_2M };
-                    let res = bar.vmm().reserve(size, align, None, false)?;
-                    let m = res.map(0, &mem, 0, size, Access::ReadWrite)?;
-                    let want = super::oracle_pages(m.va(), mem.start(), size, huge)?;
-                    // The first and last 32 pages of each run, at their first and last 8 bytes.
-                    let mut probes = KVec::new();
-                    for &(va, pa, len, page) in want.iter() {
-                        let n = len / page;
-                        for i in 0..n {
-                            if i < 32 || n - i <= 32 {
-                                for d in [0, page - 8] {
-                                    probes
-                                        .push((va + i * page + d, pa + i * page + d), GFP_KERNEL)?;
+                    // A range allocation at the offset, and one block mapped from the offset
+                    // into it (each buddy block is aligned to its size; an offset into one is not).
+                    let odd = super::odd_alloc(mm, po, size)?;
+                    let span = (size + po).next_multiple_of(SZ_2M).next_power_of_two();
+                    let block = contiguous(mm, span, span)?;
+                    for (mem, moff) in [(&odd, 0), (&block, po)] {
+                        let align = if size > SZ_512M { SZ_512M } else { SZ_2M };
+                        let res = bar.vmm().reserve(size, align, None, false)?;
+                        let m = res.map(0, mem, moff, size, Access::ReadWrite)?;
+                        let want = super::oracle_pages(m.va(), mem.start() + moff, size, huge)?;
+                        // The first and last 32 pages of each run, at their first and last 8 bytes.
+                        let mut probes = KVec::new();
+                        for &(va, pa, len, page) in want.iter() {
+                            let n = len / page;
+                            for i in 0..n {
+                                if i < 32 || n - i <= 32 {
+                                    for d in [0, page - 8] {
+                                        probes.push(
+                                            (va + i * page + d, pa + i * page + d),
+                                            GFP_KERNEL,
+                                        )?;
+                                    }
                                 }
                             }
                         }
-                    }
-                    {
-                        let mut w = mm.pramin.access(&mm.bar);
-                        for &(_, pa) in probes.iter() {
-                            w.write64(pa, tag(pa))?;
+                        {
+                            let mut w = mm.pramin.access(&mm.bar);
+                            for &(_, pa) in probes.iter() {
+                                w.write64(pa, tag(pa))?;
+                            }
                         }
-                    }
-                    for &(va, pa) in probes.iter() {
-                        let lo = u64::from(bar.raw_read32(va)?);
-                        let hi = u64::from(bar.raw_read32(va + 4)?);
-                        if lo | (hi << 32) != tag(pa) {
-                            kernel::kunit::err(fmt!(
+                        for &(va, pa) in probes.iter() {
+                            let lo = u64::from(bar.raw_read32(va)?);
+                            let hi = u64::from(bar.raw_read32(va + 4)?);
+                            if lo | (hi << 32) != tag(pa) {
+                                kernel::kunit::err(fmt!(
                                 "BAR1 {:#x} (VRAM {:#x}, allocation at +{:#x} of 2 MiB) reads {:#x}, want {:#x}\n",
                                 va,
                                 pa,
@@ -1451,12 +1473,13 @@ mod device_bar {
                                 lo | (hi << 32),
                                 tag(pa)
                             ));
-                            return Err(EINVAL);
+                                return Err(EINVAL);
+                            }
                         }
+                        // CAST: a vector length.
+                        checked += probes.len() as u64;
+                        drop(m);
                     }
-                    // CAST: a vector length.
-                    checked += probes.len() as u64;
-                    drop(m);
                 }
             }
             dev_info!(
