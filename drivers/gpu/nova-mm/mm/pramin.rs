@@ -249,14 +249,15 @@ impl Pramin {
     ///
     /// # Errors
     ///
-    /// `EINVAL` for a misaligned access, `ERANGE` for one outside the allowed ranges.
+    /// `EINVAL` for a misaligned or empty access, `ERANGE` for one outside the allowed ranges.
     pub(crate) fn check(&self, addr: u64, size: u64) -> Result {
         self.check_span(addr, size, size)
     }
 
     /// Checks that `len` bytes at `addr` (aligned to `align`) lie inside one allowed range.
     fn check_span(&self, addr: u64, len: u64, align: u64) -> Result {
-        if addr % align != 0 {
+        // An empty access (`check(addr, 0)`) is refused, not a division by zero.
+        if addr.checked_rem(align) != Some(0) {
             return Err(EINVAL);
         }
         let end = addr.checked_add(len).ok_or(ERANGE)?;
