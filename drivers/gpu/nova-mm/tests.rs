@@ -536,6 +536,233 @@ mod device_mm {
             Ok(())
         })
     }
+
+    /// The exact bounds of every PRAMIN accessor at the end of the usable VRAM: 32- and 64-bit
+    /// reads and writes and runs of one to three words (`fill64`, `write64_slice`) ending
+    /// exactly at the end, a byte or a word past it, starting at it, starting a byte before it
+    /// with a multi-byte width, and wrapping; empty runs. An admitted access makes exactly its
+    /// MMIO accesses and changes exactly its bytes; a refused one is `EINVAL` when misaligned,
+    /// else `ERANGE`, counts one refusal, makes no BAR0 access at all, and leaves the last
+    /// 64 bytes of usable VRAM as they were (past the end, the model records any access).
+    #[test]
+    fn pramin_bounds() -> Result {
+        /// One PRAMIN operation of the table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Op {
+            /// `read32`.
+            Read32,
+            /// `write32`.
+            Write32,
+            /// `read64`.
+            Read64,
+            /// `write64`.
+            Write64,
+            /// `fill64` of this many words.
+            Fill(u64),
+            /// `write64_slice` of this many words.
+            Slice(u64),
+        }
+        /// Bytes of the checked region (the last of the usable VRAM).
+        const N: usize = 64;
+        /// Fills the region with a pattern through PRAMIN.
+        fn set(mm: &crate::mm::GpuMm<'_>, lo: u64, pat: &[u8; N]) -> Result {
+            let mut w = mm.pramin.access(&mm.bar);
+            for (a, q) in (lo..).step_by(8).zip(pat.chunks_exact(8)) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(q);
+                w.write64(a, u64::from_le_bytes(b))?;
+            }
+            Ok(())
+        }
+        /// Reads the region back through PRAMIN.
+        fn get(mm: &crate::mm::GpuMm<'_>, lo: u64) -> Result<[u8; N]> {
+            let mut out = [0u8; N];
+            let mut w = mm.pramin.access(&mm.bar);
+            for (a, q) in (lo..).step_by(8).zip(out.chunks_exact_mut(8)) {
+                q.copy_from_slice(&w.read64(a)?.to_le_bytes());
+            }
+            Ok(out)
+        }
+        on_each_gpu(|gpu| {
+            let mm = &gpu.mm;
+            let top = mm
+                .vram
+                .alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
+            let end = mm.vram.range().end;
+            ensure_eq!(top.start() + 64 * 1024, end);
+            ensure!(mm.pramin.allowed().iter().any(|r| r.end == end));
+            // CAST: `N` is 64.
+            let lo = end - N as u64;
+            let mut pat = [0u8; N];
+            for (i, b) in pat.iter_mut().enumerate() {
+                // CAST: a byte pattern.
+                *b = 0x80 ^ (i as u8).wrapping_mul(7);
+            }
+            let mut cases = KVec::new();
+            for (op, w) in [
+                (Op::Read32, 4),
+                (Op::Write32, 4),
+                (Op::Read64, 8),
+                (Op::Write64, 8),
+            ] {
+                for addr in [
+                    end - 2 * w,
+                    end - w,
+                    end - w + 1,
+                    end - 4,
+                    end - 1,
+                    end,
+                    end + w,
+                    u64::MAX - (w - 1),
+                ] {
+                    cases.push((op, addr), GFP_KERNEL)?;
+                }
+            }
+            for n in 1..=3u64 {
+                for op in [Op::Fill(n), Op::Slice(n)] {
+                    for addr in [
+                        end - 8 * n,
+                        end - 8 * n - 8,
+                        end - 8 * n + 8,
+                        end - 8 * n + 1,
+                        end - 8 * n + 4,
+                        end,
+                        u64::MAX - 7,
+                    ] {
+                        cases.push((op, addr), GFP_KERNEL)?;
+                    }
+                }
+            }
+            // Empty runs, inside and at the end: no access.
+            for op in [Op::Fill(0), Op::Slice(0)] {
+                for addr in [end - 8, end] {
+                    cases.push((op, addr), GFP_KERNEL)?;
+                }
+            }
+            let s = &mm.pramin.stats;
+            let io = mm.bar.stats();
+            let (mut admitted, mut refused) = (0, 0);
+            for &(op, addr) in cases.iter() {
+                let (len, align) = match op {
+                    Op::Read32 | Op::Write32 => (4, 4),
+                    Op::Read64 | Op::Write64 => (8, 8),
+                    Op::Fill(n) | Op::Slice(n) => (8 * n, 8),
+                };
+                // Aligned, and every byte below the end; an empty run is admitted as is.
+                let want = if len == 0 {
+                    Ok(())
+                } else if addr % align != 0 {
+                    Err(EINVAL)
+                } else if addr.checked_add(len).is_some_and(|e| e <= end) {
+                    Ok(())
+                } else {
+                    Err(ERANGE)
+                };
+                set(mm, lo, &pat)?;
+                let mut expect = pat;
+                let mut w = mm.pramin.access(&mm.bar);
+                let c0 = (
+                    s.reads.load(Relaxed),
+                    s.writes.load(Relaxed),
+                    s.refused.load(Relaxed),
+                    s.window_moves.load(Relaxed),
+                    io.reads.load(Relaxed),
+                    io.writes.load(Relaxed),
+                );
+                // The bytes an admitted access covers, and what it writes there.
+                let mut data = KVec::new();
+                let got = match op {
+                    Op::Read32 => match w.read32(addr) {
+                        Ok(v) => {
+                            data.extend_from_slice(&v.to_le_bytes(), GFP_KERNEL)?;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Op::Read64 => match w.read64(addr) {
+                        Ok(v) => {
+                            data.extend_from_slice(&v.to_le_bytes(), GFP_KERNEL)?;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Op::Write32 => {
+                        data.extend_from_slice(&0xa1a2_a3a4u32.to_le_bytes(), GFP_KERNEL)?;
+                        w.write32(addr, 0xa1a2_a3a4)
+                    }
+                    Op::Write64 => {
+                        data.extend_from_slice(
+                            &0xb1b2_b3b4_b5b6_b7b8u64.to_le_bytes(),
+                            GFP_KERNEL,
+                        )?;
+                        w.write64(addr, 0xb1b2_b3b4_b5b6_b7b8)
+                    }
+                    Op::Fill(n) => {
+                        for _ in 0..n {
+                            data.extend_from_slice(
+                                &0xc1c2_c3c4_c5c6_c7c8u64.to_le_bytes(),
+                                GFP_KERNEL,
+                            )?;
+                        }
+                        w.fill64(addr, n, 0xc1c2_c3c4_c5c6_c7c8)
+                    }
+                    Op::Slice(n) => {
+                        let mut vals = KVec::new();
+                        for i in 0..n {
+                            let v = 0xd1d2_d3d4_d5d6_d700u64 | i;
+                            vals.push(v, GFP_KERNEL)?;
+                            data.extend_from_slice(&v.to_le_bytes(), GFP_KERNEL)?;
+                        }
+                        w.write64_slice(addr, &vals)
+                    }
+                };
+                let c1 = (
+                    s.reads.load(Relaxed),
+                    s.writes.load(Relaxed),
+                    s.refused.load(Relaxed),
+                    s.window_moves.load(Relaxed),
+                    io.reads.load(Relaxed),
+                    io.writes.load(Relaxed),
+                );
+                drop(w);
+                ensure_eq!((op, addr, got), (op, addr, want));
+                let moves = c1.3 - c0.3;
+                let reads = u64::from(matches!(op, Op::Read32 | Op::Read64));
+                let writes = if reads == 1 { 0 } else { len / align };
+                let delta = (
+                    c1.0 - c0.0,
+                    c1.1 - c0.1,
+                    c1.2 - c0.2,
+                    c1.4 - c0.4,
+                    c1.5 - c0.5,
+                );
+                if got.is_ok() {
+                    admitted += 1;
+                    // Its data accesses, plus the window moves (BAR0 writes) it needed.
+                    ensure_eq!(
+                        (op, addr, delta),
+                        (op, addr, (reads, writes, 0, reads, writes + moves))
+                    );
+                    // CAST: `addr` is inside the region here (checked above).
+                    let at = (addr - lo) as usize;
+                    if reads == 1 {
+                        ensure_eq!((op, addr, &data[..]), (op, addr, &pat[at..at + data.len()]));
+                    } else {
+                        expect[at..at + data.len()].copy_from_slice(&data);
+                    }
+                } else {
+                    refused += 1;
+                    // Refused before the hardware: not even the window moved.
+                    ensure_eq!((op, addr, delta, moves), (op, addr, (0, 0, 1, 0, 0), 0));
+                }
+                ensure_eq!((op, addr, get(mm, lo)?), (op, addr, expect));
+            }
+            // The table is not one-sided.
+            ensure!(admitted >= 12 && refused >= 40);
+            drop(top);
+            Ok(())
+        })
+    }
 }
 
 #[kunit_tests(nova_mm_device_vmm)]
@@ -1111,7 +1338,10 @@ mod device_bar {
         devices,
         driver::NovaMm,
         mm::{
-            bar::BarUser,
+            bar::{
+                BarMapping,
+                BarUser, //
+            },
             pagetable::{
                 Access,
                 SZ_2M,
@@ -1606,6 +1836,246 @@ mod device_bar {
             // The whole of BAR1 can still be reserved: nothing was left behind.
             let all = bar.vmm().reserve(bar.size(), SZ_4K, None, false)?;
             drop(all);
+            Ok(())
+        })
+    }
+
+    /// The exact bounds of a BAR1 mapping's accessors and copies, and of [`BarUser::raw_read32`].
+    /// Mapping `a` of 64 KiB is followed in BAR1 by mapping `b` of the next 64 KiB of VRAM, so
+    /// that an access past `a`'s end would land in VRAM; `t` maps the same VRAM as `a` at the
+    /// top of BAR1. Around the end of `a` and of `t`: reads and writes of every width and copies
+    /// of 0 to 24 bytes ending exactly at the end, a byte past it, starting at it, starting a
+    /// byte before it, and wrapping. An admitted access makes exactly its BAR1 accesses and
+    /// touches exactly its bytes; a refused one is `ERANGE`, makes no BAR1 access, leaves a
+    /// read buffer untouched and the VRAM around the end (read through PRAMIN) as it was.
+    #[test]
+    fn bar1_bounds() -> Result {
+        /// Size of each mapping.
+        const S: u64 = SZ_64K;
+        /// Bytes of the checked VRAM, half below the end of `a`'s memory, half above.
+        const N: usize = 64;
+        /// Fills `N` bytes of VRAM at `lo` with `pat` through PRAMIN.
+        fn set(mm: &GpuMm<'_>, lo: u64, pat: &[u8; N]) -> Result {
+            let mut w = mm.pramin.access(&mm.bar);
+            for (a, q) in (lo..).step_by(8).zip(pat.chunks_exact(8)) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(q);
+                w.write64(a, u64::from_le_bytes(b))?;
+            }
+            Ok(())
+        }
+        /// Reads `N` bytes of VRAM at `lo` through PRAMIN.
+        fn get(mm: &GpuMm<'_>, lo: u64) -> Result<[u8; N]> {
+            let mut out = [0u8; N];
+            let mut w = mm.pramin.access(&mm.bar);
+            for (a, q) in (lo..).step_by(8).zip(out.chunks_exact_mut(8)) {
+                q.copy_from_slice(&w.read64(a)?.to_le_bytes());
+            }
+            Ok(out)
+        }
+        /// Reads `w` bytes at `off` of `m`, as the matching accessor does.
+        fn read(m: &BarMapping<'_>, w: u64, off: u64) -> Result<u64> {
+            Ok(match w {
+                1 => u64::from(m.read8(off)?),
+                2 => u64::from(m.read16(off)?),
+                4 => u64::from(m.read32(off)?),
+                _ => m.read64(off)?,
+            })
+        }
+        /// Writes the low `w` bytes of `v` at `off` of `m` with the matching accessor.
+        fn write(m: &BarMapping<'_>, w: u64, off: u64, v: u64) -> Result {
+            let b = v.to_le_bytes();
+            match w {
+                1 => m.write8(off, b[0]),
+                2 => m.write16(off, u16::from_le_bytes([b[0], b[1]])),
+                4 => m.write32(off, u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                _ => m.write64(off, v),
+            }
+        }
+        /// The accesses a copy of `len` bytes from `off` makes: 64-bit where aligned, else bytes.
+        fn steps(off: u64, len: u64) -> u64 {
+            let (mut i, mut n) = (0, 0);
+            while i < len {
+                i += if (off + i) % 8 == 0 && len - i >= 8 {
+                    8
+                } else {
+                    1
+                };
+                n += 1;
+            }
+            n
+        }
+        on_each_bar(|gpu, bar| {
+            let mm = &gpu.mm;
+            let st = bar.info().stats;
+            let counts = || (st.reads.load(Relaxed), st.writes.load(Relaxed));
+            let mem = contiguous(mm, 2 * S, 2 * S)?;
+            // Room for both halves, found by mapping them once.
+            let at = bar.map(&mem, 0, 2 * S, Access::ReadWrite, None)?.offset();
+            let a = bar.map(&mem, 0, S, Access::ReadWrite, Some(at))?;
+            let _b = bar.map(&mem, S, S, Access::ReadWrite, Some(at + S))?;
+            let t = bar.map(&mem, 0, S, Access::ReadWrite, Some(bar.size() - S))?;
+            // CAST: `N` is 64.
+            let half = N as u64 / 2;
+            let lo = mem.start() + S - half;
+            let mut pat = [0u8; N];
+            for (i, p) in pat.iter_mut().enumerate() {
+                // CAST: a byte pattern.
+                *p = 0x40 ^ (i as u8).wrapping_mul(13);
+            }
+            // Index in the region of byte `off` of a mapping (`off` is at most `half` below the end).
+            // CAST: below `N` for every admitted access.
+            let ix = |off: u64| (off + half - S) as usize;
+            let (mut admitted, mut refused) = (0, 0);
+            for (name, m) in [("a", &a), ("t", &t)] {
+                // Single accesses of every width.
+                for w in [1u64, 2, 4, 8] {
+                    let offs = [
+                        S - 2 * w,
+                        S - w,
+                        S - w + 1,
+                        S - 1,
+                        S,
+                        S + 1,
+                        S + w,
+                        u64::MAX - (w - 1),
+                        u64::MAX,
+                    ];
+                    for off in offs {
+                        let ok = off % w == 0 && off.checked_add(w).is_some_and(|e| e <= S);
+                        let want = if ok { Ok(()) } else { Err(ERANGE) };
+                        // A read.
+                        set(mm, lo, &pat)?;
+                        let c0 = counts();
+                        let got = read(m, w, off);
+                        let c1 = counts();
+                        ensure_eq!((name, w, off, got.map(|_| ())), (name, w, off, want));
+                        if let Ok(v) = got {
+                            let i = ix(off);
+                            let mut b = [0u8; 8];
+                            // CAST: `w` is at most 8.
+                            b[..w as usize].copy_from_slice(&pat[i..i + w as usize]);
+                            ensure_eq!((name, w, off, v), (name, w, off, u64::from_le_bytes(b)));
+                        }
+                        ensure_eq!(
+                            (name, w, off, c1.0 - c0.0, c1.1 - c0.1),
+                            (name, w, off, u64::from(ok), 0)
+                        );
+                        // A write.
+                        let v = 0xe1e2_e3e4_e5e6_e7e8u64;
+                        let c0 = counts();
+                        let got = write(m, w, off, v);
+                        let c1 = counts();
+                        ensure_eq!((name, w, off, got), (name, w, off, want));
+                        ensure_eq!(
+                            (name, w, off, c1.0 - c0.0, c1.1 - c0.1),
+                            (name, w, off, 0, u64::from(ok))
+                        );
+                        let mut expect = pat;
+                        if ok {
+                            let i = ix(off);
+                            // CAST: `w` is at most 8.
+                            let n = w as usize;
+                            expect[i..i + n].copy_from_slice(&v.to_le_bytes()[..n]);
+                            admitted += 1;
+                        } else {
+                            refused += 1;
+                        }
+                        ensure_eq!((name, w, off, get(mm, lo)?), (name, w, off, expect));
+                    }
+                }
+                // Copies, both ways.
+                let mut cases = KVec::new();
+                for len in [0u64, 1, 7, 8, 9, 16, 17, 24] {
+                    for off in [S - len, S - len + 1, S - 1, S, S + 1] {
+                        cases.push((off, len), GFP_KERNEL)?;
+                    }
+                }
+                for c in [(S - 29, 29), (S - 29, 30), (u64::MAX, 1), (u64::MAX, 0)] {
+                    cases.push(c, GFP_KERNEL)?;
+                }
+                for &(off, len) in cases.iter() {
+                    let ok = off.checked_add(len).is_some_and(|e| e <= S);
+                    let want = if ok { Ok(()) } else { Err(ERANGE) };
+                    let n = usize::try_from(len)?;
+                    let acc = if ok { steps(off, len) } else { 0 };
+                    // Into the mapping.
+                    set(mm, lo, &pat)?;
+                    let mut src = [0u8; 32];
+                    for (i, b) in src.iter_mut().enumerate() {
+                        // CAST: a byte pattern.
+                        *b = 0xc0 | i as u8;
+                    }
+                    let c0 = counts();
+                    let got = m.copy_from_slice(off, &src[..n]);
+                    let c1 = counts();
+                    ensure_eq!((name, off, len, got), (name, off, len, want));
+                    ensure_eq!(
+                        (name, off, len, c1.0 - c0.0, c1.1 - c0.1),
+                        (name, off, len, 0, acc)
+                    );
+                    let mut expect = pat;
+                    if ok && n > 0 {
+                        let i = ix(off);
+                        expect[i..i + n].copy_from_slice(&src[..n]);
+                    }
+                    ensure_eq!((name, off, len, get(mm, lo)?), (name, off, len, expect));
+                    // Out of the mapping.
+                    set(mm, lo, &pat)?;
+                    let mut dst = [0xeeu8; 32];
+                    let c0 = counts();
+                    let got = m.copy_to_slice(off, &mut dst[..n]);
+                    let c1 = counts();
+                    ensure_eq!((name, off, len, got), (name, off, len, want));
+                    ensure_eq!(
+                        (name, off, len, c1.0 - c0.0, c1.1 - c0.1),
+                        (name, off, len, acc, 0)
+                    );
+                    let mut expect = [0xeeu8; 32];
+                    if ok && n > 0 {
+                        let i = ix(off);
+                        expect[..n].copy_from_slice(&pat[i..i + n]);
+                    }
+                    ensure_eq!((name, off, len, dst), (name, off, len, expect));
+                    if ok {
+                        admitted += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+            }
+            // The raw read at the end of BAR1, where `t` ends.
+            let end = bar.size();
+            for off in [
+                end - 8,
+                end - 4,
+                end - 3,
+                end - 1,
+                end,
+                end + 4,
+                u64::MAX - 3,
+            ] {
+                let ok = off % 4 == 0 && off.checked_add(4).is_some_and(|e| e <= end);
+                set(mm, lo, &pat)?;
+                let c0 = counts();
+                let got = bar.raw_read32(off);
+                let c1 = counts();
+                let want = if ok {
+                    let i = ix(off - (end - S));
+                    Ok(u32::from_le_bytes([
+                        pat[i],
+                        pat[i + 1],
+                        pat[i + 2],
+                        pat[i + 3],
+                    ]))
+                } else {
+                    Err(ERANGE)
+                };
+                ensure_eq!((off, got), (off, want));
+                ensure_eq!((off, c1.0 - c0.0, c1.1 - c0.1), (off, u64::from(ok), 0));
+            }
+            ensure!(admitted >= 20 && refused >= 40);
+            drop((a, t));
             Ok(())
         })
     }

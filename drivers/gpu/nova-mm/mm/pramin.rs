@@ -249,14 +249,15 @@ impl Pramin {
     ///
     /// # Errors
     ///
-    /// `EINVAL` for a misaligned access, `ERANGE` for one outside the allowed ranges.
+    /// `EINVAL` for a misaligned or empty access, `ERANGE` for one outside the allowed ranges.
     pub(crate) fn check(&self, addr: u64, size: u64) -> Result {
         self.check_span(addr, size, size)
     }
 
     /// Checks that `len` bytes at `addr` (aligned to `align`) lie inside one allowed range.
     fn check_span(&self, addr: u64, len: u64, align: u64) -> Result {
-        if addr % align != 0 {
+        // An empty access (`check(addr, 0)`) is refused, not a division by zero.
+        if addr.checked_rem(align) != Some(0) {
             return Err(EINVAL);
         }
         let end = addr.checked_add(len).ok_or(ERANGE)?;
@@ -547,6 +548,67 @@ mod tests {
             GFP_KERNEL
         )
         .is_err());
+        Ok(())
+    }
+
+    /// Every bound of [`Pramin::check`] and of a run's check, byte by byte around each edge of
+    /// the allowed ranges: an access is admitted exactly when it is aligned and each of its bytes
+    /// lies in one allowed range; a misaligned one is `EINVAL`, any other `ERANGE`, an empty
+    /// access `EINVAL`. The expectation is stated per byte, not as the code's end comparison.
+    #[test]
+    fn check_boundaries() -> Result {
+        // Two ranges with a hole, the first above zero, the last ending on a 64 KiB boundary.
+        let allowed = [2 * MIB..3 * MIB, 4 * MIB..6 * MIB - KIB64];
+        let p = KBox::pin_init(Pramin::new(Architecture::Ampere, &allowed), GFP_KERNEL)?;
+        let inside = |addr: u64, len: u64| {
+            allowed
+                .iter()
+                .any(|r| (0..len).all(|i| addr.checked_add(i).is_some_and(|b| r.contains(&b))))
+        };
+        let want = |addr: u64, len: u64, align: u64| {
+            if addr % align != 0 {
+                Err(EINVAL)
+            } else if inside(addr, len) {
+                Ok(())
+            } else {
+                Err(ERANGE)
+            }
+        };
+        let mut edges = KVec::new();
+        for r in allowed.iter() {
+            edges.push(r.start, GFP_KERNEL)?;
+            edges.push(r.end, GFP_KERNEL)?;
+        }
+        let mut admitted = 0;
+        for &edge in edges.iter() {
+            // Single accesses: every start from two widths below the edge to one width above.
+            for w in [4u64, 8] {
+                for addr in edge - 2 * w..=edge + w {
+                    let got = p.check(addr, w);
+                    admitted += u64::from(got.is_ok());
+                    ensure_eq!((edge, addr, w, got), (edge, addr, w, want(addr, w, w)));
+                }
+            }
+            // Runs of 64-bit words (fill64, write64_slice): one to three words.
+            for len in [8u64, 16, 24] {
+                for addr in edge - len - 8..=edge + 8 {
+                    ensure_eq!(
+                        (edge, addr, len, p.check_span(addr, len, 8)),
+                        (edge, addr, len, want(addr, len, 8))
+                    );
+                }
+            }
+            // An empty access, at the edge and just inside.
+            ensure_eq!((edge, p.check(edge, 0)), (edge, Err(EINVAL)));
+            ensure_eq!((edge, p.check(edge - 8, 0)), (edge, Err(EINVAL)));
+        }
+        // The sweep is not vacuous: two aligned starts inside per edge and width.
+        ensure_eq!(admitted, 4 * 2 * 2);
+        // End addresses that wrap.
+        for w in [4u64, 8] {
+            ensure_eq!((w, p.check(u64::MAX - (w - 1), w)), (w, Err(ERANGE)));
+        }
+        ensure_eq!(p.check_span(u64::MAX - 7, 16, 8), Err(ERANGE));
         Ok(())
     }
 }

@@ -1659,4 +1659,128 @@ mod tests {
         drop(res);
         Ok(())
     }
+
+    /// The bounds of [`Reservation::map`], in both formats: `offset + size` against the
+    /// reservation and `mem_offset + size` against the allocation, each ending exactly at the
+    /// end, a page or a byte past it, starting at the end, empty, and wrapping. A refused map
+    /// writes no entry, invalidates nothing, leaves no table or mapping record, and the live
+    /// mapping just past the reservation still translates to its own memory.
+    fn map_bound_cases<F: MmuFormat>(v3: bool) -> Result {
+        let e = env(v3, true)?;
+        // Reservation of 128 KiB at 1 GiB, an allocation of 64 KiB: the two bounds differ.
+        let (r, m) = (128 * 1024, SZ_64K);
+        let top = u64::MAX & !(SZ_4K - 1);
+        let mem = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(m).contiguous().aligned(SZ_64K))?,
+            GFP_KERNEL,
+        )?;
+        let res = e.vmm.reserve(r, SZ_64K, Some(GIB), false)?;
+        // A neighbour mapped right after the reservation, to other memory.
+        let other = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(SZ_64K).contiguous().aligned(SZ_64K))?,
+            GFP_KERNEL,
+        )?;
+        let next = e.vmm.reserve(SZ_64K, SZ_64K, Some(GIB + r), false)?;
+        let _next_map = next.map(0, &other, 0, SZ_64K, Access::ReadWrite)?;
+        let page = |va: u64| translate::<F>(&e.mem, e.vmm.pdb(), va).0;
+        let neighbour = Entry::Page {
+            pa: other.start(),
+            read_only: false,
+        };
+        // (offset in the reservation, offset in the allocation, size, expected)
+        let cases: &[(u64, u64, u64, Result)] = &[
+            (r - SZ_4K, 0, SZ_4K, Ok(())),
+            (r - m, 0, m, Ok(())),
+            (r - SZ_4K, 0, 2 * SZ_4K, Err(ERANGE)),
+            (r - SZ_4K, 0, SZ_4K + 1, Err(EINVAL)),
+            (r - 1, 0, SZ_4K, Err(EINVAL)),
+            (r, 0, SZ_4K, Err(ERANGE)),
+            (r, 0, 0, Err(EINVAL)),
+            (0, 0, 0, Err(EINVAL)),
+            (top, 0, SZ_4K, Err(ERANGE)),
+            (0, m - SZ_4K, SZ_4K, Ok(())),
+            (0, 0, m, Ok(())),
+            (0, m - SZ_4K, 2 * SZ_4K, Err(ERANGE)),
+            (0, m - SZ_4K, SZ_4K + 1, Err(EINVAL)),
+            (0, m - 1, SZ_4K, Err(EINVAL)),
+            (0, m, SZ_4K, Err(ERANGE)),
+            (0, m, 0, Err(EINVAL)),
+            (0, top, SZ_4K, Err(ERANGE)),
+            (0, 0, r, Err(ERANGE)),
+        ];
+        let tables = e.vmm.tables();
+        for &(off, moff, size, want) in cases {
+            let (w0, i0, f0) = (
+                e.mem.writes.load(Relaxed),
+                e.mem.invalidates.load(Relaxed),
+                e.vmm.stats.failed.load(Relaxed),
+            );
+            let got = res.map(off, &mem, moff, size, Access::ReadWrite);
+            ensure_eq!(
+                (off, moff, size, got.as_ref().map(|_| ()).map_err(|e| *e)),
+                (off, moff, size, want)
+            );
+            match got {
+                Ok(map) => {
+                    ensure_eq!(map.va(), GIB + off);
+                    ensure_eq!(e.mem.invalidates.load(Relaxed) - i0, 1);
+                    // Each 4 KiB translates into its page (a 64 KiB page gives its start).
+                    for i in 0..size / SZ_4K {
+                        let (entry, psize) =
+                            translate::<F>(&e.mem, e.vmm.pdb(), GIB + off + i * SZ_4K);
+                        let pa = (mem.start() + moff + i * SZ_4K) & !(psize - 1);
+                        ensure_eq!(
+                            (off, moff, i, entry),
+                            (
+                                off,
+                                moff,
+                                i,
+                                Entry::Page {
+                                    pa,
+                                    read_only: false
+                                }
+                            )
+                        );
+                    }
+                    // Nothing of the reservation outside the mapping is mapped.
+                    if off > 0 {
+                        ensure_eq!((off, page(GIB + off - SZ_4K)), (off, Entry::Invalid));
+                    }
+                    if off + size < r {
+                        ensure_eq!((off, page(GIB + off + size)), (off, Entry::Invalid));
+                    }
+                }
+                Err(_) => {
+                    ensure_eq!(
+                        (off, moff, size, e.mem.writes.load(Relaxed) - w0),
+                        (off, moff, size, 0)
+                    );
+                    ensure_eq!(e.mem.invalidates.load(Relaxed), i0);
+                    ensure_eq!(e.vmm.stats.failed.load(Relaxed) - f0, 1);
+                    ensure_eq!(e.vmm.tables(), tables);
+                    ensure_eq!((off, page(GIB)), (off, Entry::Invalid));
+                    ensure_eq!((off, page(GIB + r - SZ_4K)), (off, Entry::Invalid));
+                }
+            }
+            ensure_eq!(
+                (off, moff, size, page(GIB + r)),
+                (off, moff, size, neighbour)
+            );
+            ensure_eq!(page(GIB + r + SZ_64K - SZ_4K), neighbour);
+        }
+        // No mapping record was left behind: the whole reservation maps, in two halves.
+        let a = res.map(0, &mem, 0, m, Access::ReadWrite)?;
+        let b = res.map(m, &mem, 0, m, Access::ReadWrite)?;
+        drop((a, b));
+        Ok(())
+    }
+
+    /// The bounds of [`Reservation::map`] (see `map_bound_cases`), v2 and v3.
+    #[test]
+    fn map_boundaries() -> Result {
+        map_bound_cases::<Ver2>(false)?;
+        map_bound_cases::<Ver3>(true)
+    }
 }

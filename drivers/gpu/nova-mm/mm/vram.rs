@@ -727,4 +727,75 @@ mod tests {
             .all(|e| e.end <= b.start || e.start >= b.end));
         Ok(())
     }
+
+    /// The bounds of a placement: a range ending exactly at the end of the usable VRAM (or
+    /// starting exactly at its start) is served from its edge; one ending a byte or a page past
+    /// the end, starting at the end or a byte below the start, empty, or not on a chunk, is
+    /// `EINVAL`; a request larger than its range fails. A refused request changes nothing.
+    #[test]
+    fn placement_boundaries() -> Result {
+        /// What a case expects.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Want {
+            /// Served, from this address.
+            At(u64),
+            /// Refused with this error.
+            Err(Error),
+            /// Refused (the error is the buddy allocator's).
+            Fails,
+        }
+        const K: u64 = CHUNK;
+        let (s, e) = (16 * MIB, 48 * MIB);
+        let vram = Vram::new(s..e)?;
+        let idle = vram.stats();
+        // (placement, size, contiguous, expected)
+        let cases: &[(Range<u64>, u64, bool, Want)] = &[
+            (e - K..e, K, false, Want::At(e - K)),
+            (e - 2 * K..e, 2 * K, true, Want::At(e - 2 * K)),
+            (e - K..e + 1, K, false, Want::Err(EINVAL)),
+            (e - K..e + K, K, false, Want::Err(EINVAL)),
+            (e..e + K, K, false, Want::Err(EINVAL)),
+            (e..e, K, false, Want::Err(EINVAL)),
+            (e - K..e - K, K, false, Want::Err(EINVAL)),
+            (e - 1..e, K, false, Want::Err(EINVAL)),
+            (e - K..e, 2 * K, false, Want::Fails),
+            (s..s + K, K, false, Want::At(s)),
+            (s - 1..s + K, K, false, Want::Err(EINVAL)),
+            (s - K..s, K, false, Want::Err(EINVAL)),
+            (s..e, e - s, false, Want::At(s)),
+            (s..e, e - s + K, false, Want::Fails),
+        ];
+        for (r, size, contiguous, want) in cases.iter().cloned() {
+            let mut req = AllocRequest::new(size).placed(Placement::Within(r.clone()));
+            if contiguous {
+                req = req.contiguous();
+            }
+            let got = match vram.alloc(&req) {
+                Ok(a) => {
+                    // Served: exactly the size, every block inside the placement.
+                    ensure_eq!((r.start, size, a.size()), (r.start, size, size));
+                    ensure!(a.ranges().all(|b| b.start >= r.start && b.end <= r.end));
+                    ensure_eq!(vram.stats().free, idle.free - size);
+                    Want::At(a.start())
+                }
+                Err(err) if want == Want::Fails => {
+                    ensure!(err != EINVAL || r.end <= e);
+                    Want::Fails
+                }
+                Err(err) => Want::Err(err),
+            };
+            ensure_eq!((r.start, r.end, size, got), (r.start, r.end, size, want));
+            // Refused or freed again: no trace.
+            ensure_eq!((r.start, r.end, vram.stats()), (r.start, r.end, idle));
+        }
+        // The bounds of the usable range itself.
+        ensure!(Vram::new(0..K).is_ok());
+        for bad in [K..K, 0..K + 1, 1..K + 1, K - 1..K] {
+            ensure_eq!(
+                (bad.start, Vram::new(bad.clone()).err()),
+                (bad.start, Some(EINVAL))
+            );
+        }
+        Ok(())
+    }
 }
