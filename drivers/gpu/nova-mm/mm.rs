@@ -166,7 +166,15 @@ impl<'a> GpuMm<'a> {
             GFP_KERNEL,
         )?;
         let tlb = Arc::pin_init(Tlb::new(spec.chipset.arch()), GFP_KERNEL)?;
-        let pool = PtPool::new(vram.clone())?;
+        // The device tests of high addresses put the page tables (and the BAR1 instance
+        // block) in the top `pt_top_gib` GiB of usable VRAM.
+        let top = crate::module_parameters::pt_top_gib.value() << 30;
+        let pool = if top == 0 {
+            PtPool::new(vram.clone())?
+        } else {
+            let start = usable.end.saturating_sub(top).max(usable.start);
+            PtPool::placed(vram.clone(), start..usable.end)?
+        };
         let hw = |scope| {
             Arc::new(
                 GpuHw {

@@ -143,6 +143,10 @@ module! {
             default: false,
             description: "Skip the tests that take seconds on a debug kernel (for load/unload cycles after the first)",
         },
+        pt_top_gib: u64 {
+            default: 0,
+            description: "Place page tables and the BAR1 instance block in the top N GiB of usable VRAM (device tests of high addresses; 0: from the bottom)",
+        },
         bench: bool {
             default: false,
             description: "Run the page-table benchmarks (suite nova_mm_bench) at load",

@@ -1284,6 +1284,72 @@ mod device_vmm {
         })
     }
 
+    /// With `nova_mm.pt_top_gib=N` every page table and the BAR1 instance block sit in the top
+    /// N GiB of usable VRAM: above 4 GiB (and above 64 GiB on a GPU of 96 GiB or more), so that
+    /// the high words of directory entries, of the instance block's page directory base and of
+    /// the bind register are exercised by every other device and BAR1 test of the run. Checked
+    /// here on a new space's root, and on BAR1's instance block and root.
+    #[test]
+    fn vmm_tables_high() -> Result {
+        let n = crate::module_parameters::pt_top_gib.value();
+        if n == 0 {
+            skip(c"page tables from the bottom of VRAM (nova_mm.pt_top_gib=0)");
+            return Ok(());
+        }
+        on_each_gpu(|gpu| {
+            let mm = &gpu.mm;
+            let usable = mm.vram.range();
+            let floor = usable.end.saturating_sub(n << 30).max(usable.start);
+            let min = if usable.end >= 96 * GIB {
+                64 * GIB
+            } else {
+                4 * GIB
+            };
+            let high = |what: &str, a: u64| -> Result {
+                if a < floor || a < min {
+                    kernel::kunit::err(fmt!(
+                        "{} at {:#x}: not above {:#x} and {:#x}\n",
+                        what,
+                        a,
+                        floor,
+                        min
+                    ));
+                    return Err(EINVAL);
+                }
+                Ok(())
+            };
+            let vmm = mm.new_vmm("kunit-high", 0..1 << 40)?;
+            high("root", vmm.pdb())?;
+            let mem = Arc::new(mm.vram.alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
+            let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
+            let m = res.map(0, &mem, 0, SZ_4K, Access::ReadWrite)?;
+            let (e, _) = vmm.lookup(m.va());
+            ensure_eq!(
+                e,
+                Entry::Page {
+                    pa: mem.start(),
+                    read_only: false
+                }
+            );
+            if let Some(bar) = mm.bar1.as_ref() {
+                high("BAR1 instance block", bar.instance_block())?;
+                high("BAR1 root", bar.vmm().pdb())?;
+            }
+            dev_info!(
+                gpu.pdev,
+                "page tables high: root {:#x}, BAR1 instance block {:#x}\n",
+                vmm.pdb(),
+                mm.bar1.as_ref().map_or(0, |b| b.instance_block())
+            );
+            announce_mapping(gpu, &vmm, &m);
+            let mut kept = mm.kept.lock();
+            kept.push(Kept::Mapping(m), GFP_KERNEL)?;
+            kept.push(Kept::Reservation(res), GFP_KERNEL)?;
+            kept.push(Kept::Space(vmm), GFP_KERNEL)?;
+            Ok(())
+        })
+    }
+
     /// Bad requests are refused before anything is written.
     #[test]
     fn vmm_refuses_bad_input() -> Result {

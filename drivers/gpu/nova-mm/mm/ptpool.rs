@@ -13,6 +13,8 @@
 //! All page-table memory is behind this one type, so that clear tracking of the VRAM as a whole
 //! can take its place later.
 
+use core::ops::Range;
+
 use kernel::{
     new_mutex,
     prelude::*,
@@ -94,6 +96,8 @@ pub(crate) struct PtPoolStats {
 #[pin_data(PinnedDrop)]
 pub(crate) struct PtPool {
     vram: Arc<Vram>,
+    /// Where the chunks come from.
+    within: Range<u64>,
     #[pin]
     chunks: Mutex<KVec<Chunk>>,
     /// Counters.
@@ -109,9 +113,30 @@ impl PtPool {
     ///
     /// `ENOMEM`.
     pub(crate) fn new(vram: Arc<Vram>) -> Result<Arc<Self>> {
+        let all = vram.range();
+        Self::placed(vram, all)
+    }
+
+    /// Creates the pool of page-table memory drawn from `within`, a part of `vram` (the tests
+    /// of high addresses put every table above 4 GiB this way).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `within` is not a part of `vram` that holds a chunk; `ENOMEM`.
+    pub(crate) fn placed(vram: Arc<Vram>, within: Range<u64>) -> Result<Arc<Self>> {
+        // CAST: 64 slots of 4 KiB.
+        let chunk = SLOT * CHUNK_SLOTS as u64;
+        let r = vram.range();
+        if within.start < r.start
+            || within.end > r.end
+            || within.end.saturating_sub(within.start) < chunk
+        {
+            return Err(EINVAL);
+        }
         Arc::pin_init(
             try_pin_init!(Self {
                 vram,
+                within,
                 chunks <- new_mutex!(KVec::new()),
                 stats: PtPoolStats {
                     allocs: Atomic::new(0),
@@ -255,7 +280,7 @@ impl PtPool {
             None => {
                 // CAST: 64 slots of 4 KiB.
                 let size = SLOT * CHUNK_SLOTS as u64;
-                // From the bottom of VRAM up, away from ordinary allocations (which the buddy
+                // From the bottom of the pool's part of VRAM up, away from ordinary allocations (which the buddy
                 // allocator places from the top down), so that tables stay together.
                 // Memory known to be zero if there is some: then no table of the chunk needs
                 // zeroing.
@@ -263,7 +288,7 @@ impl PtPool {
                     &AllocRequest::new(size)
                         .contiguous()
                         .aligned(size)
-                        .placed(Placement::Within(self.vram.range()))
+                        .placed(Placement::Within(self.within.clone()))
                         .zeroed(Zero::Preferred),
                 )?;
                 let base = alloc.start();
