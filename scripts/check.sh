@@ -139,6 +139,11 @@ NOVA_MM_APPEND="nova_mm.expect_tlb_hang=1" guest tlb-hang --suites "$devsuites" 
 # writing its first one (the model records a PDB written while one is pending).
 guest inflight --suites "$devsuites" --probe ga102 --probe gb202 --bound 2 -- \
 	ga102:fault=invalidate-in-flight gb202:fault=invalidate-in-flight
+# Page tables high (nova_mm.pt_top_gib=1: the top GiB of usable VRAM): above 4 GiB on the GA102,
+# above 64 GiB on a 96 GiB GH100, so that every device and BAR1 suite runs through the high
+# words of directory entries, of the instance block and of the bind registers.
+NOVA_MM_APPEND="nova_mm.pt_top_gib=1" guest high-tables --suites "$devsuites" --probe ga102 --probe gh100 \
+	--bound 2 --grep 'page tables high: root 0x[0-9a-f]+' -- ga102 gh100:vram=96G
 # Firmware owns the GPU (WPR2 set): the driver says so and keeps out of it.
 guest wpr2 --suites "$devsuites" --probe gh100 --bound 1 --grep 'WPR2 is set' \
 	--grep 'BAR1 not bound: firmware owns the GPU' --unbound gh100 -- gh100:--wpr2

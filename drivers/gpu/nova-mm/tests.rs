@@ -1350,6 +1350,60 @@ mod device_vmm {
         })
     }
 
+    /// Invalidate order and scope in a GPU address space (the model checks every entry change
+    /// is covered by a later invalidate of this directory whose scope reaches GPU TLBs, and that
+    /// no unlinked table is written again before its invalidate completed):
+    /// - the same addresses remapped to other memory at 4 KiB, 64 KiB and 2 MiB, and to
+    ///   read-only and back, each time over a translation a TLB may hold;
+    /// - a map alone in its directories unmapped (its tables freed) and at once a map elsewhere
+    ///   that takes the same table memory again.
+    ///
+    /// The last state is left mapped and announced for the model's walker.
+    #[test]
+    fn vmm_remap_and_reuse() -> Result {
+        on_each_gpu(|gpu| {
+            let mm = &gpu.mm;
+            let vmm = mm.new_vmm("kunit-remap", 0..1 << 40)?;
+            let a = Arc::new(
+                mm.vram
+                    .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
+                GFP_KERNEL,
+            )?;
+            let b = Arc::new(
+                mm.vram
+                    .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
+                GFP_KERNEL,
+            )?;
+            let res = vmm.reserve(8 * SZ_512M, SZ_512M, None, false)?;
+            for size in [SZ_4K, SZ_64K, SZ_2M] {
+                let mut m = res.map(0, &a, 0, size, Access::ReadWrite)?;
+                m.set_access(Access::ReadOnly)?;
+                m.set_access(Access::ReadWrite)?;
+                drop(m);
+                let m = res.map(0, &b, 0, size, Access::ReadWrite)?;
+                check_shadow(&vmm, &m)?;
+                drop(m);
+            }
+            // Tables freed by an unmap, taken again by the next map.
+            let z0 = mm.pool.stats.zero_hits.load(Relaxed);
+            let f0 = vmm.stats.tables_freed.load(Relaxed);
+            for i in 1..6u64 {
+                let m = res.map(i * SZ_512M + SZ_64K, &a, 0, SZ_4K, Access::ReadWrite)?;
+                drop(m);
+            }
+            ensure!(vmm.stats.tables_freed.load(Relaxed) - f0 >= 10);
+            ensure!(mm.pool.stats.zero_hits.load(Relaxed) - z0 >= 8);
+            let m = res.map(7 * SZ_512M, &b, SZ_64K, SZ_64K, Access::ReadWrite)?;
+            announce_mapping(gpu, &vmm, &m);
+            announce(gpu, &vmm, res.range().start, 0, SZ_2M, SZ_4K, "fault");
+            let mut kept = mm.kept.lock();
+            kept.push(Kept::Mapping(m), GFP_KERNEL)?;
+            kept.push(Kept::Reservation(res), GFP_KERNEL)?;
+            kept.push(Kept::Space(vmm), GFP_KERNEL)?;
+            Ok(())
+        })
+    }
+
     /// Bad requests are refused before anything is written.
     #[test]
     fn vmm_refuses_bad_input() -> Result {
