@@ -936,6 +936,25 @@ mod device_vmm {
         Ok(())
     }
 
+    /// Leaves `maps`, then `reservations`, then `vmm` in place until the GPU goes away (for the
+    /// model's walker, which reads the tables after power-off).
+    fn keep_until_removal<'a>(
+        mm: &GpuMm<'a>,
+        maps: impl IntoIterator<Item = Mapping<'a>>,
+        reservations: impl IntoIterator<Item = Reservation<'a>>,
+        vmm: Arc<Vmm<'a>>,
+    ) -> Result {
+        let mut kept = mm.kept.lock();
+        for m in maps {
+            kept.push(Kept::Mapping(m), GFP_KERNEL)?;
+        }
+        for r in reservations {
+            kept.push(Kept::Reservation(r), GFP_KERNEL)?;
+        }
+        kept.push(Kept::Space(vmm), GFP_KERNEL)?;
+        Ok(())
+    }
+
     /// A 2 MiB page in a fresh address space costs the design's minimum: the root's entry and
     /// each new table once (its entries, plus its zeros unless the memory is known zero), one
     /// invalidate, no reads but its polls; the unmap one write per leaf and per freed table.
@@ -1073,14 +1092,7 @@ mod device_vmm {
             }
             announce(gpu, &vmm, s.end - 3 * SZ_4K, 0, 3 * SZ_4K, SZ_4K, "sparse");
 
-            let mut kept = mm.kept.lock();
-            for m in keep.drain_all() {
-                kept.push(Kept::Mapping(m), GFP_KERNEL)?;
-            }
-            kept.push(Kept::Reservation(sparse), GFP_KERNEL)?;
-            kept.push(Kept::Reservation(res), GFP_KERNEL)?;
-            kept.push(Kept::Space(vmm), GFP_KERNEL)?;
-            Ok(())
+            keep_until_removal(mm, keep, [sparse, res], vmm)
         })
     }
 
@@ -1140,13 +1152,7 @@ mod device_vmm {
                     }
                 }
             }
-            let mut kept = mm.kept.lock();
-            for m in keep.drain_all() {
-                kept.push(Kept::Mapping(m), GFP_KERNEL)?;
-            }
-            kept.push(Kept::Reservation(res), GFP_KERNEL)?;
-            kept.push(Kept::Space(vmm), GFP_KERNEL)?;
-            Ok(())
+            keep_until_removal(mm, keep, [res], vmm)
         })
     }
 
@@ -1342,11 +1348,7 @@ mod device_vmm {
                 mm.bar1.as_ref().map_or(0, |b| b.instance_block())
             );
             announce_mapping(gpu, &vmm, &m);
-            let mut kept = mm.kept.lock();
-            kept.push(Kept::Mapping(m), GFP_KERNEL)?;
-            kept.push(Kept::Reservation(res), GFP_KERNEL)?;
-            kept.push(Kept::Space(vmm), GFP_KERNEL)?;
-            Ok(())
+            keep_until_removal(mm, [m], [res], vmm)
         })
     }
 
@@ -1396,11 +1398,7 @@ mod device_vmm {
             let m = res.map(7 * SZ_512M, &b, SZ_64K, SZ_64K, Access::ReadWrite)?;
             announce_mapping(gpu, &vmm, &m);
             announce(gpu, &vmm, res.range().start, 0, SZ_2M, SZ_4K, "fault");
-            let mut kept = mm.kept.lock();
-            kept.push(Kept::Mapping(m), GFP_KERNEL)?;
-            kept.push(Kept::Reservation(res), GFP_KERNEL)?;
-            kept.push(Kept::Space(vmm), GFP_KERNEL)?;
-            Ok(())
+            keep_until_removal(mm, [m], [res], vmm)
         })
     }
 
