@@ -1327,11 +1327,17 @@ mod tests {
 
     #[test]
     fn physical_alignment_v2() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         physical_alignment::<Ver2>(false)
     }
 
     #[test]
     fn physical_alignment_v3() -> Result {
+        if crate::tests::skip_if_quick() {
+            return Ok(());
+        }
         physical_alignment::<Ver3>(true)
     }
 
