@@ -50,6 +50,17 @@ pub(crate) fn skip_if_quick() -> bool {
     false
 }
 
+/// On a kernel built with KASAN (the debug kernel of `make check`) marks the running test
+/// skipped and returns true: for the unit tests of pure logic that take a minute there (the
+/// reference kernel runs them; nothing about them depends on the kernel's checkers).
+pub(crate) fn skip_if_debug_kernel() -> bool {
+    if cfg!(CONFIG_KASAN) {
+        skip(c"a long logic test: run on the reference kernel, not under KASAN");
+        return true;
+    }
+    false
+}
+
 /// Returns the chipset codes the harness declared with `nova_mm.expect_chipsets`, in order.
 pub(crate) fn expected_chipsets() -> KVec<u32> {
     let mut v = KVec::new();

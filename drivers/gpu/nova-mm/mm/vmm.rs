@@ -1327,7 +1327,7 @@ mod tests {
 
     #[test]
     fn physical_alignment_v2() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::tests::skip_if_quick() || crate::tests::skip_if_debug_kernel() {
             return Ok(());
         }
         physical_alignment::<Ver2>(false)
@@ -1335,7 +1335,7 @@ mod tests {
 
     #[test]
     fn physical_alignment_v3() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::tests::skip_if_quick() || crate::tests::skip_if_debug_kernel() {
             return Ok(());
         }
         physical_alignment::<Ver3>(true)
@@ -1547,7 +1547,7 @@ mod tests {
 
     #[test]
     fn pool_churn_v2() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::tests::skip_if_quick() || crate::tests::skip_if_debug_kernel() {
             return Ok(());
         }
         churn::<Ver2>(false)
@@ -1555,7 +1555,7 @@ mod tests {
 
     #[test]
     fn pool_churn_v3() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::tests::skip_if_quick() || crate::tests::skip_if_debug_kernel() {
             return Ok(());
         }
         churn::<Ver3>(true)
