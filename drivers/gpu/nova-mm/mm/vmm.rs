@@ -1531,6 +1531,9 @@ mod tests {
             }
             // Spaces dropped in a varied order: their roots go back dirty.
             drop(keep);
+            for v in vmms.iter() {
+                ensure_eq!(v.tables(), 1);
+            }
             while !vmms.is_empty() {
                 // CAST: a vector length.
                 let i = (next() % vmms.len() as u64) as usize;
