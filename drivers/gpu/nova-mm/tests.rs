@@ -193,9 +193,19 @@ pub(crate) fn odd_alloc(
     Ok(kernel::sync::Arc::new(mem, GFP_KERNEL)?)
 }
 
-/// The pages that must map `size` bytes from `va` to `pa`, by the test's own rule (the largest
-/// page both addresses are aligned to that fits; 512 MiB only if `huge`), as runs of one size:
-/// `(va, pa, len, page)`.
+/// The page that must map `va` -> `pa` with `left` bytes to go, by the tests' own rule: the
+/// largest page both addresses are aligned to that fits (512 MiB only if `huge`).
+pub(crate) fn oracle_page(va: u64, pa: u64, left: u64, huge: bool) -> u64 {
+    for s in [1u64 << 29, 1 << 21, 1 << 16] {
+        if (huge || s != 1 << 29) && va % s == 0 && pa % s == 0 && left >= s {
+            return s;
+        }
+    }
+    4096
+}
+
+/// The pages that must map `size` bytes from `va` to `pa` ([`oracle_page`]), as runs of one
+/// size: `(va, pa, len, page)`.
 pub(crate) fn oracle_pages(
     va: u64,
     pa: u64,
@@ -205,17 +215,7 @@ pub(crate) fn oracle_pages(
     let mut out: KVec<(u64, u64, u64, u64)> = KVec::new();
     let mut off = 0;
     while off < size {
-        let mut page = 4096;
-        for s in [1u64 << 29, 1 << 21, 1 << 16] {
-            if (huge || s != 1 << 29)
-                && (va + off) % s == 0
-                && (pa + off) % s == 0
-                && size - off >= s
-            {
-                page = s;
-                break;
-            }
-        }
+        let page = oracle_page(va + off, pa + off, size - off, huge);
         match out.last_mut() {
             Some(r) if r.3 == page => r.2 += page,
             _ => out.push((va + off, pa + off, page, page), GFP_KERNEL)?,
@@ -1738,6 +1738,11 @@ mod device_bar {
         })
     }
 
+    /// Reads 64 bits at BAR1 offset `off` wherever it is mapped, as two 32-bit reads.
+    fn raw_read64(bar: &BarUser<'_>, off: u64) -> Result<u64> {
+        Ok(u64::from(bar.raw_read32(off)?) | (u64::from(bar.raw_read32(off + 4)?) << 32))
+    }
+
     /// A tag for VRAM address `pa`, different at every address.
     fn tag(pa: u64) -> u64 {
         0x7a67_0000_0000_0000 ^ pa.rotate_left(17) ^ pa
@@ -1799,15 +1804,14 @@ mod device_bar {
                             }
                         }
                         for &(va, pa) in probes.iter() {
-                            let lo = u64::from(bar.raw_read32(va)?);
-                            let hi = u64::from(bar.raw_read32(va + 4)?);
-                            if lo | (hi << 32) != tag(pa) {
+                            let got = raw_read64(bar, va)?;
+                            if got != tag(pa) {
                                 kernel::kunit::err(fmt!(
                                 "BAR1 {:#x} (VRAM {:#x}, allocation at +{:#x} of 2 MiB) reads {:#x}, want {:#x}\n",
                                 va,
                                 pa,
                                 po,
-                                lo | (hi << 32),
+                                got,
                                 tag(pa)
                             ));
                                 return Err(EINVAL);
@@ -1871,9 +1875,8 @@ mod device_bar {
                         } else {
                             0
                         };
-                        let lo = u64::from(bar.raw_read32(base + o)?);
-                        let hi = u64::from(bar.raw_read32(base + o + 4)?);
-                        if lo | (hi << 32) != want {
+                        let got = raw_read64(bar, base + o)?;
+                        if got != want {
                             kernel::kunit::err(fmt!(
                                 "sparse range of {:#x}, map at +{:#x}..+{:#x}{}: +{:#x} reads {:#x}, want {:#x}\n",
                                 size,
@@ -1881,7 +1884,7 @@ mod device_bar {
                                 off + len,
                                 if mapped { "" } else { " (unmapped)" },
                                 o,
-                                lo | (hi << 32),
+                                got,
                                 want
                             ));
                             return Err(EINVAL);

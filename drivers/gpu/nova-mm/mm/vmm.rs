@@ -1237,17 +1237,6 @@ mod tests {
         Ok(())
     }
 
-    /// The page that must map `va` -> `pa` with `left` bytes to go: the largest of the sizes
-    /// allowed that both addresses are aligned to and that fits (the test's own rule).
-    fn oracle_page(va: u64, pa: u64, left: u64, huge: bool) -> u64 {
-        for s in [SZ_512M, SZ_2M, SZ_64K] {
-            if (huge || s != SZ_512M) && va % s == 0 && pa % s == 0 && left >= s {
-                return s;
-            }
-        }
-        SZ_4K
-    }
-
     /// Page sizes follow physical alignment as well as virtual: every virtual offset from a
     /// 512 MiB boundary (0, 4 KiB, 64 KiB, 2 MiB) against every physical one, for sizes that
     /// fit each page size once and a little more, with and without 512 MiB pages. Each page is
@@ -1282,7 +1271,8 @@ mod tests {
                         let (va0, pa0) = (res.range().start + vo, mem.start() + po);
                         let mut off = 0;
                         while off < size {
-                            let page = oracle_page(va0 + off, pa0 + off, size - off, huge);
+                            let page =
+                                crate::tests::oracle_page(va0 + off, pa0 + off, size - off, huge);
                             for at in [off, off + page - SZ_4K] {
                                 let (entry, got) = translate::<F>(&e.mem, e.vmm.pdb(), va0 + at);
                                 let Entry::Page { pa, read_only } = entry else {
