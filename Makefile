@@ -2,7 +2,9 @@
 #
 # nova-mm: out-of-tree kernel module, GPU model, reference kernel and tests.
 #
-#   make            build the module (against the reference kernel, or KDIR=/path/to/build)
+#   make            build the module with its self-tests (against the reference kernel);
+#                   NOVA_MM_SELFTESTS=n: the product alone; KDIR=/path/to/build: the product
+#                   against that kernel
 #   make run        boot a guest with a GA102 and a GH100 model, load the module, show results
 #   make shell      the same guest with an interactive shell (CHIPS="tu102 gh100:bar1=1G")
 #   make check      every test; prints "N passed, N failed" last; non-zero exit on failure
@@ -13,9 +15,10 @@
 .PHONY: all modules run shell check bench soak clean kernel setup model
 
 ifneq ($(KDIR),)
-# Building against a kernel given by the user: plain kbuild, on the host.
+# Building against a kernel given by the user: plain kbuild, on the host; the product alone
+# unless NOVA_MM_SELFTESTS=y (which needs CONFIG_KUNIT).
 all modules:
-	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+	$(MAKE) -C $(KDIR) M=$(CURDIR) NOVA_MM_SELFTESTS=$(or $(NOVA_MM_SELFTESTS),n) modules
 clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
 else

@@ -40,6 +40,19 @@ pub(crate) struct MmioStats {
     pub(crate) writes: Atomic<u64>,
 }
 
+impl MmioStats {
+    /// No access yet.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            Self {
+                reads: Atomic::new(0),
+                writes: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
 /// The mapped BAR0 of a GPU, counting every access.
 pub(crate) struct Bar0<'a> {
     bar: pci::Bar<'a, BAR0_SIZE>,
@@ -47,33 +60,19 @@ pub(crate) struct Bar0<'a> {
     pdev: &'a pci::Device<Bound>,
 }
 
-impl Drop for Bar0<'_> {
-    fn drop(&mut self) {
-        // Every BAR0 access this binding made, also when probe gave up early (before `GpuMm`):
-        // the harness adds these up over every load and compares them with the model's totals.
-        pr_info!(
-            "NOVA-BAR0-FINAL dev={} mmio_reads={} mmio_writes={}\n",
-            self.pdev.as_ref().name(),
-            self.stats.reads.load(Relaxed),
-            self.stats.writes.load(Relaxed)
-        );
-    }
-}
-
 impl<'a> Bar0<'a> {
-    /// Wraps the mapped BAR0 of `pdev`.
-    pub(crate) fn new(pdev: &'a pci::Device<Bound>, bar: pci::Bar<'a, BAR0_SIZE>) -> Result<Self> {
-        Ok(Self {
-            pdev,
-            bar,
-            stats: Arc::new(
-                MmioStats {
-                    reads: Atomic::new(0),
-                    writes: Atomic::new(0),
-                },
-                GFP_KERNEL,
-            )?,
-        })
+    /// Wraps the mapped BAR0 of `pdev`, counting its accesses in `stats`.
+    pub(crate) fn new(
+        pdev: &'a pci::Device<Bound>,
+        bar: pci::Bar<'a, BAR0_SIZE>,
+        stats: Arc<MmioStats>,
+    ) -> Self {
+        Self { bar, stats, pdev }
+    }
+
+    /// Returns the GPU's device, for messages.
+    pub(crate) fn dev(&self) -> &'a kernel::device::Device<Bound> {
+        self.pdev.as_ref()
     }
 
     /// Returns the access counters.

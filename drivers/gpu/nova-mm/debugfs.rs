@@ -5,8 +5,8 @@
 //! Files: `chip` (identity and MMU version), `fb_layout` (usable and reserved VRAM), `vram`
 //! (allocator accounting), `counters` (every BAR0 access, PRAMIN and TLB operation counts),
 //! `vmm` (the page-table pool and every address space: reservations, mappings, operation counts),
-//! `pagetables` (each address space's tree, decoded from the shadow) and `stress` (the counts of
-//! the `nova_mm.stress=1` workers). Probe never fails because of debugfs: without it, the GPU
+//! `pagetables` (each address space's tree, decoded from the shadow) and `bar1` (the BAR1
+//! binding). Probe never fails because of debugfs: without it, the GPU
 //! simply has no directory.
 
 use kernel::{
@@ -17,28 +17,13 @@ use kernel::{
     fmt,
     prelude::*,
     sync::{
-        atomic::{
-            Atomic,
-            Relaxed, //
-        },
+        atomic::Relaxed,
         global_lock,
         Arc, //
     },
 };
 
-use crate::{
-    bar::MmioStats,
-    fb::FbLayout,
-    gpu::Spec,
-    mm::{
-        bar::Bar1Info,
-        pramin::Pramin,
-        ptpool::PtPool,
-        tlb::Tlb,
-        vmm::Spaces,
-        vram::Vram, //
-    },
-};
+use crate::gpu::GpuInfo;
 
 global_lock! {
     // SAFETY: Initialized in module initialization, before the driver is registered.
@@ -61,32 +46,8 @@ pub(crate) fn exit() {
     *ROOT.lock() = None;
 }
 
-/// What the debugfs files of one GPU show.
-#[pin_data]
-pub(crate) struct DebugData {
-    /// The chip's identity.
-    pub(crate) spec: Spec,
-    /// The VRAM layout.
-    pub(crate) layout: Arc<FbLayout>,
-    /// The VRAM allocator.
-    pub(crate) vram: Arc<Vram>,
-    /// The PRAMIN window.
-    pub(crate) pramin: Arc<Pramin>,
-    /// The TLB invalidation engine.
-    pub(crate) tlb: Arc<Tlb>,
-    /// Page-table memory.
-    pub(crate) pool: Arc<PtPool>,
-    /// The GPU's address spaces.
-    pub(crate) spaces: Arc<Spaces>,
-    /// The BAR1 binding, if any.
-    pub(crate) bar1: Option<Bar1Info>,
-    /// PRAMIN writes spent zeroing memory for zeroed requests.
-    pub(crate) zero_fill_writes: Arc<Atomic<u64>>,
-    /// BAR0 access counts.
-    pub(crate) mmio: Arc<MmioStats>,
-    /// The workers of `nova_mm.stress=1`.
-    pub(crate) stress: Arc<crate::stress::WorkGroup>,
-}
+/// What the debugfs files of one GPU show: what the GPU shows of itself.
+pub(crate) type DebugData = Arc<GpuInfo>;
 
 fn show_chip(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     f.write_fmt(fmt!("{}\n", d.spec))?;
@@ -95,18 +56,18 @@ fn show_chip(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 fn show_layout(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    f.write_fmt(fmt!("{}", *d.layout))
+    f.write_fmt(fmt!("{}", d.layout))
 }
 
 fn show_vram(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let s = d.vram.stats();
-    let r = d.vram.range();
+    let s = d.mm.vram().stats();
+    let r = d.mm.vram().range();
     writeln!(f, "range: {:#x}..{:#x}", r.start, r.end)?;
     writeln!(f, "total: {}", s.total)?;
     writeln!(f, "free: {}", s.free)?;
     writeln!(f, "largest_free: {}", s.largest_free)?;
     writeln!(f, "allocations: {}", s.allocations)?;
-    let c = &d.vram.clear_stats;
+    let c = &d.mm.vram().clear_stats;
     writeln!(f, "cleared_bytes: {}", s.cleared)?;
     writeln!(f, "cleared_extents: {}", s.cleared_extents)?;
     writeln!(f, "zeroed_from_cleared: {}", c.zeroed_hits.load(Relaxed))?;
@@ -121,40 +82,29 @@ fn show_vram(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         c.taken_by_ordinary.load(Relaxed)
     )?;
     writeln!(f, "freed_as_cleared: {}", c.freed_cleared.load(Relaxed))?;
-    writeln!(f, "zero_fill_writes: {}", d.zero_fill_writes.load(Relaxed))?;
+    writeln!(f, "zero_fill_writes: {}", d.mm.zero_fill_writes())?;
     let mut saved = 0;
-    d.spaces.for_each(|sp| {
+    d.mm.spaces().for_each(|sp| {
         saved += sp.stats.zero_writes_saved.load(Relaxed);
         Ok(())
     })?;
     writeln!(f, "zeroing_writes_saved: {}", saved)
 }
 
-fn show_stress(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let s = &d.stress.stats;
-    writeln!(f, "ops: {}", s.ops())?;
-    writeln!(f, "maps: {}", s.maps.load(Relaxed))?;
-    writeln!(f, "unmaps: {}", s.unmaps.load(Relaxed))?;
-    writeln!(f, "protects: {}", s.protects.load(Relaxed))?;
-    writeln!(f, "bar1_checks: {}", s.bar1_checks.load(Relaxed))?;
-    writeln!(f, "errors: {}", s.errors.load(Relaxed))?;
-    writeln!(f, "workers_finished: {}", s.finished.load(Relaxed))
-}
-
 fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let p = &d.pramin.stats;
-    let t = &d.tlb.stats;
-    let reg = d.pramin.window_reg();
+    let p = &d.mm.pramin().stats;
+    let t = &d.mm.tlb().stats;
+    let reg = d.mm.pramin().window_reg();
     writeln!(
         f,
         "window_register: {:#x} (base bits {}, target field {})",
         reg.offset, reg.base_bits, reg.has_target
     )?;
-    for r in d.pramin.allowed() {
+    for r in d.mm.pramin().allowed() {
         writeln!(f, "pramin_allowed: {:#x}..{:#x}", r.start, r.end)?;
     }
-    writeln!(f, "mmio_reads: {}", d.mmio.reads.load(Relaxed))?;
-    writeln!(f, "mmio_writes: {}", d.mmio.writes.load(Relaxed))?;
+    writeln!(f, "mmio_reads: {}", d.mm.mmio().reads.load(Relaxed))?;
+    writeln!(f, "mmio_writes: {}", d.mm.mmio().writes.load(Relaxed))?;
     writeln!(f, "pramin_reads: {}", p.reads.load(Relaxed))?;
     writeln!(f, "pramin_writes: {}", p.writes.load(Relaxed))?;
     writeln!(f, "pramin_flushes: {}", p.flushes.load(Relaxed))?;
@@ -164,7 +114,7 @@ fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "tlb_timeouts: {}", t.timeouts.load(Relaxed))?;
     writeln!(f, "tlb_reg_writes: {}", t.writes.load(Relaxed))?;
     writeln!(f, "tlb_reg_reads: {}", t.reads.load(Relaxed))?;
-    if let Some(b) = &d.bar1 {
+    if let Some(b) = d.mm.bar1() {
         writeln!(f, "bar1_reads: {}", b.stats.reads.load(Relaxed))?;
         writeln!(f, "bar1_writes: {}", b.stats.writes.load(Relaxed))?;
     }
@@ -172,19 +122,19 @@ fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 fn show_vmm(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let p = &d.pool.stats;
-    let (chunks, bytes) = d.pool.footprint();
+    let p = &d.mm.pool().stats;
+    let (chunks, bytes) = d.mm.pool().footprint();
     writeln!(
         f,
         "pagetable_pool: {} tables in use, {} chunks ({} KiB), {} allocs ({} known zero), {} frees",
-        d.pool.in_use(),
+        d.mm.pool().in_use(),
         chunks,
         bytes >> 10,
         p.allocs.load(Relaxed),
         p.zero_hits.load(Relaxed),
         p.frees.load(Relaxed)
     )?;
-    d.spaces.for_each(|s| {
+    d.mm.spaces().for_each(|s| {
         s.show(f)?;
         let st = &s.stats;
         writeln!(
@@ -203,7 +153,7 @@ fn show_vmm(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 fn show_bar1(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let Some(b) = &d.bar1 else {
+    let Some(b) = d.mm.bar1() else {
         let why = if d.layout.wpr2.is_some() {
             "firmware owns the GPU (WPR2 set)"
         } else {
@@ -218,7 +168,7 @@ fn show_bar1(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "found_at_probe: {:#x} {:#x}", b.found.0, b.found.1)?;
     writeln!(f, "bar1_reads: {}", b.stats.reads.load(Relaxed))?;
     writeln!(f, "bar1_writes: {}", b.stats.writes.load(Relaxed))?;
-    d.spaces.for_each(|s| {
+    d.mm.spaces().for_each(|s| {
         if s.pdb() == b.pdb {
             s.show(f)?;
         }
@@ -227,42 +177,21 @@ fn show_bar1(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 fn show_pagetables(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    d.spaces.for_each(|s| {
+    d.mm.spaces().for_each(|s| {
         writeln!(f, "address space {}:", s.name())?;
         s.dump(f)
     })
 }
 
-/// Creates the debugfs directory `name` of one GPU, or `None` if debugfs is not available.
-pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<DebugData>>>> {
-    let root = ROOT.lock().clone()?;
-    let DebugData {
-        spec,
-        layout,
-        vram,
-        pramin,
-        tlb,
-        pool,
-        spaces,
-        bar1,
-        zero_fill_writes,
-        mmio,
-        stress,
-    } = data;
-    let data = try_pin_init!(DebugData {
-        spec,
-        layout,
-        vram,
-        pramin,
-        tlb,
-        pool,
-        spaces,
-        bar1,
-        zero_fill_writes,
-        mmio,
-        stress,
-    }? Error);
-    let scope = root.scope(data, name, |d, dir| {
+/// Returns the module's debugfs root, if debugfs is available.
+pub(crate) fn root() -> Option<Dir> {
+    ROOT.lock().clone()
+}
+
+/// Creates the debugfs directory `name` of `gpu`, or `None` if debugfs is not available.
+pub(crate) fn create(gpu: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<DebugData>>>> {
+    let root = root()?;
+    let scope = root.scope(gpu, name, |d, dir| {
         dir.read_callback_file(c"chip", d, &show_chip);
         dir.read_callback_file(c"fb_layout", d, &show_layout);
         dir.read_callback_file(c"vram", d, &show_vram);
@@ -270,7 +199,6 @@ pub(crate) fn create(data: DebugData, name: &CStr) -> Option<Pin<KBox<Scope<Debu
         dir.read_callback_file(c"vmm", d, &show_vmm);
         dir.read_callback_file(c"pagetables", d, &show_pagetables);
         dir.read_callback_file(c"bar1", d, &show_bar1);
-        dir.read_callback_file(c"stress", d, &show_stress);
     });
     KBox::pin_init(scope, GFP_KERNEL).ok()
 }

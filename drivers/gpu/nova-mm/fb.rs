@@ -92,7 +92,8 @@ impl FwParams {
             wait.timeout,
         )
         .inspect_err(|e| {
-            pr_err!(
+            dev_err!(
+                bar.dev(),
                 "{}: {} did not complete within {} ms ({:?}); VRAM state unknown\n",
                 chipset.name(),
                 wait.name,
@@ -178,7 +179,8 @@ fn read_wpr2(bar: &Bar0<'_>, chipset: Chipset) -> Option<Range<u64>> {
         _ => legacy(),
     };
     found.unwrap_or_else(|| {
-        pr_warn!(
+        dev_warn!(
+            bar.dev(),
             "{}: the WPR2 registers answer with a PRI error: WPR2 taken as not set\n",
             chipset.name()
         );
@@ -568,6 +570,7 @@ impl fmt::Display for FbLayout {
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_fb)]
 mod tests {
     use super::*;

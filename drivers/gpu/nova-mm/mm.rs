@@ -9,14 +9,20 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{
-        atomic::Relaxed,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         Arc,
         Mutex, //
     },
 };
 
 use crate::{
-    bar::Bar0,
+    bar::{
+        Bar0,
+        MmioStats, //
+    },
     gpu::Spec, //
 };
 
@@ -44,9 +50,7 @@ use tlb::{
     Tlb, //
 };
 use vmm::{
-    Mapping,
     PtHw,
-    Reservation,
     Spaces,
     Vmm, //
 };
@@ -60,15 +64,13 @@ impl EntryWriter for PraminAccess<'_, '_> {
 
 /// Page-table writes through PRAMIN and invalidates through the TLB registers of one GPU.
 pub(crate) struct GpuHw<'a> {
-    bar: Arc<Bar0<'a>>,
-    pramin: Arc<Pramin>,
-    tlb: Arc<Tlb>,
+    io: Arc<MmIo<'a>>,
     scope: Scope,
 }
 
 impl PtHw for GpuHw<'_> {
     fn with_writer(&self, f: &mut dyn FnMut(&mut dyn EntryWriter) -> Result) -> Result {
-        let mut access = self.pramin.access(&self.bar);
+        let mut access = self.io.state.pramin.access(&self.io.bar);
         let res = f(&mut access);
         // The one flush read of the operation, after its last write and before its invalidate
         // (HARDWARE.md §9 rule 1; `kbusFlush_GM107`). Also after a failed write: what was
@@ -78,109 +80,143 @@ impl PtHw for GpuHw<'_> {
     }
 
     fn invalidate(&self, pdb: u64, change: Change) -> Result {
-        self.tlb
-            .invalidate_after(&self.bar, pdb, self.scope, change)
+        self.io
+            .state
+            .tlb
+            .invalidate_after(&self.io.bar, pdb, self.scope, change)
     }
+}
+
+/// The memory-management state of one GPU that does not borrow the device: the allocators, the
+/// PRAMIN window and TLB engines, the address spaces and the counters. Shared by the page-table
+/// hardware paths and by debugfs.
+#[pin_data]
+pub(crate) struct MmState {
+    vram: Arc<Vram>,
+    pramin: Arc<Pramin>,
+    tlb: Arc<Tlb>,
+    pool: Arc<PtPool>,
+    spaces: Arc<Spaces>,
+    mmio: Arc<MmioStats>,
+    /// PRAMIN writes spent zeroing memory for zeroed requests.
+    zero_fill_writes: Atomic<u64>,
+    /// What debugfs shows of the BAR1 binding, once bound.
+    #[pin]
+    bar1: Mutex<Option<bar::Bar1Info>>,
+}
+
+impl MmState {
+    /// Returns the usable VRAM's allocator.
+    pub(crate) fn vram(&self) -> &Arc<Vram> {
+        &self.vram
+    }
+
+    /// Returns the PRAMIN window, restricted to the usable VRAM.
+    pub(crate) fn pramin(&self) -> &Arc<Pramin> {
+        &self.pramin
+    }
+
+    /// Returns the TLB invalidation engine.
+    pub(crate) fn tlb(&self) -> &Arc<Tlb> {
+        &self.tlb
+    }
+
+    /// Returns the page-table memory.
+    pub(crate) fn pool(&self) -> &Arc<PtPool> {
+        &self.pool
+    }
+
+    /// Returns the live address spaces.
+    pub(crate) fn spaces(&self) -> &Arc<Spaces> {
+        &self.spaces
+    }
+
+    /// Returns the BAR0 access counts.
+    pub(crate) fn mmio(&self) -> &MmioStats {
+        &self.mmio
+    }
+
+    /// Returns the PRAMIN writes spent zeroing memory for zeroed requests.
+    pub(crate) fn zero_fill_writes(&self) -> u64 {
+        self.zero_fill_writes.load(Relaxed)
+    }
+
+    /// Returns what debugfs shows of the BAR1 binding, if BAR1 is bound.
+    pub(crate) fn bar1(&self) -> Option<bar::Bar1Info> {
+        self.bar1.lock().clone()
+    }
+}
+
+/// BAR0 and the device-independent state: what page-table writes and invalidates go through.
+struct MmIo<'a> {
+    bar: Arc<Bar0<'a>>,
+    state: Arc<MmState>,
 }
 
 /// The memory-management state of one GPU, built in one place at probe.
 pub(crate) struct GpuMm<'a> {
     /// The BAR1 binding (none when firmware owns the GPU). Declared first: dropped first.
-    pub(crate) bar1: Option<bar::BarUser<'a>>,
-    /// BAR0.
-    pub(crate) bar: Arc<Bar0<'a>>,
-    /// The usable VRAM's allocator.
-    pub(crate) vram: Arc<Vram>,
-    /// The PRAMIN window, restricted to the usable VRAM.
-    pub(crate) pramin: Arc<Pramin>,
-    /// TLB invalidation.
-    pub(crate) tlb: Arc<Tlb>,
-    /// Page-table memory.
-    pub(crate) pool: Arc<PtPool>,
-    /// The live address spaces (for debugfs).
-    pub(crate) spaces: Arc<Spaces>,
+    bar1: Option<bar::BarUser<'a>>,
+    io: Arc<MmIo<'a>>,
     /// The walker of the chip's MMU format, chosen once here.
     ops: &'static dyn PageTableOps,
     /// Whether the chip has 512 MiB pages.
     huge: bool,
     arch: crate::gpu::Architecture,
-    chipset: crate::gpu::Chipset,
+    /// Page-table writes and invalidates of the GPU's address spaces, and of the hub's.
     hw: Arc<GpuHw<'a>>,
     hub_hw: Arc<GpuHw<'a>>,
-    /// PRAMIN writes spent zeroing memory for zeroed requests.
-    pub(crate) zero_fill_writes: Arc<kernel::sync::atomic::Atomic<u64>>,
-    /// Mappings left in place on purpose until the GPU goes away, so that the test harness can
-    /// check the page tables in the model's VRAM after power-off (dropped first).
-    pub(crate) kept: Pin<KBox<Mutex<KVec<Kept<'a>>>>>,
-}
-
-/// Something the device tests leave mapped until the GPU goes away.
-// Held only to keep it alive; never read.
-#[allow(dead_code)]
-pub(crate) enum Kept<'a> {
-    /// An address space.
-    Space(Arc<Vmm<'a>>),
-    /// A reservation.
-    Reservation(Reservation<'a>),
-    /// A mapping.
-    Mapping(Mapping<'a>),
-    /// VRAM whose contents the harness checks in the model's dump.
-    Memory(vram::VramAllocation),
 }
 
 impl Drop for GpuMm<'_> {
     fn drop(&mut self) {
-        // BAR1 goes back to what it was at probe before anything it maps is released.
-        if let Some(b) = &self.bar1 {
-            b.unbind();
-        }
-        // The last MMIO of this GPU: what the harness compares with the model's totals, which
-        // include the accesses made after debugfs was last read.
-        let s = self.bar.stats();
-        pr_info!(
-            "NOVA-FINAL {:#x} mmio_reads={} mmio_writes={}\n",
-            self.chipset as u32,
-            s.reads.load(Relaxed),
-            s.writes.load(Relaxed)
-        );
-        // The GPU is going away: release what is still mapped without writing to it.
-        self.spaces.retire_all();
-        // Whatever the order, a mapping keeps its reservation and space alive until it is gone.
-        // Released with the lock dropped: a mapping's release takes its space's lock, which is
-        // taken before the PRAMIN window's, which a test may hold while it keeps something.
-        let kept = core::mem::take(&mut *self.kept.lock());
-        drop(kept);
+        self.retire();
     }
 }
 
 impl<'a> GpuMm<'a> {
-    /// Builds the memory management of a GPU of `spec` whose usable VRAM is `usable`.
+    /// Builds the memory management of a GPU of `spec` whose usable VRAM is `usable`, with
+    /// page tables (and the BAR1 instance block) placed in `tables` if given, else from the
+    /// bottom of `usable`.
     ///
     /// # Errors
     ///
     /// `ENOMEM`, or `EINVAL` for a range the PRAMIN window cannot reach.
-    pub(crate) fn new(bar: Arc<Bar0<'a>>, spec: &Spec, usable: Range<u64>) -> Result<Self> {
+    pub(crate) fn new(
+        bar: Arc<Bar0<'a>>,
+        spec: &Spec,
+        usable: Range<u64>,
+        tables: Option<Range<u64>>,
+    ) -> Result<Self> {
         let vram = Vram::new(usable.clone())?;
         let pramin = Arc::pin_init(
             Pramin::new(spec.chipset.arch(), &[usable.clone()]),
             GFP_KERNEL,
         )?;
         let tlb = Arc::pin_init(Tlb::new(spec.chipset.arch()), GFP_KERNEL)?;
-        // The device tests of high addresses put the page tables (and the BAR1 instance
-        // block) in the top `pt_top_gib` GiB of usable VRAM.
-        let top = crate::module_parameters::pt_top_gib.value() << 30;
-        let pool = if top == 0 {
-            PtPool::new(vram.clone())?
-        } else {
-            let start = usable.end.saturating_sub(top).max(usable.start);
-            PtPool::placed(vram.clone(), start..usable.end)?
+        let pool = match tables {
+            None => PtPool::new(vram.clone())?,
+            Some(r) => PtPool::placed(vram.clone(), r)?,
         };
+        let mmio = bar.stats().clone();
+        let state = Arc::pin_init(
+            try_pin_init!(MmState {
+                vram,
+                pramin,
+                tlb,
+                pool,
+                spaces: Spaces::new()?,
+                mmio,
+                zero_fill_writes: Atomic::new(0),
+                bar1 <- new_mutex!(None),
+            }? Error),
+            GFP_KERNEL,
+        )?;
+        let io = Arc::new(MmIo { bar, state }, GFP_KERNEL)?;
         let hw = |scope| {
             Arc::new(
                 GpuHw {
-                    bar: bar.clone(),
-                    pramin: pramin.clone(),
-                    tlb: tlb.clone(),
+                    io: io.clone(),
                     scope,
                 },
                 GFP_KERNEL,
@@ -189,21 +225,69 @@ impl<'a> GpuMm<'a> {
         let (gpu_hw, hub_hw) = (hw(Scope::Pdb)?, hw(Scope::PdbHubOnly)?);
         Ok(Self {
             bar1: None,
-            bar,
-            vram,
-            pramin,
-            tlb,
-            pool,
-            spaces: Spaces::new()?,
+            io,
             ops: pagetable::ops_for(spec.chipset.mmu_version()),
             huge: spec.chipset.has_512m_pages(),
             arch: spec.chipset.arch(),
-            chipset: spec.chipset,
             hw: gpu_hw,
             hub_hw,
-            kept: KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?,
-            zero_fill_writes: Arc::new(kernel::sync::atomic::Atomic::new(0), GFP_KERNEL)?,
         })
+    }
+
+    /// The GPU is going away, or its state is being torn down: puts BAR1 back in physical mode
+    /// and releases every address space without writing to the GPU (idempotent). What is still
+    /// mapped then is released later, as its owners drop it, with no further MMIO.
+    pub(crate) fn retire(&self) {
+        // BAR1 goes back to what it was at probe before anything it maps is released.
+        if let Some(b) = &self.bar1 {
+            b.unbind();
+        }
+        self.io.state.spaces.retire_all();
+    }
+
+    /// Returns BAR0.
+    pub(crate) fn bar(&self) -> &Arc<Bar0<'a>> {
+        &self.io.bar
+    }
+
+    /// Returns the state that does not borrow the device (what debugfs shows).
+    pub(crate) fn state(&self) -> &Arc<MmState> {
+        &self.io.state
+    }
+
+    /// Returns the usable VRAM's allocator.
+    pub(crate) fn vram(&self) -> &Arc<Vram> {
+        self.io.state.vram()
+    }
+
+    /// Returns the PRAMIN window, restricted to the usable VRAM.
+    pub(crate) fn pramin(&self) -> &Arc<Pramin> {
+        self.io.state.pramin()
+    }
+
+    /// Returns the TLB invalidation engine.
+    pub(crate) fn tlb(&self) -> &Arc<Tlb> {
+        self.io.state.tlb()
+    }
+
+    /// Returns the page-table memory.
+    pub(crate) fn pool(&self) -> &Arc<PtPool> {
+        self.io.state.pool()
+    }
+
+    /// Returns the live address spaces.
+    pub(crate) fn spaces(&self) -> &Arc<Spaces> {
+        self.io.state.spaces()
+    }
+
+    /// Returns the BAR1 binding, if BAR1 is bound.
+    pub(crate) fn bar1(&self) -> Option<&bar::BarUser<'a>> {
+        self.bar1.as_ref()
+    }
+
+    /// Returns the PRAMIN writes spent zeroing memory for zeroed requests.
+    pub(crate) fn zero_fill_writes(&self) -> u64 {
+        self.io.state.zero_fill_writes()
     }
 
     /// Creates a GPU virtual address space covering `va`.
@@ -213,7 +297,7 @@ impl<'a> GpuMm<'a> {
     /// `EINVAL`/`ERANGE` for a bad range (see [`Vmm::new`]); `ENOMEM`/`ENOSPC` for the root
     /// directory; MMIO errors.
     pub(crate) fn new_vmm(&self, name: &'static str, va: Range<u64>) -> Result<Arc<Vmm<'a>>> {
-        self.vmm_with(name, va, self.pool.clone(), self.hw.clone())
+        self.vmm_with(name, va, self.pool().clone(), self.hw.clone())
     }
 
     /// Creates a GPU virtual address space covering `va` whose tables come from `pool`
@@ -222,6 +306,7 @@ impl<'a> GpuMm<'a> {
     /// # Errors
     ///
     /// As [`GpuMm::new_vmm`].
+    #[cfg(CONFIG_NOVA_MM_SELFTESTS)]
     pub(crate) fn new_vmm_in(
         &self,
         pool: Arc<PtPool>,
@@ -237,7 +322,7 @@ impl<'a> GpuMm<'a> {
     ///
     /// As [`GpuMm::new_vmm`].
     pub(crate) fn new_hub_vmm(&self, name: &'static str, va: Range<u64>) -> Result<Arc<Vmm<'a>>> {
-        self.vmm_with(name, va, self.pool.clone(), self.hub_hw.clone())
+        self.vmm_with(name, va, self.pool().clone(), self.hub_hw.clone())
     }
 
     fn vmm_with(
@@ -247,7 +332,15 @@ impl<'a> GpuMm<'a> {
         pool: Arc<PtPool>,
         hw: Arc<GpuHw<'a>>,
     ) -> Result<Arc<Vmm<'a>>> {
-        Vmm::new(name, self.ops, pool, hw, self.spaces.clone(), va, self.huge)
+        Vmm::new(
+            name,
+            self.ops,
+            pool,
+            hw,
+            self.spaces().clone(),
+            va,
+            self.huge,
+        )
     }
 
     /// Allocates VRAM that holds zeros: from memory known to be zero when some fits, else
@@ -257,13 +350,14 @@ impl<'a> GpuMm<'a> {
     ///
     /// Those of [`Vram::alloc`]; MMIO errors of the zeroing (the memory is freed then).
     pub(crate) fn alloc_zeroed(&self, req: &vram::AllocRequest) -> Result<vram::VramAllocation> {
-        let a = self.vram.alloc(&req.clone().zeroed(vram::Zero::Required))?;
+        let st = &self.io.state;
+        let a = st.vram.alloc(&req.clone().zeroed(vram::Zero::Required))?;
         if !a.is_zeroed() {
-            let mut w = self.pramin.access(&self.bar);
+            let mut w = st.pramin.access(&self.io.bar);
             for r in a.ranges() {
                 let n = (r.end - r.start) / 8;
                 w.fill64(r.start, n, 0)?;
-                self.zero_fill_writes.fetch_add(n, Relaxed);
+                st.zero_fill_writes.fetch_add(n, Relaxed);
             }
         }
         Ok(a)
@@ -287,7 +381,13 @@ impl<'a> GpuMm<'a> {
             );
             return Ok(());
         }
-        let b = bar::BarUser::new(pdev, self)?;
+        let parts = bar::Bar1Parts {
+            bar0: self.io.bar.clone(),
+            pramin: self.pramin(),
+            arch: self.arch,
+            inst: self.pool().alloc()?,
+        };
+        let b = bar::BarUser::new(pdev, parts, |va| self.new_hub_vmm("bar1", va))?;
         dev_info!(
             pdev,
             "BAR1: {} MiB bound to instance block {:#x}, page directory {:#x}\n",
@@ -295,13 +395,9 @@ impl<'a> GpuMm<'a> {
             b.instance_block(),
             b.vmm().pdb()
         );
+        *self.io.state.bar1.lock() = Some(b.info());
         self.bar1 = Some(b);
         Ok(())
-    }
-
-    /// Returns the GPU's architecture.
-    pub(crate) fn arch(&self) -> crate::gpu::Architecture {
-        self.arch
     }
 
     /// Returns the MMU format version of the chip's page tables.

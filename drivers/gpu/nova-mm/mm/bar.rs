@@ -38,6 +38,8 @@
 //! clears MODE): never back to a virtual binding found at probe, whose tables the driver does not
 //! own.
 
+use core::ops::Range;
+
 use kernel::{
     bitfield,
     io::{
@@ -68,15 +70,14 @@ use crate::{
             SZ_512M,
             SZ_64K, //
         },
+        pramin::Pramin,
         ptpool::PtMem,
-        tlb::Scope,
         vmm::{
             Mapping,
             Reservation,
             Vmm, //
         },
-        vram::VramAllocation,
-        GpuMm,
+        vram::VramAllocation, //
     },
 };
 
@@ -314,6 +315,7 @@ pub(crate) struct Bar1Stats {
 }
 
 /// What debugfs shows of a BAR1 binding.
+#[derive(Clone)]
 pub(crate) struct Bar1Info {
     /// Size of BAR1.
     pub(crate) size: u64,
@@ -346,20 +348,40 @@ pub(crate) struct BarUser<'a> {
     /// What the BAR1 block registers held at probe (low, high).
     found: (u32, u32),
     bound: Atomic<u32>,
+    pdev: &'a pci::Device<kernel::device::Bound>,
+}
+
+/// What a BAR1 binding is built from, besides the PCI device.
+pub(crate) struct Bar1Parts<'a, 'p> {
+    /// BAR0, for the bind registers.
+    pub(crate) bar0: Arc<Bar0<'a>>,
+    /// The PRAMIN window the instance block is written through.
+    pub(crate) pramin: &'p Pramin,
+    /// The chip's architecture (bind registers and instance-block words).
+    pub(crate) arch: Architecture,
+    /// The page-table slot that becomes the instance block.
+    pub(crate) inst: PtMem,
 }
 
 impl<'a> BarUser<'a> {
-    /// Maps BAR1 of `pdev`, creates its address space over the whole BAR, writes the instance
-    /// block and binds it.
+    /// Maps BAR1 of `pdev`, creates its address space over the whole BAR with `new_vmm`
+    /// (whose invalidates must reach the hub TLB), writes the instance block and binds it.
     ///
     /// # Errors
     ///
-    /// `EBUSY` if firmware owns the GPU (WPR2 set); errors of the BAR mapping, of VRAM and
-    /// page-table allocation, `ETIMEDOUT` if the bind or the invalidate does not complete.
+    /// `ENODEV` for a BAR1 size that is not usable; errors of the BAR mapping and of
+    /// `new_vmm`; `ETIMEDOUT` if the bind or the invalidate does not complete.
     pub(crate) fn new(
         pdev: &'a pci::Device<kernel::device::Bound>,
-        mm: &GpuMm<'a>,
+        parts: Bar1Parts<'a, '_>,
+        new_vmm: impl FnOnce(Range<u64>) -> Result<Arc<Vmm<'a>>>,
     ) -> Result<Self> {
+        let Bar1Parts {
+            bar0,
+            pramin,
+            arch,
+            inst,
+        } = parts;
         let size = pdev.resource_len(1)?;
         if size < SZ_64K || !size.is_power_of_two() {
             dev_err!(pdev, "BAR1 of {:#x} bytes is not usable\n", size);
@@ -380,14 +402,13 @@ impl<'a> BarUser<'a> {
             },
             GFP_KERNEL,
         )?;
-        let vmm = mm.new_hub_vmm("bar1", 0..size)?;
-        let regs = BindRegs::for_arch(mm.arch());
-        let inst = mm.pool.alloc()?;
-        let words = instance_words(mm.arch(), vmm.pdb(), size)?;
+        let vmm = new_vmm(0..size)?;
+        let regs = BindRegs::for_arch(arch);
+        let words = instance_words(arch, vmm.pdb(), size)?;
         let (lo, hi) = regs.encode(inst.addr())?;
-        let found = regs.read(&mm.bar)?;
+        let found = regs.read(&bar0)?;
         {
-            let mut w = mm.pramin.access(&mm.bar);
+            let mut w = pramin.access(&bar0);
             // The whole block: zeros, then the page directory base and the limit.
             let mut block = KVec::with_capacity(512, GFP_KERNEL)?;
             for i in 0..512u64 {
@@ -405,27 +426,30 @@ impl<'a> BarUser<'a> {
             // The block must have landed before the bind reads it (HARDWARE.md §9 rule 3).
             w.flush()?;
         }
-        regs.bind(&mm.bar, lo, hi).inspect_err(|_| {
+        regs.bind(&bar0, lo, hi).inspect_err(|_| {
             dev_err!(
                 pdev,
                 "BAR1 bind of instance block {:#x} did not complete\n",
                 inst.addr()
             )
         })?;
-        if let Err(e) = mm.tlb.invalidate(&mm.bar, vmm.pdb(), Scope::PdbHubOnly) {
+        // The space's tables were written before it was bound: one invalidate of the whole
+        // space, through the space's own invalidation path (the hub TLB).
+        if let Err(e) = vmm.invalidate() {
             // Not usable after all: back to physical mode, as at removal.
             let (plo, phi) = regs.physical();
-            let _ = regs.bind(&mm.bar, plo, phi);
+            let _ = regs.bind(&bar0, plo, phi);
             return Err(e);
         }
         Ok(Self {
             bar1,
             vmm,
-            bar0: mm.bar.clone(),
+            bar0,
             regs,
             inst,
             found,
             bound: Atomic::new(1),
+            pdev,
         })
     }
 
@@ -464,7 +488,11 @@ impl<'a> BarUser<'a> {
         }
         let (lo, hi) = self.regs.physical();
         if let Err(e) = self.regs.bind(&self.bar0, lo, hi) {
-            pr_err!("putting BAR1 back in physical mode failed: {:?}\n", e);
+            dev_err!(
+                self.pdev,
+                "putting BAR1 back in physical mode failed: {:?}\n",
+                e
+            );
         }
     }
 
@@ -520,6 +548,7 @@ impl<'a> BarUser<'a> {
     /// # Errors
     ///
     /// `ERANGE` beyond the BAR.
+    #[cfg(CONFIG_NOVA_MM_SELFTESTS)]
     pub(crate) fn raw_read32(&self, off: u64) -> Result<u32> {
         self.bar1.read32(off)
     }
@@ -546,6 +575,7 @@ impl Bar1<'_> {
         usize::try_from(off).map_err(|_| ERANGE)
     }
 
+    #[cfg(CONFIG_NOVA_MM_SELFTESTS)]
     fn read32(&self, off: u64) -> Result<u32> {
         let o = self.check(off, 4)?;
         self.stats.reads.fetch_add(1, Relaxed);
@@ -687,6 +717,7 @@ impl BarMapping<'_> {
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_bar)]
 mod tests {
     use super::*;

@@ -222,6 +222,7 @@ impl ClearTracker {
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_clear)]
 mod tests {
     use super::*;
@@ -245,7 +246,7 @@ mod tests {
     /// ranges, and finds of random sizes and alignments.
     #[test]
     fn against_a_reference() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         let mut t = ClearTracker::new();

@@ -1180,6 +1180,7 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_pagetable)]
 mod tests {
     use super::*;

@@ -394,7 +394,8 @@ impl PraminAccess<'_, '_> {
             } else {
                 "not driver-owned VRAM"
             };
-            pr_err!(
+            dev_err!(
+                self.bar.dev(),
                 "PRAMIN access of {} bytes at VRAM {:#x} refused: {}\n",
                 len,
                 addr,
@@ -452,6 +453,7 @@ impl PraminAccess<'_, '_> {
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_pramin)]
 mod tests {
     use super::*;

@@ -186,7 +186,7 @@ impl PtPool {
     /// # Errors
     ///
     /// `ENOMEM`.
-    #[cfg(CONFIG_KUNIT)]
+    #[cfg(CONFIG_NOVA_MM_SELFTESTS)]
     pub(crate) fn zero_slots(&self) -> Result<KVec<u64>> {
         let mut out = KVec::new();
         for c in self.chunks.lock().iter() {
@@ -407,6 +407,7 @@ impl Drop for PtMem {
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_ptpool)]
 mod tests {
     use super::*;

@@ -262,7 +262,8 @@ impl Tlb {
             if e == ETIMEDOUT {
                 self.stats.timeouts.fetch_add(1, Relaxed);
                 *pending = Pending::TimedOut;
-                pr_err!(
+                dev_err!(
+                    bar.dev(),
                     "TLB invalidate of PDB {:#x} refused: an earlier one never completed\n",
                     pdb
                 );
@@ -280,12 +281,17 @@ impl Tlb {
         self.wait_trigger_clear(bar).inspect_err(|_| {
             self.stats.timeouts.fetch_add(1, Relaxed);
             *pending = Pending::TimedOut;
-            pr_err!("TLB invalidate of PDB {:#x} did not complete in 2 s\n", pdb);
+            dev_err!(
+                bar.dev(),
+                "TLB invalidate of PDB {:#x} did not complete in 2 s\n",
+                pdb
+            );
         })?;
         Ok(())
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_tlb)]
 mod tests {
     use super::*;

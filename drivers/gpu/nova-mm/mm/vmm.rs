@@ -297,6 +297,17 @@ impl<'a> Vmm<'a> {
         Ok(Arc::new(Self { space, hw, spaces }, GFP_KERNEL)?)
     }
 
+    /// Invalidates the whole space in the TLBs its invalidates reach, for tables written
+    /// before the space was bound (the BAR1 bind). Counted by the TLB, not among the space's
+    /// operations (which count their own invalidates).
+    ///
+    /// # Errors
+    ///
+    /// Those of the invalidate ([`PtHw::invalidate`]).
+    pub(crate) fn invalidate(&self) -> Result {
+        self.hw.invalidate(self.pdb, Change::Downgrade)
+    }
+
     /// Returns the number of page tables (the root included).
     pub(crate) fn tables(&self) -> u64 {
         let st = self.state.lock();
@@ -787,7 +798,7 @@ impl Drop for Mapping<'_> {
 }
 
 /// An in-memory VRAM backing for the unit tests: entries written, invalidates counted.
-#[cfg(CONFIG_KUNIT)]
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 pub(crate) mod membacking {
     use super::*;
 
@@ -853,6 +864,7 @@ pub(crate) mod membacking {
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_vmm)]
 mod tests {
     use super::membacking::MemHw;
@@ -1048,7 +1060,7 @@ mod tests {
 
     #[test]
     fn map_unmap_protect_v2() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         mapping_cases::<Ver2>(false)
@@ -1056,7 +1068,7 @@ mod tests {
 
     #[test]
     fn map_unmap_protect_v3() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         mapping_cases::<Ver3>(true)
@@ -1065,7 +1077,7 @@ mod tests {
     /// Turing has no 512 MiB pages: 2 MiB ones instead.
     #[test]
     fn no_huge_pages_on_turing() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         let e = env(false, false)?;
@@ -1109,7 +1121,7 @@ mod tests {
     /// or write behind; the same map then succeeds.
     #[test]
     fn prepare_failure_rolls_back() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         for v3 in [false, true] {
@@ -1152,7 +1164,7 @@ mod tests {
     /// A sparse reservation whose table allocation fails leaves no range, table or write behind.
     #[test]
     fn sparse_reserve_failure_rolls_back() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         let e = env(true, true)?;
@@ -1187,7 +1199,7 @@ mod tests {
     /// to unmapped when released.
     #[test]
     fn sparse() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         let e = env(true, true)?;
@@ -1271,8 +1283,12 @@ mod tests {
                         let (va0, pa0) = (res.range().start + vo, mem.start() + po);
                         let mut off = 0;
                         while off < size {
-                            let page =
-                                crate::tests::oracle_page(va0 + off, pa0 + off, size - off, huge);
+                            let page = crate::selftest::tests::oracle_page(
+                                va0 + off,
+                                pa0 + off,
+                                size - off,
+                                huge,
+                            );
                             for at in [off, off + page - SZ_4K] {
                                 let (entry, got) = translate::<F>(&e.mem, e.vmm.pdb(), va0 + at);
                                 let Entry::Page { pa, read_only } = entry else {
@@ -1317,7 +1333,8 @@ mod tests {
 
     #[test]
     fn physical_alignment_v2() -> Result {
-        if crate::tests::skip_if_quick() || crate::tests::skip_if_debug_kernel() {
+        if crate::selftest::tests::skip_if_quick() || crate::selftest::tests::skip_if_debug_kernel()
+        {
             return Ok(());
         }
         physical_alignment::<Ver2>(false)
@@ -1325,7 +1342,8 @@ mod tests {
 
     #[test]
     fn physical_alignment_v3() -> Result {
-        if crate::tests::skip_if_quick() || crate::tests::skip_if_debug_kernel() {
+        if crate::selftest::tests::skip_if_quick() || crate::selftest::tests::skip_if_debug_kernel()
+        {
             return Ok(());
         }
         physical_alignment::<Ver3>(true)
@@ -1540,7 +1558,8 @@ mod tests {
 
     #[test]
     fn pool_churn_v2() -> Result {
-        if crate::tests::skip_if_quick() || crate::tests::skip_if_debug_kernel() {
+        if crate::selftest::tests::skip_if_quick() || crate::selftest::tests::skip_if_debug_kernel()
+        {
             return Ok(());
         }
         churn::<Ver2>(false)
@@ -1548,7 +1567,8 @@ mod tests {
 
     #[test]
     fn pool_churn_v3() -> Result {
-        if crate::tests::skip_if_quick() || crate::tests::skip_if_debug_kernel() {
+        if crate::selftest::tests::skip_if_quick() || crate::selftest::tests::skip_if_debug_kernel()
+        {
             return Ok(());
         }
         churn::<Ver3>(true)
@@ -1595,7 +1615,7 @@ mod tests {
     /// A map that spans several buddy blocks becomes one contiguous virtual range.
     #[test]
     fn several_blocks() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         let e = env(false, true)?;
@@ -1644,7 +1664,7 @@ mod tests {
     /// memory is still released.
     #[test]
     fn dead_device() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         let e = env(false, true)?;

@@ -491,6 +491,7 @@ impl Drop for VramAllocation {
     }
 }
 
+#[cfg(CONFIG_NOVA_MM_SELFTESTS)]
 #[kunit_tests(nova_mm_vram)]
 mod tests {
     use super::*;
@@ -602,7 +603,7 @@ mod tests {
     /// the free space succeeds.
     #[test]
     fn fragmentation() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         const N: usize = 4096;
@@ -691,7 +692,7 @@ mod tests {
     /// contiguous allocation of almost all of it succeeds, and the tracker stays consistent.
     #[test]
     fn mixed_churn_then_big() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         const N: usize = 4096;

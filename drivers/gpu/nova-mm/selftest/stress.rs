@@ -9,6 +9,7 @@
 //! released.
 
 use kernel::{
+    ffi::c_void,
     new_condvar,
     new_mutex,
     prelude::*,
@@ -30,7 +31,6 @@ use kernel::{
 };
 
 use crate::{
-    driver::NovaMm,
     mm::{
         pagetable::{
             Access,
@@ -41,7 +41,10 @@ use crate::{
             AllocRequest,
             VramAllocation, //
         },
+    },
+    selftest::{
         Kept,
+        TestedGpu, //
     },
 };
 
@@ -49,34 +52,25 @@ const SZ_4K: u64 = 1 << 12;
 const SZ_64K: u64 = 1 << 16;
 const SZ_2M: u64 = 1 << 21;
 
-/// Operation counts of a group of workers.
-pub(crate) struct StressStats {
-    /// Maps completed (address-space and BAR1).
-    pub(crate) maps: Atomic<u64>,
-    /// Unmaps completed.
-    pub(crate) unmaps: Atomic<u64>,
-    /// Access changes completed.
-    pub(crate) protects: Atomic<u64>,
-    /// BAR1 round trips checked (CPU through BAR1 against PRAMIN, both ways).
-    pub(crate) bar1_checks: Atomic<u64>,
-    /// Operations that failed, or data that did not come back as written.
-    pub(crate) errors: Atomic<u64>,
-    /// Workers that finished.
-    pub(crate) finished: Atomic<u64>,
+counters! {
+    /// Operation counts of a group of workers.
+    pub(crate) struct StressStats / StressSnapshot {
+        /// Maps completed (address-space and BAR1).
+        maps,
+        /// Unmaps completed.
+        unmaps,
+        /// Access changes completed.
+        protects,
+        /// BAR1 round trips checked (CPU through BAR1 against PRAMIN, both ways).
+        bar1_checks,
+        /// Operations that failed, or data that did not come back as written.
+        errors,
+        /// Workers that finished.
+        finished,
+    }
 }
 
 impl StressStats {
-    fn new() -> Self {
-        Self {
-            maps: Atomic::new(0),
-            unmaps: Atomic::new(0),
-            protects: Atomic::new(0),
-            bar1_checks: Atomic::new(0),
-            errors: Atomic::new(0),
-            finished: Atomic::new(0),
-        }
-    }
-
     /// All operations completed.
     pub(crate) fn ops(&self) -> u64 {
         self.maps.load(Relaxed)
@@ -98,19 +92,60 @@ pub(crate) struct WorkGroup {
     pub(crate) stats: StressStats,
 }
 
-/// A GPU's driver data, handed to work items.
+/// What a worker works on, its lifetime erased for the work item: a GPU's self-test state and,
+/// for an address-space worker, a reference to the space.
 ///
 /// # Invariants
 ///
-/// Only dereferenced by a worker of a [`WorkGroup`] that is joined before the data is dropped
-/// (the KUnit suite joins before it returns from [`crate::devices::with_all`]; [`Stress`] is a
-/// field of the data, declared before everything the workers use, and joins when dropped).
-#[derive(Clone, Copy)]
-struct GpuPtr(*const NovaMm<'static>);
+/// `gpu` points to the [`TestedGpu`] the worker was started on and `vmm`, if not null, is a
+/// reference to one of its address spaces (from [`Arc::into_raw`]) that this value owns. Both
+/// are only used by a worker of a [`WorkGroup`] that is joined before the GPU's data is dropped
+/// (the KUnit suite joins before it returns from [`crate::selftest::devices::with_all`];
+/// [`Stress`] is a field of the data, declared before everything the workers use, and joins
+/// when dropped).
+struct Target {
+    gpu: *const c_void,
+    vmm: *const c_void,
+}
 
-// SAFETY: `NovaMm` is `Sync` (checked in `devices`), and by the invariant the pointee outlives
-// every worker that gets the pointer.
-unsafe impl Send for GpuPtr {}
+// SAFETY: `TestedGpu` and `Vmm` are `Sync` (checked in `devices`, and `Vmm`'s state is behind its
+// lock), and by the invariant the pointees outlive every worker that gets the pointers.
+unsafe impl Send for Target {}
+
+impl Target {
+    fn new<'a>(gpu: &TestedGpu<'a>, vmm: Option<Arc<Vmm<'a>>>) -> Self {
+        Self {
+            gpu: core::ptr::from_ref(gpu).cast(),
+            vmm: vmm.map_or(core::ptr::null(), |v| Arc::into_raw(v).cast()),
+        }
+    }
+
+    /// Runs `f` on the GPU and the address space.
+    ///
+    /// # Safety
+    ///
+    /// The GPU's data must still be valid (the invariant of [`Target`] holds).
+    unsafe fn run(mut self, f: impl for<'a> FnOnce(&TestedGpu<'a>, Option<Arc<Vmm<'a>>>)) {
+        // SAFETY: By the invariant, `gpu` points to a valid `TestedGpu` (our caller keeps it so)
+        // of some lifetime, which the reference below does not outlive.
+        let gpu = unsafe { &*self.gpu.cast::<TestedGpu<'_>>() };
+        let vmm = core::mem::replace(&mut self.vmm, core::ptr::null());
+        // SAFETY: By the invariant, a non-null `vmm` is a reference to one of the GPU's address
+        // spaces from `Arc::into_raw`, owned by `self`, whose ownership moves to the `Arc`.
+        let vmm = (!vmm.is_null()).then(|| unsafe { Arc::from_raw(vmm.cast::<Vmm<'_>>()) });
+        f(gpu, vmm)
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if !self.vmm.is_null() {
+            // SAFETY: A target not run (its work item could not be queued) is dropped by the
+            // code that made it, while the GPU's data is valid; the reference is ours.
+            drop(unsafe { Arc::from_raw(self.vmm.cast::<Vmm<'_>>()) });
+        }
+    }
+}
 
 impl WorkGroup {
     /// A group with no workers.
@@ -218,14 +253,14 @@ fn record<T>(stats: &StressStats, r: Result<T>) -> Result<T> {
 
 /// One round of a [`Job::Space`] worker: a mapping of 4 KiB, 64 KiB or 2 MiB pages, checked in
 /// the shadow at each access, then released (or kept).
-fn space_round(
-    gpu: &NovaMm<'static>,
-    vmm: &Arc<Vmm<'static>>,
+fn space_round<'a>(
+    gpu: &TestedGpu<'a>,
+    vmm: &Arc<Vmm<'a>>,
     rng: &mut Rng,
     st: &StressStats,
     keep: bool,
 ) -> Result {
-    let mm = &gpu.mm;
+    let mm = gpu.mm();
     let (page, n) = match rng.below(3) {
         0 => (SZ_4K, 1 + rng.below(16)),
         1 => (SZ_64K, 1 + rng.below(4)),
@@ -233,7 +268,7 @@ fn space_round(
     };
     let size = page * n;
     let mem = Arc::new(
-        mm.vram
+        mm.vram()
             .alloc(&AllocRequest::new(size).contiguous().aligned(page))?,
         GFP_KERNEL,
     )?;
@@ -272,7 +307,7 @@ fn space_round(
         for p in m.pieces() {
             pr_info!(
                 "NOVA-MAP {:#x} {:#x} {:#x} {:#x} {:#x} {:#x} ro\n",
-                gpu.spec.chipset as u32,
+                gpu.spec().chipset as u32,
                 vmm.pdb(),
                 p.va,
                 p.pa,
@@ -280,9 +315,8 @@ fn space_round(
                 p.page
             );
         }
-        let mut kept = mm.kept.lock();
-        kept.push(Kept::Mapping(m), GFP_KERNEL)?;
-        kept.push(Kept::Reservation(res), GFP_KERNEL)?;
+        gpu.keep(Kept::Mapping(m))?;
+        gpu.keep(Kept::Reservation(res))?;
         return Ok(());
     }
     drop(m);
@@ -294,14 +328,14 @@ fn space_round(
 /// One round of a [`Job::Bar1`] worker: 64 KiB of VRAM mapped into BAR1; the CPU's writes
 /// through BAR1 are read back through PRAMIN and the reverse, at both ends and one random
 /// quadword.
-fn bar1_round(gpu: &NovaMm<'static>, rng: &mut Rng, st: &StressStats) -> Result {
-    let mm = &gpu.mm;
-    let Some(bar) = &mm.bar1 else {
+fn bar1_round(gpu: &TestedGpu<'_>, rng: &mut Rng, st: &StressStats) -> Result {
+    let mm = gpu.mm();
+    let Some(bar) = &mm.bar1() else {
         return Ok(());
     };
     let size = SZ_64K;
     let mem: Arc<VramAllocation> = Arc::new(
-        mm.vram
+        mm.vram()
             .alloc(&AllocRequest::new(size).contiguous().aligned(SZ_64K))?,
         GFP_KERNEL,
     )?;
@@ -316,7 +350,7 @@ fn bar1_round(gpu: &NovaMm<'static>, rng: &mut Rng, st: &StressStats) -> Result 
         m.write64(off, tag ^ off)?;
     }
     {
-        let mut w = mm.pramin.access(&mm.bar);
+        let mut w = mm.pramin().access(mm.bar());
         for &off in offs.iter() {
             let got = w.read64(pa + off)?;
             if got != tag ^ off {
@@ -352,11 +386,11 @@ fn bar1_round(gpu: &NovaMm<'static>, rng: &mut Rng, st: &StressStats) -> Result 
 }
 
 /// The body of one worker.
-fn work(
-    gpu: &NovaMm<'static>,
+fn work<'a>(
+    gpu: &TestedGpu<'a>,
     g: &WorkGroup,
     job: Job,
-    vmm: Option<Arc<Vmm<'static>>>,
+    vmm: Option<Arc<Vmm<'a>>>,
     seed: u64,
     b: Bound,
 ) {
@@ -379,7 +413,7 @@ fn work(
             pr_err!(
                 "stress: {} worker on {:#x}, round {}: {:?}\n",
                 what,
-                gpu.spec.chipset as u32,
+                gpu.spec().chipset as u32,
                 round,
                 e
             );
@@ -397,42 +431,39 @@ fn work(
 /// `gpu` must stay valid until `group` is joined.
 pub(crate) unsafe fn start(
     group: &Arc<WorkGroup>,
-    gpu: &NovaMm<'_>,
+    gpu: &TestedGpu<'_>,
     shared: usize,
     separate: usize,
     b: Bound,
 ) -> Result {
-    let ptr = GpuPtr(core::ptr::from_ref(gpu).cast());
-    // SAFETY: The caller keeps the data valid until the group is joined, which outlives every
-    // use of this reference (the address spaces made from it are dropped by the workers).
-    let g: &'static NovaMm<'static> = unsafe { &*ptr.0 };
     let va = 1u64 << 32..1u64 << 40;
     let mut spaces = KVec::new();
     if shared > 0 {
-        let v = g.mm.new_vmm("stress-shared", va.clone())?;
+        let v = gpu.mm().new_vmm("stress-shared", va.clone())?;
         for _ in 0..shared {
             spaces.push(v.clone(), GFP_KERNEL)?;
         }
     }
     for _ in 0..separate {
-        spaces.push(g.mm.new_vmm("stress-own", va.clone())?, GFP_KERNEL)?;
+        spaces.push(gpu.mm().new_vmm("stress-own", va.clone())?, GFP_KERNEL)?;
     }
-    let mut seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(gpu.spec.chipset as u32);
+    let mut seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(gpu.spec().chipset as u32);
     for v in spaces.into_iter() {
         seed = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(1);
         let s = seed;
+        let t = Target::new(gpu, Some(v));
         group.spawn(move |grp| {
-            let p = ptr;
-            // SAFETY: By the invariant of `GpuPtr`: the group is joined before the data goes.
-            work(unsafe { &*p.0 }, grp, Job::Space, Some(v), s, b)
+            // SAFETY: By the invariant of `Target` (kept by our caller): the group is joined
+            // before the data goes.
+            unsafe { t.run(|gpu, v| work(gpu, grp, Job::Space, v, s, b)) }
         })?;
     }
-    if g.mm.bar1.is_some() {
+    if gpu.mm().bar1().is_some() {
         let s = seed ^ 0xba51;
+        let t = Target::new(gpu, None);
         group.spawn(move |grp| {
-            let p = ptr;
             // SAFETY: As above.
-            work(unsafe { &*p.0 }, grp, Job::Bar1, None, s, b)
+            unsafe { t.run(|gpu, _| work(gpu, grp, Job::Bar1, None, s, b)) }
         })?;
     }
     Ok(())
@@ -465,7 +496,7 @@ impl Stress {
 
     /// Starts the workers of `gpu`, whose field this is: two on a shared address space, one on
     /// its own, one on BAR1, until the GPU goes away.
-    pub(crate) fn start(gpu: &NovaMm<'_>) -> Result {
+    pub(crate) fn start(gpu: &TestedGpu<'_>) -> Result {
         if gpu.stress.started.xchg(true, Relaxed) {
             return Err(EBUSY);
         }
@@ -505,8 +536,8 @@ impl Drop for Stress {
 mod device_concurrency {
     use super::*;
     use crate::{
-        devices,
-        tests::{
+        selftest::devices,
+        selftest::tests::{
             skip,
             skip_if_readonly, //
         },
@@ -522,14 +553,14 @@ mod device_concurrency {
         spaces: usize,
     }
 
-    fn held(gpu: &NovaMm<'_>) -> Held {
-        let v = gpu.mm.vram.stats();
-        let (chunks, bytes) = gpu.mm.pool.footprint();
+    fn held(gpu: &TestedGpu<'_>) -> Held {
+        let v = gpu.mm().vram().stats();
+        let (chunks, bytes) = gpu.mm().pool().footprint();
         Held {
             vram_free: v.free + bytes,
             vram_allocations: v.allocations - chunks,
-            tables: gpu.mm.pool.in_use(),
-            spaces: gpu.mm.spaces.len(),
+            tables: gpu.mm().pool().in_use(),
+            spaces: gpu.mm().spaces().len(),
         }
     }
 
@@ -568,7 +599,7 @@ mod device_concurrency {
                 // SAFETY: The group is joined below, before `with_all` returns and unlocks
                 // the device list.
                 let r = unsafe { start(&group, g, 3, 2, b) };
-                workers += 5 + usize::from(g.mm.bar1.is_some());
+                workers += 5 + usize::from(g.mm().bar1().is_some());
                 if r.is_err() {
                     group.stop_and_join();
                     return r;

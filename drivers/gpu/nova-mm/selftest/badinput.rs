@@ -38,8 +38,6 @@ mod device_badinput {
     };
 
     use crate::{
-        devices,
-        driver::NovaMm,
         mm::{
             bar::{
                 BarMapping,
@@ -72,10 +70,12 @@ mod device_badinput {
             },
             GpuMm,
         },
-        tests::{
+        selftest::devices,
+        selftest::tests::{
             skip,
             skip_if_readonly, //
         },
+        selftest::TestedGpu,
     };
 
     const MIB: u64 = 1 << 20;
@@ -145,7 +145,7 @@ mod device_badinput {
 
     /// What the cases work on, set up once per GPU before any case runs.
     struct Fx<'f, 'a> {
-        gpu: &'f NovaMm<'a>,
+        gpu: &'f TestedGpu<'a>,
         mm: &'f GpuMm<'a>,
         vmm: Arc<Vmm<'a>>,
         /// 2 MiB at [`RES_AT`].
@@ -166,11 +166,11 @@ mod device_badinput {
 
     impl Fx<'_, '_> {
         fn usable(&self) -> Range<u64> {
-            self.mm.vram.range()
+            self.mm.vram().range()
         }
 
         fn fb_end(&self) -> u64 {
-            self.gpu.layout.fb.end
+            self.gpu.layout().fb.end
         }
     }
 
@@ -196,12 +196,12 @@ mod device_badinput {
     fn fill_vram(mm: &GpuMm<'_>) -> Result<Fill> {
         let mut fill = Fill(KVec::new());
         loop {
-            let free = mm.vram.stats().free;
+            let free = mm.vram().stats().free;
             if free == 0 {
                 return Ok(fill);
             }
             fill.0
-                .push(mm.vram.alloc(&AllocRequest::new(free))?, GFP_KERNEL)?;
+                .push(mm.vram().alloc(&AllocRequest::new(free))?, GFP_KERNEL)?;
         }
     }
 
@@ -221,14 +221,14 @@ mod device_badinput {
     /// Free table slots of the pool's chunks.
     fn free_slots(mm: &GpuMm<'_>) -> u64 {
         // CAST: 64 slots per chunk.
-        mm.pool.footprint().0 * CHUNK_SLOTS as u64 - mm.pool.in_use()
+        mm.pool().footprint().0 * CHUNK_SLOTS as u64 - mm.pool().in_use()
     }
 
     /// Takes page-table slots until `left` are free.
     fn hold_slots(mm: &GpuMm<'_>, left: u64) -> Result<Slots> {
         let mut s = Slots(KVec::new());
         while free_slots(mm) != left {
-            s.0.push(mm.pool.alloc()?, GFP_KERNEL)?;
+            s.0.push(mm.pool().alloc()?, GFP_KERNEL)?;
         }
         Ok(s)
     }
@@ -294,10 +294,10 @@ mod device_badinput {
 
     fn snap(f: &Fx<'_, '_>) -> Result<Snap> {
         let mm = f.mm;
-        let p = &mm.pool;
+        let p = &mm.pool();
         let (chunks, bytes) = p.footprint();
         let mut spaces = 0;
-        let _ = mm.spaces.for_each(|_| {
+        let _ = mm.spaces().for_each(|_| {
             spaces += 1;
             Ok(())
         });
@@ -314,7 +314,7 @@ mod device_badinput {
             None => None,
         };
         Ok(Snap {
-            vram: mm.vram.stats(),
+            vram: mm.vram().stats(),
             pool: (
                 p.in_use(),
                 chunks,
@@ -327,19 +327,19 @@ mod device_badinput {
             show: text(&f.vmm)?,
             bar1,
             mmio: (
-                mm.bar.stats().reads.load(Relaxed),
-                mm.bar.stats().writes.load(Relaxed),
+                mm.bar().stats().reads.load(Relaxed),
+                mm.bar().stats().writes.load(Relaxed),
             ),
             pramin: (
-                mm.pramin.stats.reads.load(Relaxed),
-                mm.pramin.stats.writes.load(Relaxed),
-                mm.pramin.stats.window_moves.load(Relaxed),
-                mm.zero_fill_writes.load(Relaxed),
+                mm.pramin().stats.reads.load(Relaxed),
+                mm.pramin().stats.writes.load(Relaxed),
+                mm.pramin().stats.window_moves.load(Relaxed),
+                mm.zero_fill_writes(),
             ),
             tlb: (
-                mm.tlb.stats.invalidates.load(Relaxed),
-                mm.tlb.stats.writes.load(Relaxed),
-                mm.tlb.stats.reads.load(Relaxed),
+                mm.tlb().stats.invalidates.load(Relaxed),
+                mm.tlb().stats.writes.load(Relaxed),
+                mm.tlb().stats.reads.load(Relaxed),
             ),
         })
     }
@@ -381,9 +381,9 @@ mod device_badinput {
 
     /// Makes the `n`-th page-table allocation from now fail, runs `f`, disarms.
     fn with_pt_failure<T>(f: &Fx<'_, '_>, n: u64, op: impl FnOnce() -> Result<T>) -> Result<Got> {
-        f.mm.pool.fail_nth(n);
+        f.mm.pool().fail_nth(n);
         let r = op();
-        f.mm.pool.fail_nth(0);
+        f.mm.pool().fail_nth(0);
         ret(r)
     }
 
@@ -419,7 +419,7 @@ mod device_badinput {
     }
 
     fn alloc(f: &Fx<'_, '_>, r: AllocRequest) -> Result<Got> {
-        ret(f.mm.vram.alloc(&r))
+        ret(f.mm.vram().alloc(&r))
     }
 
     fn within(f: &Fx<'_, '_>, size: u64, r: Range<u64>) -> Result<Got> {
@@ -430,7 +430,7 @@ mod device_badinput {
         f: &Fx<'_, '_>,
         op: impl FnOnce(&mut crate::mm::pramin::PraminAccess<'_, '_>) -> Result<T>,
     ) -> Result<Got> {
-        let mut w = f.mm.pramin.access(&f.mm.bar);
+        let mut w = f.mm.pramin().access(f.mm.bar());
         ret(op(&mut w))
     }
 
@@ -526,13 +526,18 @@ mod device_badinput {
             name: "vram: more than is free",
             api: Api::Vram,
             want: ENOSPC,
-            run: |f| alloc(f, req(f.mm.vram.stats().free + SZ_4K)),
+            run: |f| alloc(f, req(f.mm.vram().stats().free + SZ_4K)),
         },
         Case {
             name: "vram: contiguous, more than the largest free range",
             api: Api::Vram,
             want: ENOSPC,
-            run: |f| alloc(f, req(f.mm.vram.stats().largest_free + SZ_4K).contiguous()),
+            run: |f| {
+                alloc(
+                    f,
+                    req(f.mm.vram().stats().largest_free + SZ_4K).contiguous(),
+                )
+            },
         },
         Case {
             name: "vram: within a range past the usable VRAM",
@@ -616,7 +621,7 @@ mod device_badinput {
             name: "vram: zeroed, more than is free",
             api: Api::Vram,
             want: ENOSPC,
-            run: |f| ret(f.mm.alloc_zeroed(&req(f.mm.vram.stats().free + SZ_4K))),
+            run: |f| ret(f.mm.alloc_zeroed(&req(f.mm.vram().stats().free + SZ_4K))),
         },
         Case {
             name: "vram: exhausted, then 4 KiB",
@@ -624,8 +629,8 @@ mod device_badinput {
             want: ENOSPC,
             run: |f| {
                 let fill = fill_vram(f.mm)?;
-                ensure_eq!(f.mm.vram.stats().free, 0);
-                let r = f.mm.vram.alloc(&req(SZ_4K));
+                ensure_eq!(f.mm.vram().stats().free, 0);
+                let r = f.mm.vram().alloc(&req(SZ_4K));
                 drop(fill);
                 ret(r)
             },
@@ -758,19 +763,29 @@ mod device_badinput {
             name: "tlb: misaligned page directory",
             api: Api::Tlb,
             want: EINVAL,
-            run: |f| ret(f.mm.tlb.invalidate(&f.mm.bar, f.vmm.pdb() + 8, Scope::Pdb)),
+            run: |f| {
+                ret(f
+                    .mm
+                    .tlb()
+                    .invalidate(&f.mm.bar(), f.vmm.pdb() + 8, Scope::Pdb))
+            },
         },
         Case {
             name: "tlb: page directory at 2^60",
             api: Api::Tlb,
             want: EINVAL,
-            run: |f| ret(f.mm.tlb.invalidate(&f.mm.bar, 1 << 60, Scope::PdbHubOnly)),
+            run: |f| {
+                ret(f
+                    .mm
+                    .tlb()
+                    .invalidate(&f.mm.bar(), 1 << 60, Scope::PdbHubOnly))
+            },
         },
         Case {
             name: "tlb: page directory near 2^64",
             api: Api::Tlb,
             want: EINVAL,
-            run: |f| ret(f.mm.tlb.invalidate(&f.mm.bar, U64_PAGE_MAX, Scope::All)),
+            run: |f| ret(f.mm.tlb().invalidate(&f.mm.bar(), U64_PAGE_MAX, Scope::All)),
         },
         // Address spaces.
         Case {
@@ -1099,10 +1114,10 @@ mod device_badinput {
                 // One free slot: the first new table takes it, the second needs a new chunk.
                 let slots = hold_slots(f.mm, 1)?;
                 let fill = fill_vram(f.mm)?;
-                let a0 = f.mm.pool.stats.allocs.load(Relaxed);
+                let a0 = f.mm.pool().stats.allocs.load(Relaxed);
                 let r = f.far.map(0, &f.mem, 0, SZ_4K, Access::ReadWrite);
                 // One table was taken in the middle of the map, and given back.
-                ensure_eq!(f.mm.pool.stats.allocs.load(Relaxed) - a0, 1);
+                ensure_eq!(f.mm.pool().stats.allocs.load(Relaxed) - a0, 1);
                 drop(fill);
                 drop(slots);
                 ret(r)
@@ -1303,27 +1318,27 @@ mod device_badinput {
     ];
 
     /// Builds the fixture of one GPU.
-    fn fixture<'f, 'a>(gpu: &'f NovaMm<'a>) -> Result<Fx<'f, 'a>> {
-        let mm = &gpu.mm;
+    fn fixture<'f, 'a>(gpu: &'f TestedGpu<'a>) -> Result<Fx<'f, 'a>> {
+        let mm = gpu.mm();
         let vmm = mm.new_vmm("kunit-badinput", 0..SPACE)?;
         let res = vmm.reserve(SZ_2M, SZ_2M, Some(RES_AT), false)?;
         let far = vmm.reserve(SZ_2M, SZ_2M, Some(FAR_AT), false)?;
         let mem = Arc::new(
-            mm.vram
+            mm.vram()
                 .alloc(&AllocRequest::new(SZ_64K).contiguous().aligned(SZ_64K))?,
             GFP_KERNEL,
         )?;
-        let mem4m = Arc::new(mm.vram.alloc(&AllocRequest::new(4 * MIB))?, GFP_KERNEL)?;
+        let mem4m = Arc::new(mm.vram().alloc(&AllocRequest::new(4 * MIB))?, GFP_KERNEL)?;
         let busy = res.map(BUSY_AT, &mem, 0, SZ_64K, Access::ReadWrite)?;
-        let top = mm.vram.range().end;
+        let top = mm.vram().range().end;
         let other = Vram::new(top..top + MIB)?;
         let foreign = Arc::new(other.alloc(&AllocRequest::new(SZ_64K))?, GFP_KERNEL)?;
-        let bar = match &mm.bar1 {
+        let bar = match &mm.bar1() {
             Some(user) => Some(BarFx {
                 user,
                 map: user.map(&mem, 0, SZ_64K, Access::ReadWrite, None)?,
                 big: Arc::new(
-                    mm.vram.alloc(&AllocRequest::new(user.size() + SZ_64K))?,
+                    mm.vram().alloc(&AllocRequest::new(user.size() + SZ_64K))?,
                     GFP_KERNEL,
                 )?,
             }),
@@ -1347,7 +1362,7 @@ mod device_badinput {
     fn check(f: &Fx<'_, '_>, c: &Case) -> Result<bool> {
         let before = snap(f)?;
         let got = (c.run)(f);
-        f.mm.pool.fail_nth(0);
+        f.mm.pool().fail_nth(0);
         let r = match got? {
             Got::Na => return Ok(false),
             Got::Ret(r) => r,
@@ -1363,7 +1378,7 @@ mod device_badinput {
     /// Every case of [`CASES`] on every bound GPU.
     #[test]
     fn refuses_bad_input() -> Result {
-        if skip_if_readonly() || crate::tests::skip_if_quick() {
+        if skip_if_readonly() || crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         if crate::module_parameters::expect_tlb_hang.value() {
@@ -1373,7 +1388,7 @@ mod device_badinput {
         let mut failed = 0;
         let n = devices::for_each(|gpu| {
             let f = fixture(gpu)?;
-            let chip = gpu.spec.chipset as u32;
+            let chip = gpu.spec().chipset as u32;
             let (mut run, mut na, mut bad) = (0u32, 0u32, 0u32);
             let mut per = [0u32; APIS.len()];
             for c in CASES {

@@ -80,10 +80,10 @@ pub(crate) fn expected_chipsets() -> KVec<u32> {
 mod device_id {
     use super::*;
     use crate::{
-        devices,
-        driver::NovaMm,
         gpu::Spec,
         regs, //
+        selftest::devices,
+        selftest::TestedGpu,
     };
 
     /// Each bound GPU's identity read again through BAR0 is the one probe found, and the chips
@@ -92,13 +92,13 @@ mod device_id {
     fn identity_matches_model() -> Result {
         let mut expected = expected_chipsets();
         let mut seen = 0;
-        let n = devices::for_each(|gpu: &NovaMm<'_>| {
-            let boot0 = gpu.mm.bar.read(regs::NV_PMC_BOOT_0).into_raw();
-            let boot42 = gpu.mm.bar.read(regs::NV_PMC_BOOT_42).into_raw();
+        let n = devices::for_each(|gpu: &TestedGpu<'_>| {
+            let boot0 = gpu.mm().bar().read(regs::NV_PMC_BOOT_0).into_raw();
+            let boot42 = gpu.mm().bar().read(regs::NV_PMC_BOOT_42).into_raw();
             let spec = Spec::identify(boot0, boot42).map_err(Error::from)?;
-            ensure_eq!(spec, gpu.spec);
+            ensure_eq!(spec, *gpu.spec());
             // The PCI vendor must be NVIDIA's.
-            ensure_eq!(u32::from(gpu.pdev.vendor_id().as_raw()), 0x10de);
+            ensure_eq!(u32::from(gpu.pdev().vendor_id().as_raw()), 0x10de);
             let code = spec.chipset as u32;
             match expected.iter().position(|&c| c == code) {
                 Some(i) => {
@@ -136,12 +136,13 @@ pub(crate) fn scattered(
         Placement, //
     };
     const K64: u64 = 64 * 1024;
-    let lo = mm.vram.range().start + offset;
+    let lo = mm.vram().range().start + offset;
     let win = Placement::Within(lo..lo + (1 << 20));
     let mut frag = KVec::new();
     for _ in 0..16 {
         frag.push(
-            mm.vram.alloc(&AllocRequest::new(K64).placed(win.clone()))?,
+            mm.vram()
+                .alloc(&AllocRequest::new(K64).placed(win.clone()))?,
             GFP_KERNEL,
         )?;
     }
@@ -149,7 +150,7 @@ pub(crate) fn scattered(
         let _ = frag.remove(i);
     }
     let mem = kernel::sync::Arc::new(
-        mm.vram.alloc(&AllocRequest::new(8 * K64).placed(win))?,
+        mm.vram().alloc(&AllocRequest::new(8 * K64).placed(win))?,
         GFP_KERNEL,
     )?;
     ensure_eq!(mem.ranges().count(), 8);
@@ -180,11 +181,11 @@ pub(crate) fn odd_alloc(
     const SZ_2M: u64 = 2 << 20;
     let span = (offset + size).next_multiple_of(SZ_2M);
     let probe = mm
-        .vram
+        .vram()
         .alloc(&AllocRequest::new(span).contiguous().aligned(SZ_2M))?;
     let at = probe.start() + offset;
     drop(probe);
-    let mem = mm.vram.alloc(
+    let mem = mm.vram().alloc(
         &AllocRequest::new(size)
             .contiguous()
             .placed(Placement::Within(at..at + size)),
@@ -229,8 +230,6 @@ pub(crate) fn oracle_pages(
 mod device_mm {
     use super::*;
     use crate::{
-        devices,
-        driver::NovaMm,
         mm::{
             tlb::{
                 Scope,
@@ -241,6 +240,8 @@ mod device_mm {
                 Placement, //
             },
         },
+        selftest::devices,
+        selftest::TestedGpu,
     };
     use kernel::{
         sync::atomic::Relaxed,
@@ -255,7 +256,7 @@ mod device_mm {
 
     /// Runs `f` on every bound GPU; marks the test skipped when there is none, or in read-only
     /// mode.
-    fn on_each_gpu(f: impl FnMut(&NovaMm<'_>) -> Result) -> Result {
+    fn on_each_gpu(f: impl FnMut(&TestedGpu<'_>) -> Result) -> Result {
         if skip_if_readonly() {
             return Ok(());
         }
@@ -270,13 +271,13 @@ mod device_mm {
     #[test]
     fn usable_vram_matches_model() -> Result {
         let n = devices::for_each(|gpu| {
-            if let Some(size) = expected_vram(gpu.spec.chipset as u32) {
-                ensure_eq!(gpu.layout.fb.end, size);
+            if let Some(size) = expected_vram(gpu.spec().chipset as u32) {
+                ensure_eq!(gpu.layout().fb.end, size);
             }
-            let usable = gpu.mm.vram.range();
-            ensure!(usable.end <= gpu.layout.fb.end);
-            ensure_eq!(gpu.mm.vram.stats().total, usable.end - usable.start);
-            for r in gpu.layout.reserved() {
+            let usable = gpu.mm().vram().range();
+            ensure!(usable.end <= gpu.layout().fb.end);
+            ensure_eq!(gpu.mm().vram().stats().total, usable.end - usable.start);
+            for r in gpu.layout().reserved() {
                 ensure!(r.range.start >= usable.end || r.range.end <= usable.start);
             }
             Ok(())
@@ -292,16 +293,16 @@ mod device_mm {
     #[test]
     fn pramin_patterns() -> Result {
         on_each_gpu(|gpu| {
-            let bar = &gpu.mm.bar;
+            let bar = gpu.mm().bar();
             // 2 MiB, 1 MiB aligned: spans two window positions.
             let buf = gpu
-                .mm
-                .vram
+                .mm()
+                .vram()
                 .alloc(&AllocRequest::new(2 * MIB).contiguous().aligned(MIB))?;
             let base = buf.start();
-            let moves0 = gpu.mm.pramin.stats.window_moves.load(Relaxed);
+            let moves0 = gpu.mm().pramin().stats.window_moves.load(Relaxed);
             {
-                let mut w = gpu.mm.pramin.access(bar);
+                let mut w = gpu.mm().pramin().access(bar);
                 // Across the 1 MiB boundary, in 32 and 64 bits.
                 for i in 0..64u64 {
                     let a = base + MIB - 256 + i * 8;
@@ -323,19 +324,19 @@ mod device_mm {
                     ensure_eq!(w.read32(a)?, 0xa5a5_0000 | i as u32);
                 }
             }
-            let moves = gpu.mm.pramin.stats.window_moves.load(Relaxed) - moves0;
+            let moves = gpu.mm().pramin().stats.window_moves.load(Relaxed) - moves0;
             // Writes across the boundary: at most two positions; then back down and up again.
             ensure!(moves <= 6);
             drop(buf);
 
             // The last word of usable VRAM.
             let top = gpu
-                .mm
-                .vram
+                .mm()
+                .vram()
                 .alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
-            let end = gpu.mm.vram.range().end;
+            let end = gpu.mm().vram().range().end;
             ensure_eq!(top.start() + 64 * 1024, end);
-            let mut w = gpu.mm.pramin.access(bar);
+            let mut w = gpu.mm().pramin().access(bar);
             w.write32(end - 4, 0xdead_beef)?;
             w.write64(end - 16, 0x1122_3344_5566_7788)?;
             ensure_eq!(w.read32(end - 4)?, 0xdead_beef);
@@ -350,16 +351,16 @@ mod device_mm {
     fn pramin_batched_writes() -> Result {
         on_each_gpu(|gpu| {
             let buf = gpu
-                .mm
-                .vram
+                .mm()
+                .vram()
                 .alloc(&AllocRequest::new(2 * MIB).contiguous().aligned(MIB))?;
             let base = buf.start();
             // 1 MiB + 64 KiB of zeros from a 64 KiB boundary: exactly two window positions.
             let start = base + 64 * 1024;
             let count = (MIB + 64 * 1024) / 8;
-            let s = &gpu.mm.pramin.stats;
+            let s = &gpu.mm().pramin().stats;
             let w0 = s.writes.load(Relaxed);
-            let mut w = gpu.mm.pramin.access(&gpu.mm.bar);
+            let mut w = gpu.mm().pramin().access(gpu.mm().bar());
             // Park the window away from the run first.
             w.read32(base + 2 * MIB - 4)?;
             let m1 = s.window_moves.load(Relaxed);
@@ -374,7 +375,7 @@ mod device_mm {
             ensure_eq!(w.read64(start)?, 0);
             ensure_eq!(w.read64(start + count * 8 - 8)?, 0);
             // A run that ends past the usable VRAM is refused whole.
-            let end = gpu.mm.vram.range().end;
+            let end = gpu.mm().vram().range().end;
             let before = s.writes.load(Relaxed);
             ensure_eq!(w.fill64(end - 64, 16, 0), Err(ERANGE));
             ensure_eq!(w.write64_slice(end - 8, &pattern), Err(ERANGE));
@@ -391,14 +392,14 @@ mod device_mm {
     fn pramin_marks_for_the_harness() -> Result {
         on_each_gpu(|gpu| {
             // Low in usable VRAM, where no other test allocates (they take the highest blocks).
-            let lo = gpu.mm.vram.range().start;
-            let buf = gpu.mm.vram.alloc(
+            let lo = gpu.mm().vram().range().start;
+            let buf = gpu.mm().vram().alloc(
                 &AllocRequest::new(4 * MIB)
                     .contiguous()
                     .placed(Placement::Within(lo..lo + 64 * MIB)),
             )?;
             let base = buf.start();
-            let mut w = gpu.mm.pramin.access(&gpu.mm.bar);
+            let mut w = gpu.mm().pramin().access(gpu.mm().bar());
             for off in [8, MIB + 0x1_2340, 3 * MIB + 0xf_fff8] {
                 let addr = base + off;
                 let val = 0x4e4f_5641_0000_0000 | (addr >> 3);
@@ -406,7 +407,7 @@ mod device_mm {
                 ensure_eq!(w.read64(addr)?, val);
                 pr_info!(
                     "NOVA-MARK {:#x} {:#x} {:#x}\n",
-                    gpu.spec.chipset as u32,
+                    gpu.spec().chipset as u32,
                     addr,
                     val
                 );
@@ -414,10 +415,7 @@ mod device_mm {
             // The window is let go first: the kept list's lock never nests inside it.
             drop(w);
             // Kept until the GPU goes away, so nothing else overwrites the marks.
-            gpu.mm
-                .kept
-                .lock()
-                .push(crate::mm::Kept::Memory(buf), GFP_KERNEL)?;
+            gpu.keep(crate::selftest::Kept::Memory(buf))?;
             Ok(())
         })
     }
@@ -426,13 +424,13 @@ mod device_mm {
     /// reads as the model's poison) or came from memory the driver knew to be zero.
     #[test]
     fn zeroed_allocations() -> Result {
-        if crate::tests::skip_if_quick() {
+        if crate::selftest::tests::skip_if_quick() {
             return Ok(());
         }
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let check = |a: &crate::mm::vram::VramAllocation| -> Result {
-                let mut w = mm.pramin.access(&mm.bar);
+                let mut w = mm.pramin().access(mm.bar());
                 for r in a.ranges() {
                     for off in [0, 8, (r.end - r.start) / 2, r.end - r.start - 8] {
                         ensure_eq!(w.read64(r.start + off)?, 0);
@@ -441,13 +439,10 @@ mod device_mm {
                 Ok(())
             };
             // More than anything known zero: allocated, then zeroed through PRAMIN.
-            let z0 = mm.zero_fill_writes.load(Relaxed);
+            let z0 = mm.zero_fill_writes();
             let a = mm.alloc_zeroed(&AllocRequest::new(4 * MIB + 64 * 1024))?;
             ensure!(!a.is_zeroed());
-            ensure_eq!(
-                mm.zero_fill_writes.load(Relaxed) - z0,
-                (4 * MIB + 64 * 1024) / 8
-            );
+            ensure_eq!(mm.zero_fill_writes() - z0, (4 * MIB + 64 * 1024) / 8);
             check(&a)?;
             // Freed as known zero (it is: nothing wrote it since), then served again unzeroed.
             let ranges = {
@@ -458,10 +453,10 @@ mod device_mm {
                 v
             };
             a.free_cleared(&ranges);
-            let z1 = mm.zero_fill_writes.load(Relaxed);
+            let z1 = mm.zero_fill_writes();
             let b = mm.alloc_zeroed(&AllocRequest::new(MIB).contiguous())?;
             ensure!(b.is_zeroed());
-            ensure_eq!(mm.zero_fill_writes.load(Relaxed), z1);
+            ensure_eq!(mm.zero_fill_writes(), z1);
             check(&b)?;
             Ok(())
         })
@@ -471,17 +466,17 @@ mod device_mm {
     #[test]
     fn pramin_refuses_reserved() -> Result {
         on_each_gpu(|gpu| {
-            let end = gpu.mm.vram.range().end;
-            let s = &gpu.mm.pramin.stats;
+            let end = gpu.mm().vram().range().end;
+            let s = &gpu.mm().pramin().stats;
             let before = (
                 s.reads.load(Relaxed),
                 s.writes.load(Relaxed),
                 s.window_moves.load(Relaxed),
             );
-            let mut w = gpu.mm.pramin.access(&gpu.mm.bar);
+            let mut w = gpu.mm().pramin().access(gpu.mm().bar());
             ensure_eq!(w.write32(end, 1), Err(ERANGE));
-            ensure_eq!(w.read32(gpu.layout.fb.end - 4), Err(ERANGE));
-            ensure_eq!(w.read64(gpu.layout.fb.end), Err(ERANGE));
+            ensure_eq!(w.read32(gpu.layout().fb.end - 4), Err(ERANGE));
+            ensure_eq!(w.read64(gpu.layout().fb.end), Err(ERANGE));
             ensure_eq!(w.write32(2, 1), Err(EINVAL));
             drop(w);
             let after = (
@@ -498,20 +493,20 @@ mod device_mm {
     #[test]
     fn tlb_invalidate() -> Result {
         on_each_gpu(|gpu| {
-            let pd = gpu.mm.vram.alloc(&AllocRequest::new(4096))?;
+            let pd = gpu.mm().vram().alloc(&AllocRequest::new(4096))?;
             // After one timed out (e.g. binding BAR1 at probe), the next ones are refused at once.
-            let earlier = gpu.mm.tlb.stats.timeouts.load(Relaxed) > 0;
-            let n0 = gpu.mm.tlb.stats.invalidates.load(Relaxed);
+            let earlier = gpu.mm().tlb().stats.timeouts.load(Relaxed) > 0;
+            let n0 = gpu.mm().tlb().stats.invalidates.load(Relaxed);
             let t0 = Instant::<Monotonic>::now();
             let res = gpu
-                .mm
-                .tlb
-                .invalidate(&gpu.mm.bar, pd.start(), Scope::PdbHubOnly);
+                .mm()
+                .tlb()
+                .invalidate(gpu.mm().bar(), pd.start(), Scope::PdbHubOnly);
             let took = t0.elapsed();
             if crate::module_parameters::expect_tlb_hang.value() && earlier {
                 ensure_eq!(res, Err(ETIMEDOUT));
                 ensure!(took.as_micros_ceil() < INVALIDATE_TIMEOUT.as_micros_ceil());
-                ensure_eq!(gpu.mm.tlb.stats.invalidates.load(Relaxed), n0);
+                ensure_eq!(gpu.mm().tlb().stats.invalidates.load(Relaxed), n0);
                 return Ok(());
             }
             if crate::module_parameters::expect_tlb_hang.value() {
@@ -522,28 +517,32 @@ mod device_mm {
                         < INVALIDATE_TIMEOUT.as_micros_ceil()
                             + Delta::from_millis(1000).as_micros_ceil()
                 );
-                ensure!(gpu.mm.tlb.stats.timeouts.load(Relaxed) >= 1);
+                ensure!(gpu.mm().tlb().stats.timeouts.load(Relaxed) >= 1);
             } else {
                 ensure_eq!(res, Ok(()));
                 ensure_eq!(
-                    gpu.mm.tlb.invalidate(&gpu.mm.bar, pd.start(), Scope::All),
+                    gpu.mm()
+                        .tlb()
+                        .invalidate(gpu.mm().bar(), pd.start(), Scope::All),
                     Ok(())
                 );
                 ensure_eq!(
-                    gpu.mm.tlb.invalidate(&gpu.mm.bar, pd.start(), Scope::Pdb),
+                    gpu.mm()
+                        .tlb()
+                        .invalidate(gpu.mm().bar(), pd.start(), Scope::Pdb),
                     Ok(())
                 );
             }
-            ensure!(gpu.mm.tlb.stats.invalidates.load(Relaxed) > n0);
+            ensure!(gpu.mm().tlb().stats.invalidates.load(Relaxed) > n0);
             // A misaligned page directory is refused without touching the hardware.
-            let n1 = gpu.mm.tlb.stats.invalidates.load(Relaxed);
+            let n1 = gpu.mm().tlb().stats.invalidates.load(Relaxed);
             ensure_eq!(
-                gpu.mm
-                    .tlb
-                    .invalidate(&gpu.mm.bar, pd.start() + 8, Scope::Pdb),
+                gpu.mm()
+                    .tlb()
+                    .invalidate(gpu.mm().bar(), pd.start() + 8, Scope::Pdb),
                 Err(EINVAL)
             );
-            ensure_eq!(gpu.mm.tlb.stats.invalidates.load(Relaxed), n1);
+            ensure_eq!(gpu.mm().tlb().stats.invalidates.load(Relaxed), n1);
             Ok(())
         })
     }
@@ -577,7 +576,7 @@ mod device_mm {
         const N: usize = 64;
         /// Fills the region with a pattern through PRAMIN.
         fn set(mm: &crate::mm::GpuMm<'_>, lo: u64, pat: &[u8; N]) -> Result {
-            let mut w = mm.pramin.access(&mm.bar);
+            let mut w = mm.pramin().access(mm.bar());
             for (a, q) in (lo..).step_by(8).zip(pat.chunks_exact(8)) {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(q);
@@ -588,20 +587,20 @@ mod device_mm {
         /// Reads the region back through PRAMIN.
         fn get(mm: &crate::mm::GpuMm<'_>, lo: u64) -> Result<[u8; N]> {
             let mut out = [0u8; N];
-            let mut w = mm.pramin.access(&mm.bar);
+            let mut w = mm.pramin().access(mm.bar());
             for (a, q) in (lo..).step_by(8).zip(out.chunks_exact_mut(8)) {
                 q.copy_from_slice(&w.read64(a)?.to_le_bytes());
             }
             Ok(out)
         }
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let top = mm
-                .vram
+                .vram()
                 .alloc(&AllocRequest::new(64 * 1024).placed(Placement::TopDown))?;
-            let end = mm.vram.range().end;
+            let end = mm.vram().range().end;
             ensure_eq!(top.start() + 64 * 1024, end);
-            ensure!(mm.pramin.allowed().iter().any(|r| r.end == end));
+            ensure!(mm.pramin().allowed().iter().any(|r| r.end == end));
             // CAST: `N` is 64.
             let lo = end - N as u64;
             let mut pat = [0u8; N];
@@ -650,8 +649,8 @@ mod device_mm {
                     cases.push((op, addr), GFP_KERNEL)?;
                 }
             }
-            let s = &mm.pramin.stats;
-            let io = mm.bar.stats();
+            let s = &mm.pramin().stats;
+            let io = mm.bar().stats();
             let (mut admitted, mut refused) = (0, 0);
             for &(op, addr) in cases.iter() {
                 let (len, align) = match op {
@@ -671,7 +670,7 @@ mod device_mm {
                 };
                 set(mm, lo, &pat)?;
                 let mut expect = pat;
-                let mut w = mm.pramin.access(&mm.bar);
+                let mut w = mm.pramin().access(mm.bar());
                 let c0 = (
                     s.reads.load(Relaxed),
                     s.writes.load(Relaxed),
@@ -780,8 +779,6 @@ mod device_mm {
 mod device_vmm {
     use super::*;
     use crate::{
-        devices,
-        driver::NovaMm,
         mm::{
             pagetable::{
                 Access,
@@ -798,9 +795,11 @@ mod device_vmm {
                 Vmm, //
             },
             vram::AllocRequest,
-            GpuMm,
-            Kept, //
+            GpuMm, //
         },
+        selftest::devices,
+        selftest::Kept,
+        selftest::TestedGpu,
     };
     use kernel::sync::{
         atomic::Relaxed,
@@ -810,7 +809,7 @@ mod device_vmm {
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
 
-    fn on_each_gpu(f: impl FnMut(&NovaMm<'_>) -> Result) -> Result {
+    fn on_each_gpu(f: impl FnMut(&TestedGpu<'_>) -> Result) -> Result {
         if skip_if_readonly() {
             return Ok(());
         }
@@ -836,16 +835,16 @@ mod device_vmm {
             return Ok(());
         }
         let n = devices::for_each(|gpu| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let vmm = mm.new_vmm("kunit-hang", 0..1 << 40)?;
-            let mem = Arc::new(mm.vram.alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
+            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
             let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
-            let t0 = mm.tlb.stats.timeouts.load(Relaxed);
+            let t0 = mm.tlb().stats.timeouts.load(Relaxed);
             ensure_eq!(
                 res.map(0, &mem, 0, SZ_4K, Access::ReadWrite).err(),
                 Some(ETIMEDOUT)
             );
-            ensure!(mm.tlb.stats.timeouts.load(Relaxed) > t0);
+            ensure!(mm.tlb().stats.timeouts.load(Relaxed) > t0);
             ensure_eq!(vmm.tables(), 1);
             ensure_eq!(vmm.lookup(res.range().start).0, Entry::Invalid);
             Ok(())
@@ -870,13 +869,13 @@ mod device_vmm {
 
     fn counts(mm: &GpuMm<'_>) -> Counts {
         Counts {
-            mmio_reads: mm.bar.stats().reads.load(Relaxed),
-            mmio_writes: mm.bar.stats().writes.load(Relaxed),
-            pramin_reads: mm.pramin.stats.reads.load(Relaxed),
-            pramin_writes: mm.pramin.stats.writes.load(Relaxed),
-            invalidates: mm.tlb.stats.invalidates.load(Relaxed),
-            polls: mm.tlb.stats.reads.load(Relaxed),
-            flushes: mm.pramin.stats.flushes.load(Relaxed),
+            mmio_reads: mm.bar().stats().reads.load(Relaxed),
+            mmio_writes: mm.bar().stats().writes.load(Relaxed),
+            pramin_reads: mm.pramin().stats.reads.load(Relaxed),
+            pramin_writes: mm.pramin().stats.writes.load(Relaxed),
+            invalidates: mm.tlb().stats.invalidates.load(Relaxed),
+            polls: mm.tlb().stats.reads.load(Relaxed),
+            flushes: mm.pramin().stats.flushes.load(Relaxed),
         }
     }
 
@@ -895,7 +894,7 @@ mod device_vmm {
     /// the page tables in the model's VRAM after power-off: `NOVA-MAP <chipset> <pdb> <va> <pa>
     /// <len> <page> <rw|ro|sparse|fault>`.
     fn announce(
-        gpu: &NovaMm<'_>,
+        gpu: &TestedGpu<'_>,
         vmm: &Vmm<'_>,
         va: u64,
         pa: u64,
@@ -905,7 +904,7 @@ mod device_vmm {
     ) {
         pr_info!(
             "NOVA-MAP {:#x} {:#x} {:#x} {:#x} {:#x} {:#x} {}\n",
-            gpu.spec.chipset as u32,
+            gpu.spec().chipset as u32,
             vmm.pdb(),
             va,
             pa,
@@ -915,7 +914,7 @@ mod device_vmm {
         );
     }
 
-    fn announce_mapping(gpu: &NovaMm<'_>, vmm: &Vmm<'_>, m: &Mapping<'_>) {
+    fn announce_mapping(gpu: &TestedGpu<'_>, vmm: &Vmm<'_>, m: &Mapping<'_>) {
         let what = if m.access() == Access::ReadOnly {
             "ro"
         } else {
@@ -950,19 +949,18 @@ mod device_vmm {
     /// Leaves `maps`, then `reservations`, then `vmm` in place until the GPU goes away (for the
     /// model's walker, which reads the tables after power-off).
     fn keep_until_removal<'a>(
-        mm: &GpuMm<'a>,
+        gpu: &TestedGpu<'a>,
         maps: impl IntoIterator<Item = Mapping<'a>>,
         reservations: impl IntoIterator<Item = Reservation<'a>>,
         vmm: Arc<Vmm<'a>>,
     ) -> Result {
-        let mut kept = mm.kept.lock();
         for m in maps {
-            kept.push(Kept::Mapping(m), GFP_KERNEL)?;
+            gpu.keep(Kept::Mapping(m))?;
         }
         for r in reservations {
-            kept.push(Kept::Reservation(r), GFP_KERNEL)?;
+            gpu.keep(Kept::Reservation(r))?;
         }
-        kept.push(Kept::Space(vmm), GFP_KERNEL)?;
+        gpu.keep(Kept::Space(vmm))?;
         Ok(())
     }
 
@@ -972,21 +970,21 @@ mod device_vmm {
     #[test]
     fn vmm_minimum_cost() -> Result {
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let levels = if mm.format_version() == 3 { 4 } else { 3 };
             let vmm = mm.new_vmm("kunit-minimum", 0..1 << 40)?;
             let mem = Arc::new(
-                mm.vram
+                mm.vram()
                     .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
                 GFP_KERNEL,
             )?;
             let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
             for round in 0..2 {
-                let z0 = mm.pool.stats.zero_hits.load(Relaxed);
+                let z0 = mm.pool().stats.zero_hits.load(Relaxed);
                 let c0 = counts(mm);
                 let m = res.map(0, &mem, 0, SZ_2M, Access::ReadWrite)?;
                 let c1 = one_op(mm, c0)?;
-                let zero = mm.pool.stats.zero_hits.load(Relaxed) - z0;
+                let zero = mm.pool().stats.zero_hits.load(Relaxed) - z0;
                 // New tables below the root: one entry each if known zero, else 512 writes.
                 let expect = 1 + zero + (levels - zero) * 512;
                 ensure_eq!(c1.pramin_writes - c0.pramin_writes, expect);
@@ -1013,12 +1011,12 @@ mod device_vmm {
     #[test]
     fn vmm_checked_by_the_model() -> Result {
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let huge = mm.has_512m_pages();
             let vmm = mm.new_vmm("kunit-checked", 0..1 << 40)?;
             let big = if huge { SZ_512M } else { 8 * MIB };
             let mem = Arc::new(
-                mm.vram
+                mm.vram()
                     .alloc(&AllocRequest::new(big).contiguous().aligned(big))?,
                 GFP_KERNEL,
             )?;
@@ -1103,7 +1101,7 @@ mod device_vmm {
             }
             announce(gpu, &vmm, s.end - 3 * SZ_4K, 0, 3 * SZ_4K, SZ_4K, "sparse");
 
-            keep_until_removal(mm, keep, [sparse, res], vmm)
+            keep_until_removal(gpu, keep, [sparse, res], vmm)
         })
     }
 
@@ -1115,7 +1113,7 @@ mod device_vmm {
     #[test]
     fn vmm_physical_alignment() -> Result {
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let huge = mm.has_512m_pages();
             let vmm = mm.new_vmm("kunit-align", 0..1 << 40)?;
             let res = vmm.reserve(40 * SZ_512M, SZ_512M, None, false)?;
@@ -1124,7 +1122,7 @@ mod device_vmm {
             // One 4 MiB block, mapped from an offset inside it (the buddy blocks of a range
             // allocation are each aligned to their size; an offset into one block is not).
             let block = Arc::new(
-                mm.vram
+                mm.vram()
                     .alloc(&AllocRequest::new(2 * SZ_2M).contiguous().aligned(2 * SZ_2M))?,
                 GFP_KERNEL,
             )?;
@@ -1163,7 +1161,7 @@ mod device_vmm {
                     }
                 }
             }
-            keep_until_removal(mm, keep, [res], vmm)
+            keep_until_removal(gpu, keep, [res], vmm)
         })
     }
 
@@ -1171,7 +1169,7 @@ mod device_vmm {
     /// the model's memory, not the driver's bookkeeping).
     fn zero_slots_read_zero(mm: &GpuMm<'_>, pool: &PtPool) -> Result<u64> {
         let slots = pool.zero_slots()?;
-        let mut w = mm.pramin.access(&mm.bar);
+        let mut w = mm.pramin().access(mm.bar());
         for &slot in slots.iter() {
             for q in 0..512 {
                 let v = w.read64(slot + 8 * q)?;
@@ -1202,10 +1200,10 @@ mod device_vmm {
             return Ok(());
         }
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
-            let pool = PtPool::new(mm.vram.clone())?;
+            let mm = gpu.mm();
+            let pool = PtPool::new(mm.vram().clone())?;
             let data = Arc::new(
-                mm.vram
+                mm.vram()
                     .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(SZ_2M))?,
                 GFP_KERNEL,
             )?;
@@ -1267,7 +1265,7 @@ mod device_vmm {
             ensure!(pool.stats.chunks_freed.load(Relaxed) >= 1);
             ensure!(checked > 0);
             dev_info!(
-                gpu.pdev,
+                gpu.pdev(),
                 "pool churn: {} chunks at most, {} taken, {} given back, {} known-zero slots read back zero\n",
                 chunks_max,
                 pool.stats.chunks_allocated.load(Relaxed),
@@ -1291,8 +1289,8 @@ mod device_vmm {
             return Ok(());
         }
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
-            let usable = mm.vram.range();
+            let mm = gpu.mm();
+            let usable = mm.vram().range();
             let floor = usable.end.saturating_sub(n << 30).max(usable.start);
             let min = if usable.end >= 96 * GIB {
                 64 * GIB
@@ -1314,7 +1312,7 @@ mod device_vmm {
             };
             let vmm = mm.new_vmm("kunit-high", 0..1 << 40)?;
             high("root", vmm.pdb())?;
-            let mem = Arc::new(mm.vram.alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
+            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
             let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
             let m = res.map(0, &mem, 0, SZ_4K, Access::ReadWrite)?;
             let (e, _) = vmm.lookup(m.va());
@@ -1325,18 +1323,18 @@ mod device_vmm {
                     read_only: false
                 }
             );
-            if let Some(bar) = mm.bar1.as_ref() {
+            if let Some(bar) = mm.bar1() {
                 high("BAR1 instance block", bar.instance_block())?;
                 high("BAR1 root", bar.vmm().pdb())?;
             }
             dev_info!(
-                gpu.pdev,
+                gpu.pdev(),
                 "page tables high: root {:#x}, BAR1 instance block {:#x}\n",
                 vmm.pdb(),
-                mm.bar1.as_ref().map_or(0, |b| b.instance_block())
+                mm.bar1().map_or(0, |b| b.instance_block())
             );
             announce_mapping(gpu, &vmm, &m);
-            keep_until_removal(mm, [m], [res], vmm)
+            keep_until_removal(gpu, [m], [res], vmm)
         })
     }
 
@@ -1350,15 +1348,15 @@ mod device_vmm {
     #[test]
     fn vmm_remap_and_reuse() -> Result {
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let vmm = mm.new_vmm("kunit-remap", 0..1 << 40)?;
             let a = Arc::new(
-                mm.vram
+                mm.vram()
                     .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
                 GFP_KERNEL,
             )?;
             let b = Arc::new(
-                mm.vram
+                mm.vram()
                     .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
                 GFP_KERNEL,
             )?;
@@ -1373,14 +1371,14 @@ mod device_vmm {
                 drop(m);
             }
             // Tables freed by an unmap, taken again by the next map.
-            let z0 = mm.pool.stats.zero_hits.load(Relaxed);
+            let z0 = mm.pool().stats.zero_hits.load(Relaxed);
             let f0 = vmm.stats.tables_freed.load(Relaxed);
             for i in 1..6u64 {
                 let m = res.map(i * SZ_512M + SZ_64K, &a, 0, SZ_4K, Access::ReadWrite)?;
                 drop(m);
             }
             ensure!(vmm.stats.tables_freed.load(Relaxed) - f0 >= 10);
-            ensure!(mm.pool.stats.zero_hits.load(Relaxed) - z0 >= 8);
+            ensure!(mm.pool().stats.zero_hits.load(Relaxed) - z0 >= 8);
             // Nothing is kept: a space left to the next load of a load/unload cycle would be
             // the model's still, and the next load's same tables its reuse.
             let m = res.map(7 * SZ_512M, &b, SZ_64K, SZ_64K, Access::ReadWrite)?;
@@ -1395,9 +1393,9 @@ mod device_vmm {
     #[test]
     fn vmm_refuses_bad_input() -> Result {
         on_each_gpu(|gpu| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let vmm = mm.new_vmm("kunit-bad", 0..1 << 32)?;
-            let mem = Arc::new(mm.vram.alloc(&AllocRequest::new(SZ_64K))?, GFP_KERNEL)?;
+            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(SZ_64K))?, GFP_KERNEL)?;
             let res: Reservation<'_> = vmm.reserve(MIB, MIB, None, false)?;
             let c0 = counts(mm);
             ensure_eq!(
@@ -1442,8 +1440,6 @@ mod device_vmm {
 mod device_bar {
     use super::*;
     use crate::{
-        devices,
-        driver::NovaMm,
         mm::{
             bar::{
                 BarMapping,
@@ -1462,6 +1458,8 @@ mod device_bar {
             },
             GpuMm,
         },
+        selftest::devices,
+        selftest::TestedGpu,
     };
     use kernel::sync::{
         atomic::Relaxed,
@@ -1472,7 +1470,7 @@ mod device_bar {
 
     /// Runs `f` on every GPU with BAR1 bound; checks that BAR1 is bound unless firmware owns
     /// the GPU.
-    fn on_each_bar(mut f: impl FnMut(&NovaMm<'_>, &BarUser<'_>) -> Result) -> Result {
+    fn on_each_bar(mut f: impl FnMut(&TestedGpu<'_>, &BarUser<'_>) -> Result) -> Result {
         if skip_if_readonly() {
             return Ok(());
         }
@@ -1481,21 +1479,23 @@ mod device_bar {
             return Ok(());
         }
         let mut bars = 0;
-        let n = devices::for_each(|gpu| match (&gpu.mm.bar1, gpu.layout.wpr2.is_some()) {
-            (Some(_), true) => {
-                kernel::kunit::err(fmt!("BAR1 bound although WPR2 is set\n"));
-                Err(EINVAL)
-            }
-            (None, false) => {
-                kernel::kunit::err(fmt!("BAR1 not bound\n"));
-                Err(EINVAL)
-            }
-            (None, true) => Ok(()),
-            (Some(b), false) => {
-                bars += 1;
-                f(gpu, b)
-            }
-        })?;
+        let n = devices::for_each(
+            |gpu| match (&gpu.mm().bar1(), gpu.layout().wpr2.is_some()) {
+                (Some(_), true) => {
+                    kernel::kunit::err(fmt!("BAR1 bound although WPR2 is set\n"));
+                    Err(EINVAL)
+                }
+                (None, false) => {
+                    kernel::kunit::err(fmt!("BAR1 not bound\n"));
+                    Err(EINVAL)
+                }
+                (None, true) => Ok(()),
+                (Some(b), false) => {
+                    bars += 1;
+                    f(gpu, b)
+                }
+            },
+        )?;
         if n == 0 {
             skip(c"no GPU bound");
         } else if bars == 0 {
@@ -1506,7 +1506,7 @@ mod device_bar {
 
     fn contiguous(mm: &GpuMm<'_>, size: u64, align: u64) -> Result<Arc<VramAllocation>> {
         Ok(Arc::new(
-            mm.vram
+            mm.vram()
                 .alloc(&AllocRequest::new(size).contiguous().aligned(align))?,
             GFP_KERNEL,
         )?)
@@ -1516,7 +1516,7 @@ mod device_bar {
     #[test]
     fn bar1_binding() -> Result {
         on_each_bar(|gpu, bar| {
-            let len = gpu.pdev.resource_len(1)?;
+            let len = gpu.pdev().resource_len(1)?;
             ensure_eq!(bar.size(), len);
             ensure_eq!(bar.vmm().range(), 0..len);
             ensure_eq!(bar.instance_block() % SZ_4K, 0);
@@ -1531,7 +1531,7 @@ mod device_bar {
     #[test]
     fn bar1_round_trips() -> Result {
         on_each_bar(|gpu, bar| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let mut pages = KVec::new();
             for p in [SZ_4K, SZ_64K, SZ_2M] {
                 pages.push(p, GFP_KERNEL)?;
@@ -1547,17 +1547,17 @@ mod device_bar {
                 let mem = contiguous(mm, size + page.max(SZ_2M), page.max(SZ_2M))?;
                 let moff = if page < SZ_2M { page } else { 0 };
                 let pa = mem.start() + moff;
-                let inv0 = mm.tlb.stats.invalidates.load(Relaxed);
-                let r0 = mm.bar.stats().reads.load(Relaxed);
-                let p0 = mm.tlb.stats.reads.load(Relaxed);
-                let f0 = mm.pramin.stats.flushes.load(Relaxed);
+                let inv0 = mm.tlb().stats.invalidates.load(Relaxed);
+                let r0 = mm.bar().stats().reads.load(Relaxed);
+                let p0 = mm.tlb().stats.reads.load(Relaxed);
+                let f0 = mm.pramin().stats.flushes.load(Relaxed);
                 let m = bar.map(&mem, moff, size, Access::ReadWrite, None)?;
-                ensure_eq!(mm.tlb.stats.invalidates.load(Relaxed) - inv0, 1);
+                ensure_eq!(mm.tlb().stats.invalidates.load(Relaxed) - inv0, 1);
                 // The reads: the one flush read before the invalidate, and its polls.
-                ensure_eq!(mm.pramin.stats.flushes.load(Relaxed) - f0, 1);
+                ensure_eq!(mm.pramin().stats.flushes.load(Relaxed) - f0, 1);
                 ensure_eq!(
-                    mm.bar.stats().reads.load(Relaxed) - r0,
-                    1 + mm.tlb.stats.reads.load(Relaxed) - p0
+                    mm.bar().stats().reads.load(Relaxed) - r0,
+                    1 + mm.tlb().stats.reads.load(Relaxed) - p0
                 );
                 ensure!(m.mapping().pieces().iter().all(|p| p.page == page));
                 // CPU to VRAM: first and last quadword of each page.
@@ -1568,7 +1568,7 @@ mod device_bar {
                 }
                 m.write8(0, 0x5a)?;
                 m.write8(size - 1, 0xa5)?;
-                let mut w = mm.pramin.access(&mm.bar);
+                let mut w = mm.pramin().access(mm.bar());
                 for i in 0..n {
                     for off in [i * page + 8, i * page + page - 16] {
                         w.write64(pa + off, 0x5052_414d_0000_0000 ^ off)?;
@@ -1613,15 +1613,15 @@ mod device_bar {
                 ensure_eq!(m.write32(size - 2, 0).err(), Some(ERANGE));
                 ensure_eq!(m.read64(u64::MAX - 3).err(), Some(ERANGE));
                 dev_info!(
-                    gpu.pdev,
+                    gpu.pdev(),
                     "BAR1 round trip through {} KiB pages at BAR1 {:#x} = VRAM {:#x}: ok\n",
                     page >> 10,
                     m.offset(),
                     pa
                 );
-                let inv1 = mm.tlb.stats.invalidates.load(Relaxed);
+                let inv1 = mm.tlb().stats.invalidates.load(Relaxed);
                 drop(m);
-                ensure_eq!(mm.tlb.stats.invalidates.load(Relaxed) - inv1, 1);
+                ensure_eq!(mm.tlb().stats.invalidates.load(Relaxed) - inv1, 1);
             }
             Ok(())
         })
@@ -1632,7 +1632,7 @@ mod device_bar {
     #[test]
     fn bar1_scattered() -> Result {
         on_each_bar(|gpu, bar| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let mem = super::scattered(mm, 192 * MIB)?;
             let m = bar.map(&mem, 0, mem.size(), Access::ReadWrite, None)?;
             let mut buf = [0u8; 24];
@@ -1646,7 +1646,7 @@ mod device_bar {
                 // Unaligned copies across the block's end.
                 m.copy_from_slice(off + SZ_64K - 12, &buf[..12])?;
                 m.write32(off, 0xb10c_0000 | i as u32)?;
-                let mut w = mm.pramin.access(&mm.bar);
+                let mut w = mm.pramin().access(mm.bar());
                 ensure_eq!(w.read32(r.start)?, 0xb10c_0000 | i as u32);
                 ensure_eq!(
                     w.read32(r.end - 4)?,
@@ -1671,11 +1671,11 @@ mod device_bar {
     #[test]
     fn bar1_remap() -> Result {
         on_each_bar(|gpu, bar| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let a = contiguous(mm, SZ_64K, SZ_64K)?;
             let b = contiguous(mm, SZ_64K, SZ_64K)?;
             {
-                let mut w = mm.pramin.access(&mm.bar);
+                let mut w = mm.pramin().access(mm.bar());
                 for off in [0, SZ_4K, SZ_64K - 8] {
                     w.write64(a.start() + off, 0xaaaa_0000 | off)?;
                     w.write64(b.start() + off, 0xbbbb_0000 | off)?;
@@ -1717,17 +1717,17 @@ mod device_bar {
             return Ok(());
         }
         on_each_bar(|gpu, bar| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let mem = contiguous(mm, SZ_64K, SZ_64K)?;
-            mm.pramin
-                .access(&mm.bar)
+            mm.pramin()
+                .access(mm.bar())
                 .write64(mem.start(), 0x0123_4567_89ab_cdef)?;
             let m = bar.map(&mem, 0, SZ_64K, Access::ReadOnly, None)?;
             ensure_eq!(m.read64(0)?, 0x0123_4567_89ab_cdef);
             m.write64(0, 0xdead)?;
             ensure_eq!(m.read64(0)?, 0x0123_4567_89ab_cdef);
             ensure_eq!(
-                mm.pramin.access(&mm.bar).read64(mem.start())?,
+                mm.pramin().access(mm.bar()).read64(mem.start())?,
                 0x0123_4567_89ab_cdef
             );
             let at = m.offset();
@@ -1758,7 +1758,7 @@ mod device_bar {
     #[test]
     fn bar1_physical_alignment() -> Result {
         on_each_bar(|gpu, bar| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let huge = mm.has_512m_pages();
             let mut sizes = KVec::new();
             sizes.push(SZ_2M + SZ_64K + SZ_4K, GFP_KERNEL)?;
@@ -1798,7 +1798,7 @@ mod device_bar {
                             }
                         }
                         {
-                            let mut w = mm.pramin.access(&mm.bar);
+                            let mut w = mm.pramin().access(mm.bar());
                             for &(_, pa) in probes.iter() {
                                 w.write64(pa, tag(pa))?;
                             }
@@ -1824,7 +1824,7 @@ mod device_bar {
                 }
             }
             dev_info!(
-                gpu.pdev,
+                gpu.pdev(),
                 "BAR1 physical alignment: {} addresses read back\n",
                 checked
             );
@@ -1841,10 +1841,10 @@ mod device_bar {
     #[test]
     fn bar1_sparse_holes() -> Result {
         on_each_bar(|gpu, bar| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let mem = contiguous(mm, SZ_2M, SZ_2M)?;
             {
-                let mut w = mm.pramin.access(&mm.bar);
+                let mut w = mm.pramin().access(mm.bar());
                 let mut o = 0;
                 while o < SZ_2M {
                     w.write64(mem.start() + o, tag(mem.start() + o))?;
@@ -1910,7 +1910,7 @@ mod device_bar {
     #[test]
     fn bar1_bad_input() -> Result {
         on_each_bar(|gpu, bar| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let tables = bar.vmm().tables();
             let mem = contiguous(mm, SZ_64K, SZ_64K)?;
             ensure_eq!(
@@ -1930,7 +1930,7 @@ mod device_bar {
                 Some(ERANGE)
             );
             let big = Arc::new(
-                mm.vram.alloc(&AllocRequest::new(bar.size() + SZ_64K))?,
+                mm.vram().alloc(&AllocRequest::new(bar.size() + SZ_64K))?,
                 GFP_KERNEL,
             )?;
             ensure_eq!(
@@ -1966,7 +1966,7 @@ mod device_bar {
         const N: usize = 64;
         /// Fills `N` bytes of VRAM at `lo` with `pat` through PRAMIN.
         fn set(mm: &GpuMm<'_>, lo: u64, pat: &[u8; N]) -> Result {
-            let mut w = mm.pramin.access(&mm.bar);
+            let mut w = mm.pramin().access(mm.bar());
             for (a, q) in (lo..).step_by(8).zip(pat.chunks_exact(8)) {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(q);
@@ -1977,7 +1977,7 @@ mod device_bar {
         /// Reads `N` bytes of VRAM at `lo` through PRAMIN.
         fn get(mm: &GpuMm<'_>, lo: u64) -> Result<[u8; N]> {
             let mut out = [0u8; N];
-            let mut w = mm.pramin.access(&mm.bar);
+            let mut w = mm.pramin().access(mm.bar());
             for (a, q) in (lo..).step_by(8).zip(out.chunks_exact_mut(8)) {
                 q.copy_from_slice(&w.read64(a)?.to_le_bytes());
             }
@@ -2016,7 +2016,7 @@ mod device_bar {
             n
         }
         on_each_bar(|gpu, bar| {
-            let mm = &gpu.mm;
+            let mm = gpu.mm();
             let st = bar.info().stats;
             let counts = || (st.reads.load(Relaxed), st.writes.load(Relaxed));
             let mem = contiguous(mm, 2 * S, 2 * S)?;

@@ -93,8 +93,6 @@ impl Drop for CBuddy {
 mod tests {
     use super::*;
     use crate::{
-        devices,
-        driver::NovaMm,
         mm::{
             pagetable::{
                 Access,
@@ -108,7 +106,9 @@ mod tests {
             vram::AllocRequest,
             GpuMm,
         },
-        tests::skip,
+        selftest::devices,
+        selftest::tests::skip,
+        selftest::TestedGpu,
     };
     use kernel::sync::{
         atomic::Relaxed,
@@ -133,19 +133,19 @@ mod tests {
 
     fn snap(mm: &GpuMm<'_>, pool: &PtPool) -> Snap {
         Snap {
-            bar0_reads: mm.bar.stats().reads.load(Relaxed),
-            bar0_writes: mm.bar.stats().writes.load(Relaxed),
-            pramin_reads: mm.pramin.stats.reads.load(Relaxed),
-            pramin_writes: mm.pramin.stats.writes.load(Relaxed),
-            window_moves: mm.pramin.stats.window_moves.load(Relaxed),
-            invalidates: mm.tlb.stats.invalidates.load(Relaxed),
+            bar0_reads: mm.bar().stats().reads.load(Relaxed),
+            bar0_writes: mm.bar().stats().writes.load(Relaxed),
+            pramin_reads: mm.pramin().stats.reads.load(Relaxed),
+            pramin_writes: mm.pramin().stats.writes.load(Relaxed),
+            window_moves: mm.pramin().stats.window_moves.load(Relaxed),
+            invalidates: mm.tlb().stats.invalidates.load(Relaxed),
             zero_hits: pool.stats.zero_hits.load(Relaxed),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn report(
-        gpu: &NovaMm<'_>,
+        gpu: &TestedGpu<'_>,
         op: &str,
         name: &str,
         va: u64,
@@ -159,14 +159,14 @@ mod tests {
             "NOVA-BENCH chip={} bench={}{} va={:#x} size={:#x} page={:#x} ops={} mmu=v{} \
              inv_from={} inv_to={} bar0_reads={} bar0_writes={} pramin_reads={} \
              pramin_writes={} window_moves={} invalidates={} zero_hits={}\n",
-            gpu.spec.chipset.name(),
+            gpu.spec().chipset.name(),
             op,
             name,
             va,
             size,
             page,
             ops,
-            gpu.mm.format_version(),
+            gpu.mm().format_version(),
             a.invalidates,
             b.invalidates,
             b.bar0_reads - a.bar0_reads,
@@ -181,23 +181,23 @@ mod tests {
 
     /// Map, unmap and map again `size` bytes as `page` pages, in a fresh address space whose
     /// tables come from a fresh pool (so the first map zeroes its tables, the second does not).
-    fn map_unmap(gpu: &NovaMm<'_>, name: &str, page: u64, size: u64) -> Result {
-        let mm = &gpu.mm;
-        let pool = PtPool::new(mm.vram.clone())?;
+    fn map_unmap(gpu: &TestedGpu<'_>, name: &str, page: u64, size: u64) -> Result {
+        let mm = gpu.mm();
+        let pool = PtPool::new(mm.vram().clone())?;
         let vmm = mm.new_vmm_in(pool.clone(), "bench", 0..1 << 40)?;
         let align = page.max(SZ_2M);
         // Physically one page off a 2 MiB boundary when smaller pages are wanted, so that no
         // larger page fits; virtually aligned, as the design's worked minimum is.
         let moff = if page < SZ_2M { page } else { 0 };
         let mem = Arc::new(
-            mm.vram
+            mm.vram()
                 .alloc(&AllocRequest::new(size + align).contiguous().aligned(align))?,
             GFP_KERNEL,
         )?;
         let res = vmm.reserve(size, GIB, Some(BASE), false)?;
         let va = BASE;
         // A fence, so that the scenario starts at a known invalidate.
-        mm.tlb.invalidate(&mm.bar, vmm.pdb(), Scope::Pdb)?;
+        mm.tlb().invalidate(mm.bar(), vmm.pdb(), Scope::Pdb)?;
         let s0 = snap(mm, &pool);
         let m = res.map(0, &mem, moff, size, Access::ReadWrite)?;
         let s1 = snap(mm, &pool);
@@ -214,36 +214,36 @@ mod tests {
         // VRAM in between, so only the VRAM's clear tracking knows it is still zero. With the
         // tracking off, the same map zeroes its tables again.
         for (op, track) in [("tracked_remap_", true), ("untracked_remap_", false)] {
-            mm.vram.set_tracking(track);
-            let pool = PtPool::new(mm.vram.clone())?;
+            mm.vram().set_tracking(track);
+            let pool = PtPool::new(mm.vram().clone())?;
             let vmm = mm.new_vmm_in(pool.clone(), "bench", 0..1 << 40)?;
             let res = vmm.reserve(size, GIB, Some(BASE), false)?;
-            mm.tlb.invalidate(&mm.bar, vmm.pdb(), Scope::Pdb)?;
+            mm.tlb().invalidate(mm.bar(), vmm.pdb(), Scope::Pdb)?;
             let s4 = snap(mm, &pool);
             let m = res.map(0, &mem, moff, size, Access::ReadWrite)?;
             let s5 = snap(mm, &pool);
             report(gpu, op, name, va, size, page, 1, s4, s5);
             drop((m, res, vmm, pool));
         }
-        mm.vram.set_tracking(true);
+        mm.vram().set_tracking(true);
         Ok(())
     }
 
     /// Map, unmap and map again `size` bytes into BAR1 (2 MiB pages): the hub-invalidated
     /// address space of the BAR, with the GPU's own page-table pool.
-    fn bar1(gpu: &NovaMm<'_>, size: u64) -> Result {
-        let mm = &gpu.mm;
-        let Some(bar) = mm.bar1.as_ref() else {
+    fn bar1(gpu: &TestedGpu<'_>, size: u64) -> Result {
+        let mm = gpu.mm();
+        let Some(bar) = mm.bar1() else {
             return Ok(());
         };
         let mem = Arc::new(
-            mm.vram
+            mm.vram()
                 .alloc(&AllocRequest::new(size).contiguous().aligned(SZ_2M))?,
             GFP_KERNEL,
         )?;
-        let pool = &mm.pool;
-        mm.tlb
-            .invalidate(&mm.bar, bar.vmm().pdb(), Scope::PdbHubOnly)?;
+        let pool = &mm.pool();
+        mm.tlb()
+            .invalidate(mm.bar(), bar.vmm().pdb(), Scope::PdbHubOnly)?;
         let s0 = snap(mm, pool);
         let m = bar.map(&mem, 0, size, Access::ReadWrite, None)?;
         let s1 = snap(mm, pool);
@@ -260,15 +260,15 @@ mod tests {
     }
 
     /// `n` cycles of: allocate 4 KiB, map it, unmap it, free it.
-    fn cycles(gpu: &NovaMm<'_>, n: u64) -> Result {
-        let mm = &gpu.mm;
-        let pool = PtPool::new(mm.vram.clone())?;
+    fn cycles(gpu: &TestedGpu<'_>, n: u64) -> Result {
+        let mm = gpu.mm();
+        let pool = PtPool::new(mm.vram().clone())?;
         let vmm = mm.new_vmm_in(pool.clone(), "bench-cycles", 0..1 << 40)?;
         let res = vmm.reserve(SZ_2M, GIB, Some(BASE), false)?;
-        mm.tlb.invalidate(&mm.bar, vmm.pdb(), Scope::Pdb)?;
+        mm.tlb().invalidate(mm.bar(), vmm.pdb(), Scope::Pdb)?;
         let s0 = snap(mm, &pool);
         for _ in 0..n {
-            let mem = Arc::new(mm.vram.alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
+            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
             let m = res.map(0, &mem, 0, SZ_4K, Access::ReadWrite)?;
             drop(m);
         }
@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn page_tables() -> Result {
-        if crate::tests::skip_if_readonly() {
+        if crate::selftest::tests::skip_if_readonly() {
             return Ok(());
         }
         if !crate::module_parameters::bench.value() {
@@ -365,7 +365,7 @@ mod tests {
             map_unmap(gpu, "256m_2m", SZ_2M, 256 * MIB)?;
             map_unmap(gpu, "256m_64k", SZ_64K, 256 * MIB)?;
             map_unmap(gpu, "256m_4k", SZ_4K, 256 * MIB)?;
-            if gpu.mm.has_512m_pages() {
+            if gpu.mm().has_512m_pages() {
                 map_unmap(gpu, "1g_512m", SZ_512M, GIB)?;
             }
             cycles(gpu, 1000)
