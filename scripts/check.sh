@@ -59,6 +59,28 @@ else
 	exit 1
 fi
 
+# The product alone (NOVA_MM_SELFTESTS=n): a clippy build free of warnings, with no test code,
+# no test parameter and no harness marker in the binary.
+if NOVA_MM_SELFTESTS=n scripts/build-module.sh CLIPPY=1 >"$logs/module-product-build.log" 2>&1; then
+	if grep -q -E '^(warning|error)' "$logs/module-product-build.log"; then
+		fail module-product-build "warnings; see $logs/module-product-build.log"
+	else
+		pass module-product-build
+	fi
+	ko=$MODULE_OUT/drivers/gpu/nova-mm/nova_mm.ko
+	pko=$MODULE_OUT-product/drivers/gpu/nova-mm/nova_mm.ko
+	echo "module sizes: with self-tests $(stat -c %s "$ko") bytes, product $(stat -c %s "$pko") bytes"
+	leaks=$( (strings "$pko" | grep -E 'NOVA-(LOAD|FINAL|BAR0-FINAL|MAP|STRESS)|kunit_test|expect_chipsets|pt_top_gib' || true) | head -n 3)
+	params=$(strings "$pko" | sed -n 's/^parmtype=\([^:]*\):.*/\1/p' | tr '\n' ' ')
+	if [ -z "$leaks" ] && [ "$params" = "readonly " ]; then
+		pass module-product-no-test-code
+	else
+		fail module-product-no-test-code "test code in the product build: $leaks; parameters: $params"
+	fi
+else
+	fail module-product-build "see $logs/module-product-build.log"
+fi
+
 # Register conformance: every register offset and field of the driver's and the model's tables
 # against NVIDIA's headers: nouveau's copies in the kernel tree, and open-gpu-kernel-modules'
 # published ones where present (NOVA_MM_NVIDIA_REF, else ../shared/ref/ogkm-published beside
