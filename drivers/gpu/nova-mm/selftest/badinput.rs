@@ -767,7 +767,7 @@ mod device_badinput {
                 ret(f
                     .mm
                     .tlb()
-                    .invalidate(&f.mm.bar(), f.vmm.pdb() + 8, Scope::Pdb))
+                    .invalidate(f.mm.bar(), f.vmm.pdb() + 8, Scope::Pdb))
             },
         },
         Case {
@@ -778,14 +778,14 @@ mod device_badinput {
                 ret(f
                     .mm
                     .tlb()
-                    .invalidate(&f.mm.bar(), 1 << 60, Scope::PdbHubOnly))
+                    .invalidate(f.mm.bar(), 1 << 60, Scope::PdbHubOnly))
             },
         },
         Case {
             name: "tlb: page directory near 2^64",
             api: Api::Tlb,
             want: EINVAL,
-            run: |f| ret(f.mm.tlb().invalidate(&f.mm.bar(), U64_PAGE_MAX, Scope::All)),
+            run: |f| ret(f.mm.tlb().invalidate(f.mm.bar(), U64_PAGE_MAX, Scope::All)),
         },
         // Address spaces.
         Case {
