@@ -31,9 +31,17 @@ DEBUG_BANNERS = {
     "kmemleak": r"kmemleak: Kernel memory leak detector initialized",
 }
 
-ARCH = {"tu102": ("TU102", "Turing", 2), "ga102": ("GA102", "Ampere", 2),
-        "ad102": ("AD102", "Ada", 2), "gh100": ("GH100", "Hopper", 3),
-        "gb202": ("GB202", "Blackwell", 3)}
+# The chip table, from the GPU model itself (`gpu-model chips --json`, kept with each run by
+# guest.sh): name -> (display name, architecture, MMU version) and name -> chipset code.
+ARCH = {}
+CODES = {}
+
+
+def load_chips(run):
+    with open(os.path.join(run, "chips.json")) as f:
+        for c in json.load(f):
+            ARCH[c["name"]] = (c["display"], c["architecture"], c["mmu"])
+            CODES[c["name"]] = c["chipset"]
 
 
 class Tally:
@@ -140,7 +148,6 @@ def debugfs_counters(lines):
     return out
 
 
-CODES = {"tu102": 0x162, "ga102": 0x172, "ad102": 0x192, "gh100": 0x180, "gb202": 0x1b2}
 
 
 def compare_counters(t, chip, rep, drv):
@@ -517,6 +524,10 @@ def main():
                          "judge the reload against the models' snapshots taken between")
     a = ap.parse_args()
     t = Tally(a.quiet)
+    try:
+        load_chips(a.run)
+    except (OSError, ValueError, KeyError) as e:
+        t.check(False, "the run's chip table (chips.json, from gpu-model chips --json)", str(e))
     if a.selftest_truncated:
         with open(os.path.join(a.run, "guest.out"), errors="replace") as f:
             blocks = ktap_blocks([l.rstrip("\r\n") for l in f])

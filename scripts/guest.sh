@@ -34,19 +34,17 @@ out=$NOVA_BUILD/guest/$name
 rm -rf "$out" && mkdir -p "$out"
 : >"$out/guest.out"
 
+# The chips, from the GPU model itself (gpu-model chips: name, chipset code, architecture, MMU
+# version, default VRAM in GiB, board), the one table every script reads; kept with the run for
+# the judge (chips.json).
+chips=$(model_run chips)
+model_run chips --json >"$out/chips.json"
+chip_col() {
+	awk -v c="$1" -v k="$2" '$1 == c { print $k; f = 1 } END { if (!f) print 0 }' <<<"$chips"
+}
 # Default VRAM of each model in the runs (GiB); given to the model and to the tests.
-vram_gib() {
-	case "$1" in
-	tu102) echo 11 ;; ga102) echo 24 ;; ad102) echo 24 ;; gh100) echo 80 ;; gb202) echo 32 ;; *) echo 0 ;;
-	esac
-}
-
-code() {
-	case "$1" in
-	tu102) echo 0x162 ;; ga102) echo 0x172 ;; ad102) echo 0x192 ;;
-	gh100) echo 0x180 ;; gb202) echo 0x1b2 ;; *) echo 0 ;;
-	esac
-}
+vram_gib() { chip_col "$1" 5; }
+code() { chip_col "$1" 2; }
 
 pids=()
 cleanup() {

@@ -286,6 +286,44 @@ impl Chip {
     }
 
     /// Chipset number as nova computes it: `arch << 4 | impl`.
+    /// The architecture's name, as nova-core's `Architecture` gives it (Linux 7.3
+    /// `drivers/gpu/nova-core/gpu.rs`).
+    pub fn architecture_name(&self) -> &'static str {
+        match self.architecture {
+            0x16 => "Turing",
+            0x17 => "Ampere",
+            0x18 => "Hopper",
+            0x19 => "Ada",
+            0x1a | 0x1b => "Blackwell",
+            _ => "unknown",
+        }
+    }
+
+    /// The chip's table as the test harness reads it (`gpu-model chips --json`): one object per
+    /// chip with its name, chipset code, architecture, MMU version and default VRAM.
+    pub fn table_json() -> serde_json::Value {
+        serde_json::Value::Array(
+            CHIPS
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.name,
+                        "display": c.name.to_uppercase(),
+                        "board": c.board,
+                        "chipset": c.chipset(),
+                        "architecture": c.architecture_name(),
+                        "mmu": match c.mmu {
+                            MmuVersion::V2 => 2,
+                            MmuVersion::V3 => 3,
+                        },
+                        "page_512m": c.page_512m,
+                        "vram_gib": c.default_vram / GIB,
+                    })
+                })
+                .collect(),
+        )
+    }
+
     pub fn chipset(&self) -> u32 {
         (u32::from(self.architecture) << 4) | u32::from(self.implementation)
     }
@@ -347,5 +385,21 @@ mod tests {
                 ("gb202", 0x2b85, 0x030000),
             ]
         );
+    }
+
+    #[test]
+    fn table_for_the_harness() {
+        let t = Chip::table_json();
+        let rows = t.as_array().unwrap();
+        assert_eq!(rows.len(), CHIPS.len());
+        let gh = rows.iter().find(|r| r["name"] == "gh100").unwrap();
+        assert_eq!(gh["chipset"], 0x180);
+        assert_eq!(gh["display"], "GH100");
+        assert_eq!(gh["architecture"], "Hopper");
+        assert_eq!(gh["mmu"], 3);
+        assert_eq!(gh["vram_gib"], 80);
+        let tu = rows.iter().find(|r| r["name"] == "tu102").unwrap();
+        assert_eq!((tu["chipset"].as_u64(), tu["mmu"].as_u64()), (Some(0x162), Some(2)));
+        assert_eq!(tu["page_512m"], false);
     }
 }

@@ -18,11 +18,14 @@ usage: gpu-model --chip <tu102|ga102|ad102|gh100|gb202> --socket <path>
                  [--dump-vram <path>] [--trace-invalidates] [--hostile <seed>] [--pdbs-file <path>]
        gpu-model walk --chip <tu102|ga102|ad102|gh100|gb202> --dump <file>
                  [--queries <file>]
+       gpu-model chips [--json]
 sizes take a K, M, G or T suffix (powers of 1024)
 faults: invalidate-hang, device-gone, unknown-chip, boot-incomplete, disconnect-after=<n>
 hostile: <seed> (u64, decimal or 0x hex) draws the firmware registers at random,
          anew at every device reset (the scenario of each epoch is logged)
-walk: one \"<pdb> <va>\" query per line (hex with 0x) from --queries or stdin";
+walk: one \"<pdb> <va>\" query per line (hex with 0x) from --queries or stdin
+chips: the modelled chips, one line each: name, chipset code, architecture, MMU version,
+       default VRAM in GiB, board (--json: the same as a JSON array)";
 
 /// Everything the program needs to run.
 #[derive(Clone, Debug)]
@@ -48,6 +51,11 @@ pub enum Command {
     Run(Box<Options>),
     /// Walk the page tables of a VRAM dump (`gpu-model walk`).
     Walk(WalkOptions),
+    /// Print the modelled chips (`gpu-model chips`), as JSON with `--json`.
+    Chips {
+        /// JSON instead of one line per chip.
+        json: bool,
+    },
     /// Print usage.
     Help,
     /// Print the version.
@@ -172,6 +180,13 @@ fn parse_walk(args: &[String]) -> Result<Command, String> {
 pub fn parse(args: &[String]) -> Result<Command, String> {
     if args.first().is_some_and(|a| a == "walk") {
         return parse_walk(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "chips") {
+        return match &args[1..] {
+            [] => Ok(Command::Chips { json: false }),
+            [j] if j == "--json" => Ok(Command::Chips { json: true }),
+            _ => Err("chips takes only --json".into()),
+        };
     }
     let mut chip = None;
     let mut socket = None;
@@ -434,5 +449,13 @@ mod tests {
         }
         // `walk` is a subcommand only in first position.
         assert!(parse(&args("--chip ga102 walk")).is_err());
+    }
+
+    #[test]
+    fn chips_command_line() {
+        assert!(matches!(parse(&args("chips")), Ok(Command::Chips { json: false })));
+        assert!(matches!(parse(&args("chips --json")), Ok(Command::Chips { json: true })));
+        assert!(parse(&args("chips --xml")).is_err());
+        assert!(parse(&args("chips --json --json")).is_err());
     }
 }
