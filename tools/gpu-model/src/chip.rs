@@ -399,7 +399,10 @@ mod tests {
         assert_eq!(gh["mmu"], 3);
         assert_eq!(gh["vram_gib"], 80);
         let tu = rows.iter().find(|r| r["name"] == "tu102").unwrap();
-        assert_eq!((tu["chipset"].as_u64(), tu["mmu"].as_u64()), (Some(0x162), Some(2)));
+        assert_eq!(
+            (tu["chipset"].as_u64(), tu["mmu"].as_u64()),
+            (Some(0x162), Some(2))
+        );
         assert_eq!(tu["page_512m"], false);
     }
 }

@@ -453,8 +453,14 @@ mod tests {
 
     #[test]
     fn chips_command_line() {
-        assert!(matches!(parse(&args("chips")), Ok(Command::Chips { json: false })));
-        assert!(matches!(parse(&args("chips --json")), Ok(Command::Chips { json: true })));
+        assert!(matches!(
+            parse(&args("chips")),
+            Ok(Command::Chips { json: false })
+        ));
+        assert!(matches!(
+            parse(&args("chips --json")),
+            Ok(Command::Chips { json: true })
+        ));
         assert!(parse(&args("chips --xml")).is_err());
         assert!(parse(&args("chips --json --json")).is_err());
     }

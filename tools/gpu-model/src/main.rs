@@ -17,7 +17,11 @@ fn main() {
                     c.name,
                     c.chipset(),
                     c.architecture_name(),
-                    if c.mmu == gpu_model::chip::MmuVersion::V2 { 2 } else { 3 },
+                    if c.mmu == gpu_model::chip::MmuVersion::V2 {
+                        2
+                    } else {
+                        3
+                    },
                     c.default_vram >> 30,
                     c.board
                 );
