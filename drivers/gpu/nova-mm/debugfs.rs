@@ -51,7 +51,7 @@ pub(crate) type DebugData = Arc<GpuInfo>;
 
 fn show_chip(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     f.write_fmt(fmt!("{}\n", d.spec))?;
-    writeln!(f, "chipset: {:#x}", d.spec.chipset as u32)?;
+    writeln!(f, "chipset: {:#x}", d.spec.chipset.code())?;
     writeln!(f, "mmu_version: {}", d.spec.chipset.mmu_version().number())
 }
 

@@ -45,7 +45,7 @@ use kernel::{
 
 use crate::{
     bar::Bar0,
-    gpu::{
+    chip::{
         Architecture,
         Chipset, //
     },
@@ -577,7 +577,7 @@ mod tests {
 
     use kernel::str::CString;
 
-    use crate::gpu::Architecture;
+    use crate::chip::Architecture;
 
     const MIB: u64 = u64::SZ_1M;
     const GIB: u64 = u64::SZ_1G;

@@ -23,7 +23,7 @@ use crate::{
         Bar0,
         MmioStats, //
     },
-    gpu::Spec, //
+    chip::Spec, //
 };
 
 pub(crate) mod bar;
@@ -162,7 +162,7 @@ pub(crate) struct GpuMm<'a> {
     ops: &'static dyn PageTableOps,
     /// Whether the chip has 512 MiB pages.
     huge: bool,
-    arch: crate::gpu::Architecture,
+    arch: crate::chip::Architecture,
     /// Page-table writes and invalidates of the GPU's address spaces, and of the hub's.
     hw: Arc<GpuHw<'a>>,
     hub_hw: Arc<GpuHw<'a>>,

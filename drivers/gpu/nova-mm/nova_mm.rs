@@ -64,6 +64,7 @@ macro_rules! ensure_eq {
 mod counters;
 
 mod bar;
+mod chip;
 mod debugfs;
 mod driver;
 mod fb;

@@ -228,7 +228,7 @@ impl pci::Driver for Driver {
                 // The accesses of a probe that gave up count too.
                 bar0_final(pdev, &mmio);
             })?;
-            let chipset = drv.gpu().spec().chipset as u32;
+            let chipset = drv.gpu().spec().chipset.code();
             let stress = Stress::new(chipset)?;
             let stress_dir = stress_dir(stress.group(), pdev.as_ref().name());
             let pdev: &'bound pci::Device<kernel::device::Bound> = pdev;

@@ -13,7 +13,7 @@ use kernel::{
 
 use crate::{
     bar::Bar0,
-    gpu::{
+    chip::{
         Architecture,
         Chipset, //
     },

@@ -40,6 +40,7 @@
 
 use core::ops::Range;
 
+use kernel::sizes::SizeConstants;
 use kernel::{
     bitfield,
     io::{
@@ -61,14 +62,10 @@ use kernel::{
 
 use crate::{
     bar::Bar0,
-    gpu::Architecture,
+    chip::Architecture,
     mm::{
         pagetable::{
-            Access,
-            SZ_2M,
-            SZ_4K,
-            SZ_512M,
-            SZ_64K, //
+            Access, //
         },
         pramin::Pramin,
         ptpool::PtMem,
@@ -183,7 +180,7 @@ impl BindRegs {
     ///
     /// `EINVAL` if `inst` is not 4 KiB aligned or beyond the register's reach.
     pub(crate) fn encode(self, inst: u64) -> Result<(u32, u32)> {
-        if inst % SZ_4K != 0 {
+        if inst % u64::SZ_4K != 0 {
             return Err(EINVAL);
         }
         match self {
@@ -275,7 +272,7 @@ impl BindRegs {
 /// Returns the 32-bit words 128..=131 of the instance block, on a chip of `arch`, whose page
 /// directory is `pdb` and whose address space ends at `limit` (exclusive).
 pub(crate) fn instance_words(arch: Architecture, pdb: u64, limit: u64) -> Result<[u32; 4]> {
-    if pdb % SZ_4K != 0 || limit == 0 {
+    if pdb % u64::SZ_4K != 0 || limit == 0 {
         return Err(EINVAL);
     }
     // USE_VER2_PT_FORMAT for the v2 format only (`kgmmuInstBlkPageDirBaseGet_GP100`).
@@ -383,7 +380,7 @@ impl<'a> BarUser<'a> {
             inst,
         } = parts;
         let size = pdev.resource_len(1)?;
-        if size < SZ_64K || !size.is_power_of_two() {
+        if size < u64::SZ_64K || !size.is_power_of_two() {
             dev_err!(pdev, "BAR1 of {:#x} bytes is not usable\n", size);
             return Err(ENODEV);
         }
@@ -511,14 +508,14 @@ impl<'a> BarUser<'a> {
         access: Access,
         at: Option<u64>,
     ) -> Result<BarMapping<'a>> {
-        if size == 0 || size % SZ_4K != 0 {
+        if size == 0 || size % u64::SZ_4K != 0 {
             return Err(EINVAL);
         }
         // The physical alignment of the start decides the largest page of the first run; the
         // virtual range gets the same alignment.
         let pa = first_pa(mem, mem_offset).ok_or(ERANGE)?;
-        let mut align = SZ_4K;
-        for s in [SZ_512M, SZ_2M, SZ_64K] {
+        let mut align = u64::SZ_4K;
+        for s in [u64::SZ_512M, u64::SZ_2M, u64::SZ_64K] {
             if pa % s == 0 && size >= s && s <= self.bar1.size {
                 align = s;
                 break;
@@ -540,7 +537,7 @@ impl<'a> BarUser<'a> {
     ///
     /// As [`Vmm::reserve`].
     pub(crate) fn reserve_sparse(&self, size: u64) -> Result<Reservation<'a>> {
-        self.vmm.reserve(size, SZ_4K, None, true)
+        self.vmm.reserve(size, u64::SZ_4K, None, true)
     }
 
     /// Reads 32 bits at BAR1 offset `off`, wherever it is mapped (for the tests of faults).

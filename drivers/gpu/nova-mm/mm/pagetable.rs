@@ -24,6 +24,7 @@
 
 use core::ops::Range;
 
+use kernel::sizes::SizeConstants;
 use kernel::{
     fmt,
     prelude::*,
@@ -37,15 +38,6 @@ use crate::mm::ptpool::{
 
 pub(crate) mod ver2;
 pub(crate) mod ver3;
-
-/// 4 KiB.
-pub(crate) const SZ_4K: u64 = 1 << 12;
-/// 64 KiB: the big page.
-pub(crate) const SZ_64K: u64 = 1 << 16;
-/// 2 MiB: a PTE in the low half of a dual PDE.
-pub(crate) const SZ_2M: u64 = 1 << 21;
-/// 512 MiB: a PTE in a PD1 entry.
-pub(crate) const SZ_512M: u64 = 1 << 29;
 
 /// Access rights of a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,10 +349,10 @@ pub(crate) static VER2: Walker<ver2::Ver2> = Walker(core::marker::PhantomData);
 pub(crate) static VER3: Walker<ver3::Ver3> = Walker(core::marker::PhantomData);
 
 /// Returns the walker of `version`: the one place that matches on the MMU version.
-pub(crate) fn ops_for(version: crate::gpu::MmuVersion) -> &'static dyn PageTableOps {
+pub(crate) fn ops_for(version: crate::chip::MmuVersion) -> &'static dyn PageTableOps {
     match version {
-        crate::gpu::MmuVersion::V2 => &VER2,
-        crate::gpu::MmuVersion::V3 => &VER3,
+        crate::chip::MmuVersion::V2 => &VER2,
+        crate::chip::MmuVersion::V3 => &VER3,
     }
 }
 
@@ -373,7 +365,7 @@ fn best_page(sizes: &[u64], va: u64, pa: u64, len: u64) -> u64 {
             return s;
         }
     }
-    SZ_4K
+    u64::SZ_4K
 }
 
 impl<F: MmuFormat> Walker<F> {
@@ -399,9 +391,9 @@ impl<F: MmuFormat> Walker<F> {
     fn entry_span(kind: Kind) -> u64 {
         match kind {
             Kind::Dir(l) => 1 << F::DIRS[l].shift,
-            Kind::Pd0 => SZ_2M,
-            Kind::Spt => SZ_4K,
-            Kind::Lpt => SZ_64K,
+            Kind::Pd0 => u64::SZ_2M,
+            Kind::Spt => u64::SZ_4K,
+            Kind::Lpt => u64::SZ_64K,
         }
     }
 
@@ -546,8 +538,8 @@ impl<F: MmuFormat> Walker<F> {
                 Kind::Dir(l) if l == Self::PD1 => {
                     let kid = t.kids[i].as_deref();
                     return match page {
-                        SZ_512M => kid.is_none(),
-                        SZ_2M => kid.is_none_or(|pd0| {
+                        u64::SZ_512M => kid.is_none(),
+                        u64::SZ_2M => kid.is_none_or(|pd0| {
                             let j = Self::index(Kind::Pd0, va);
                             pd0.kids[2 * j].is_none() && pd0.kids[2 * j + 1].is_none()
                         }),
@@ -569,21 +561,21 @@ impl<F: MmuFormat> Walker<F> {
         loop {
             let i = Self::index(t.kind, va);
             let (kind, level_done) = match t.kind {
-                Kind::Dir(l) if l == Self::PD1 => (Kind::Pd0, page == SZ_512M),
+                Kind::Dir(l) if l == Self::PD1 => (Kind::Pd0, page == u64::SZ_512M),
                 Kind::Dir(l) => (Kind::Dir(l + 1), false),
                 Kind::Pd0 => {
-                    if page == SZ_2M {
+                    if page == u64::SZ_2M {
                         return Ok(());
                     }
                     // The page table of the page's size, under dual entry `i`.
-                    let (k, slot) = if page == SZ_64K {
+                    let (k, slot) = if page == u64::SZ_64K {
                         (Kind::Lpt, 2 * i)
                     } else {
                         (Kind::Spt, 2 * i + 1)
                     };
                     if t.kids[slot].is_none() {
                         let fill = Self::pt_fill(t, i, k);
-                        let span_base = va & !(SZ_2M - 1);
+                        let span_base = va & !(u64::SZ_2M - 1);
                         let mut nt =
                             Self::new_table(pool, Some(t.addr()), k, span_base, [fill[0], 0])?;
                         if k == Kind::Spt && fill[1] != 0 {
@@ -689,8 +681,8 @@ impl<F: MmuFormat> Walker<F> {
             Leaf::Page(access) => [F::pte_raw(F::pte(pa, access)?), 0],
             Leaf::Zero => [0, 0],
             Leaf::Sparse => match page {
-                SZ_512M => [F::pde_raw(F::pde_sparse()), 0],
-                SZ_2M => F::dual_raw(F::dual_sparse()),
+                u64::SZ_512M => [F::pde_raw(F::pde_sparse()), 0],
+                u64::SZ_2M => F::dual_raw(F::dual_sparse()),
                 _ => Self::sparse_of(kind),
             },
         })
@@ -710,17 +702,17 @@ impl<F: MmuFormat> Walker<F> {
         loop {
             let i = Self::index(t.kind, va);
             match t.kind {
-                Kind::Dir(l) if l == Self::PD1 && page == SZ_512M => {
+                Kind::Dir(l) if l == Self::PD1 && page == u64::SZ_512M => {
                     let v = Self::leaf_value(leaf, pa, page, t.kind)?;
                     return Self::set(t, i, v[0], w, st);
                 }
                 Kind::Dir(_) => t = t.kids[i].as_deref_mut().ok_or(EINVAL)?,
-                Kind::Pd0 if page == SZ_2M => {
+                Kind::Pd0 if page == u64::SZ_2M => {
                     let v = Self::leaf_value(leaf, pa, page, t.kind)?;
                     return Self::set_dual(t, i, v, w, st);
                 }
                 Kind::Pd0 => {
-                    if page == SZ_64K {
+                    if page == u64::SZ_64K {
                         let (big, small) = t.kids.split_at_mut(2 * i + 1);
                         let lpt = big[2 * i].as_deref_mut().ok_or(EINVAL)?;
                         let v = Self::leaf_value(leaf, pa, page, Kind::Lpt)?;
@@ -977,7 +969,7 @@ impl<F: MmuFormat> Walker<F> {
                     va,
                     pa,
                     if t.kind == Kind::Dir(Self::PD1) {
-                        SZ_512M
+                        u64::SZ_512M
                     } else {
                         span
                     },
@@ -1042,10 +1034,11 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
         leaf: Leaf,
         out: &mut KVec<Piece>,
     ) -> Result {
-        let all: &[u64] = &[SZ_512M, SZ_2M, SZ_64K, SZ_4K];
+        let all: &[u64] = &[u64::SZ_512M, u64::SZ_2M, u64::SZ_64K, u64::SZ_4K];
         let sizes = if sh.huge { all } else { &all[1..] };
         for &(va0, pa0, len0) in runs {
-            if va0 % SZ_4K != 0 || pa0 % SZ_4K != 0 || len0 % SZ_4K != 0 || len0 == 0 {
+            if va0 % u64::SZ_4K != 0 || pa0 % u64::SZ_4K != 0 || len0 % u64::SZ_4K != 0 || len0 == 0
+            {
                 return Err(EINVAL);
             }
             let (mut va, mut pa, mut len) = (va0, pa0, len0);
@@ -1053,8 +1046,12 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
             let by_va = !matches!(leaf, Leaf::Page(_));
             while len > 0 {
                 let mut page = best_page(sizes, va, if by_va { va } else { pa }, len);
-                while page > SZ_64K && !Self::slot_free(&sh.root, va, page) {
-                    page = if page == SZ_512M { SZ_2M } else { SZ_64K };
+                while page > u64::SZ_64K && !Self::slot_free(&sh.root, va, page) {
+                    page = if page == u64::SZ_512M {
+                        u64::SZ_2M
+                    } else {
+                        u64::SZ_64K
+                    };
                     page = best_page(
                         &sizes[sizes.iter().position(|s| *s == page).unwrap_or(0)..],
                         va,
@@ -1157,12 +1154,12 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
                     if let Some(lpt) = t.kids[2 * i].as_deref() {
                         let b = F::decode_pte(lpt.q[Self::index(Kind::Lpt, va)]);
                         if b != Entry::Invalid {
-                            return (b, SZ_64K);
+                            return (b, u64::SZ_64K);
                         }
                     }
                     return match t.kids[2 * i + 1].as_deref() {
-                        Some(spt) => (F::decode_pte(spt.q[Self::index(Kind::Spt, va)]), SZ_4K),
-                        None => (Entry::Invalid, SZ_4K),
+                        Some(spt) => (F::decode_pte(spt.q[Self::index(Kind::Spt, va)]), u64::SZ_4K),
+                        None => (Entry::Invalid, u64::SZ_4K),
                     };
                 }
                 _ => return (Entry::Invalid, span),
@@ -1434,10 +1431,10 @@ mod tests {
     fn page_split() -> Result {
         let vram = Vram::new(0..64 * MIB)?;
         let pool = PtPool::new(vram)?;
-        const K4: u64 = SZ_4K;
-        const K64: u64 = SZ_64K;
-        const M2: u64 = SZ_2M;
-        const M512: u64 = SZ_512M;
+        const K4: u64 = u64::SZ_4K;
+        const K64: u64 = u64::SZ_64K;
+        const M2: u64 = u64::SZ_2M;
+        const M512: u64 = u64::SZ_512M;
         // (huge, va, pa, size, [(va, len, page)])
         type Case = (bool, u64, u64, u64, &'static [(u64, u64, u64)]);
         let cases: &[Case] = &[

@@ -16,10 +16,7 @@ use core::ops::Range;
 use kernel::{
     new_mutex,
     prelude::*,
-    sizes::{
-        SZ_1M,
-        SZ_64K, //
-    },
+    sizes::SizeConstants,
     sync::{
         atomic::{
             Atomic,
@@ -33,7 +30,7 @@ use kernel::io::register::Register;
 
 use crate::{
     bar::Bar0,
-    gpu::Architecture, //
+    chip::Architecture, //
 };
 
 kernel::io::register! {
@@ -64,9 +61,9 @@ kernel::io::register! {
 /// BAR0 offset of the PRAMIN aperture.
 pub(crate) const APERTURE_OFFSET: usize = 0x70_0000;
 /// Size of the PRAMIN aperture.
-pub(crate) const APERTURE_SIZE: u64 = SZ_1M as u64;
+pub(crate) const APERTURE_SIZE: u64 = u64::SZ_1M;
 /// Granularity of the window base.
-pub(crate) const WINDOW_ALIGN: u64 = SZ_64K as u64;
+pub(crate) const WINDOW_ALIGN: u64 = u64::SZ_64K;
 
 /// Which BAR0 window register a chip has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,8 +455,8 @@ impl PraminAccess<'_, '_> {
 mod tests {
     use super::*;
 
-    const MIB: u64 = SZ_1M as u64;
-    const KIB64: u64 = SZ_64K as u64;
+    const MIB: u64 = u64::SZ_1M;
+    const KIB64: u64 = u64::SZ_64K;
 
     #[test]
     fn window_arithmetic() -> Result {

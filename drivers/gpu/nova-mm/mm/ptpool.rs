@@ -38,6 +38,11 @@ use crate::mm::vram::{
 
 /// Tables per chunk (one `u64` bitmap).
 pub(crate) const CHUNK_SLOTS: usize = 64;
+/// [`CHUNK_SLOTS`] as a `u64`.
+// CAST: 64 fits every integer type.
+pub(crate) const CHUNK_SLOTS_U64: u64 = CHUNK_SLOTS as u64;
+/// Size of one chunk of tables.
+pub(crate) const CHUNK_SIZE: u64 = SLOT * CHUNK_SLOTS_U64;
 /// Size of one table slot.
 pub(crate) const SLOT: u64 = 4096;
 
@@ -56,8 +61,7 @@ impl Chunk {
     fn give_back(self) {
         let mut cleared = KVec::new();
         let mut slot = 0;
-        // CAST: 64 slots.
-        let n = CHUNK_SLOTS as u64;
+        let n = CHUNK_SLOTS_U64;
         while slot < n {
             if self.zero & (1 << slot) == 0 {
                 slot += 1;
@@ -124,8 +128,7 @@ impl PtPool {
     ///
     /// `EINVAL` if `within` is not a part of `vram` that holds a chunk; `ENOMEM`.
     pub(crate) fn placed(vram: Arc<Vram>, within: Range<u64>) -> Result<Arc<Self>> {
-        // CAST: 64 slots of 4 KiB.
-        let chunk = SLOT * CHUNK_SLOTS as u64;
+        let chunk = CHUNK_SIZE;
         let r = vram.range();
         if within.start < r.start
             || within.end > r.end
@@ -191,8 +194,7 @@ impl PtPool {
         let mut out = KVec::new();
         for c in self.chunks.lock().iter() {
             let z = c.zero & !c.used;
-            // CAST: 64 slots.
-            for slot in 0..CHUNK_SLOTS as u64 {
+            for slot in 0..CHUNK_SLOTS_U64 {
                 if z & (1 << slot) != 0 {
                     out.push(c.base + slot * SLOT, GFP_KERNEL)?;
                 }
@@ -207,7 +209,7 @@ impl PtPool {
         let c = self.chunks.lock();
         // CAST: a vector length fits in 64 bits.
         let n = c.len() as u64;
-        (n, n * SLOT * CHUNK_SLOTS as u64)
+        (n, n * CHUNK_SIZE)
     }
 
     /// Allocates one 4 KiB table slot.
@@ -235,8 +237,7 @@ impl PtPool {
             }
         }
         let mut chunks = self.chunks.lock();
-        // CAST: 64 slots of 4 KiB.
-        let chunk_size = SLOT * CHUNK_SLOTS as u64;
+        let chunk_size = CHUNK_SIZE;
         // A known-zero slot in the parent's chunk, then one anywhere (a slot that needs no
         // zeroing saves far more writes than a window move costs), then any free slot in the
         // parent's chunk, then the lowest free slot.
@@ -278,8 +279,7 @@ impl PtPool {
                 (ci, slot, zero)
             }
             None => {
-                // CAST: 64 slots of 4 KiB.
-                let size = SLOT * CHUNK_SLOTS as u64;
+                let size = CHUNK_SIZE;
                 // From the bottom of the pool's part of VRAM up, away from ordinary allocations (which the buddy
                 // allocator places from the top down), so that tables stay together.
                 // Memory known to be zero if there is some: then no table of the chunk needs
@@ -295,7 +295,7 @@ impl PtPool {
                 // Every slot that lies in a part known to be zero.
                 let mut zero = 0u64;
                 for p in alloc.zero_parts() {
-                    for slot in 0..CHUNK_SLOTS as u64 {
+                    for slot in 0..CHUNK_SLOTS_U64 {
                         let a = base + slot * SLOT;
                         if a >= p.start && a + SLOT <= p.end {
                             zero |= 1 << slot;
@@ -339,8 +339,7 @@ impl PtPool {
 
     fn free(&self, addr: u64, zero: bool) {
         let mut chunks = self.chunks.lock();
-        // CAST: 64 slots of 4 KiB.
-        let size = SLOT * CHUNK_SLOTS as u64;
+        let size = CHUNK_SIZE;
         let Some(ci) = chunks
             .iter()
             .position(|c| addr >= c.base && addr < c.base + size)
@@ -419,8 +418,7 @@ mod tests {
     /// own memory is, known-zero ones first, whichever slot of the chunk is dirty.
     #[test]
     fn partly_zero_chunk() -> Result {
-        // CAST: 64 slots.
-        let chunk = SLOT * CHUNK_SLOTS as u64;
+        let chunk = CHUNK_SIZE;
         // (dirty slots of the chunk's memory), one case per shape.
         for dirty in [
             &[0u64][..],
@@ -439,8 +437,7 @@ mod tests {
             ensure_eq!(a.start(), 0);
             let mut cleared = KVec::new();
             let mut from = 0;
-            // CAST: 64 slots.
-            let end = CHUNK_SLOTS as u64;
+            let end = CHUNK_SLOTS_U64;
             for &d in Iterator::chain(dirty.iter(), core::iter::once(&end)) {
                 if d * SLOT > from {
                     cleared.push(from..d * SLOT, GFP_KERNEL)?;

@@ -27,7 +27,7 @@ use kernel::{
 
 use crate::{
     bar::Bar0,
-    gpu::Architecture, //
+    chip::Architecture, //
 };
 
 register! {

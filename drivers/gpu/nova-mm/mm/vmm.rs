@@ -26,6 +26,7 @@
 
 use core::ops::Range;
 
+use kernel::sizes::SizeConstants;
 use kernel::{
     fmt, new_mutex,
     prelude::*,
@@ -52,8 +53,7 @@ use crate::mm::{
         Leaf,
         PageTableOps,
         Piece,
-        Shadow,
-        SZ_4K, //
+        Shadow, //
     },
     ptpool::PtPool,
     tlb::Change,
@@ -263,7 +263,7 @@ impl<'a> Vmm<'a> {
         va: Range<u64>,
         huge: bool,
     ) -> Result<Arc<Self>> {
-        if va.start >= va.end || va.start % SZ_4K != 0 || va.end % SZ_4K != 0 {
+        if va.start >= va.end || va.start % u64::SZ_4K != 0 || va.end % u64::SZ_4K != 0 {
             return Err(EINVAL);
         }
         if va.end > ops.va_limit() {
@@ -376,7 +376,7 @@ impl<'a> Vmm<'a> {
         at: Option<u64>,
         sparse: bool,
     ) -> Result<Reservation<'a>> {
-        if size == 0 || size % SZ_4K != 0 || !align.is_power_of_two() || align < SZ_4K {
+        if size == 0 || size % u64::SZ_4K != 0 || !align.is_power_of_two() || align < u64::SZ_4K {
             self.stats.failed.fetch_add(1, Relaxed);
             return Err(EINVAL);
         }
@@ -640,7 +640,11 @@ impl<'a> Reservation<'a> {
             vmm.stats.failed.fetch_add(1, Relaxed);
             e
         };
-        if size == 0 || size % SZ_4K != 0 || offset % SZ_4K != 0 || mem_offset % SZ_4K != 0 {
+        if size == 0
+            || size % u64::SZ_4K != 0
+            || offset % u64::SZ_4K != 0
+            || mem_offset % u64::SZ_4K != 0
+        {
             return Err(fail(EINVAL));
         }
         let r = &self.0.range;
@@ -875,9 +879,6 @@ mod tests {
             ver3::Ver3,
             Entry,
             MmuFormat,
-            SZ_2M,
-            SZ_512M,
-            SZ_64K,
             VER2,
             VER3, //
         },
@@ -905,17 +906,20 @@ mod tests {
         let i = (va >> 21) & 0xff;
         let e = F::decode_dual(mem.read(table + 16 * i), mem.read(table + 16 * i + 8));
         let Entry::Dual { big, small } = e else {
-            return (e, SZ_2M);
+            return (e, u64::SZ_2M);
         };
         if let Some(lpt) = big {
             let b = F::decode_pte(mem.read(lpt + 8 * ((va >> 16) & 31)));
             if b != Entry::Invalid {
-                return (b, SZ_64K);
+                return (b, u64::SZ_64K);
             }
         }
         match small {
-            Some(spt) => (F::decode_pte(mem.read(spt + 8 * ((va >> 12) & 511))), SZ_4K),
-            None => (Entry::Invalid, SZ_4K),
+            Some(spt) => (
+                F::decode_pte(mem.read(spt + 8 * ((va >> 12) & 511))),
+                u64::SZ_4K,
+            ),
+            None => (Entry::Invalid, u64::SZ_4K),
         }
     }
 
@@ -975,31 +979,31 @@ mod tests {
         let e = env(v3, true)?;
         let mem = Arc::new(
             e.vram
-                .alloc(&AllocRequest::new(GIB).contiguous().aligned(SZ_512M))?,
+                .alloc(&AllocRequest::new(GIB).contiguous().aligned(u64::SZ_512M))?,
             GFP_KERNEL,
         )?;
-        let res = e.vmm.reserve(4 * GIB, SZ_512M, None, false)?;
+        let res = e.vmm.reserve(4 * GIB, u64::SZ_512M, None, false)?;
         // (reservation offset, allocation offset, size, expected page sizes in order)
         let cases: &[(u64, u64, u64, &[u64])] = &[
-            (0, 0, SZ_512M, &[SZ_512M]),
-            (SZ_512M, 0, 4 * MIB, &[SZ_2M]),
-            (GIB, 64 * 1024, 256 * 1024, &[SZ_64K]),
-            (GIB + 8 * MIB, 4096, 12 * 1024, &[SZ_4K]),
+            (0, 0, u64::SZ_512M, &[u64::SZ_512M]),
+            (u64::SZ_512M, 0, 4 * MIB, &[u64::SZ_2M]),
+            (GIB, 64 * 1024, 256 * 1024, &[u64::SZ_64K]),
+            (GIB + 8 * MIB, 4096, 12 * 1024, &[u64::SZ_4K]),
             // Small, big and small pages under one dual PDE.
             (
                 GIB + 16 * MIB + 60 * 1024,
                 60 * 1024,
                 72 * 1024,
-                &[SZ_4K, SZ_64K, SZ_4K],
+                &[u64::SZ_4K, u64::SZ_64K, u64::SZ_4K],
             ),
             // VA and PA aligned differently: only 4 KiB pages.
-            (GIB + 32 * MIB + 4096, 8192, 64 * 1024, &[SZ_4K]),
+            (GIB + 32 * MIB + 4096, 8192, 64 * 1024, &[u64::SZ_4K]),
             // Up to 2 MiB alignment, then big pages.
             (
                 GIB + 64 * MIB - 128 * 1024,
                 2 * MIB - 128 * 1024,
                 2 * MIB + 128 * 1024,
-                &[SZ_64K, SZ_2M],
+                &[u64::SZ_64K, u64::SZ_2M],
             ),
         ];
         let mut live = KVec::new();
@@ -1082,14 +1086,17 @@ mod tests {
         }
         let e = env(false, false)?;
         let mem = Arc::new(
-            e.vram
-                .alloc(&AllocRequest::new(SZ_512M).contiguous().aligned(SZ_512M))?,
+            e.vram.alloc(
+                &AllocRequest::new(u64::SZ_512M)
+                    .contiguous()
+                    .aligned(u64::SZ_512M),
+            )?,
             GFP_KERNEL,
         )?;
-        let res = e.vmm.reserve(SZ_512M, SZ_512M, None, false)?;
-        let m = res.map(0, &mem, 0, SZ_512M, Access::ReadWrite)?;
+        let res = e.vmm.reserve(u64::SZ_512M, u64::SZ_512M, None, false)?;
+        let m = res.map(0, &mem, 0, u64::SZ_512M, Access::ReadWrite)?;
         ensure_eq!(m.pieces().len(), 1);
-        ensure_eq!(m.pieces()[0].page, SZ_2M);
+        ensure_eq!(m.pieces()[0].page, u64::SZ_2M);
         check_mapping::<Ver2>(&e, &m, false)
     }
 
@@ -1100,19 +1107,22 @@ mod tests {
     fn minimum_writes() -> Result {
         let e = env(false, true)?;
         let mem = Arc::new(
-            e.vram
-                .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
+            e.vram.alloc(
+                &AllocRequest::new(u64::SZ_2M)
+                    .contiguous()
+                    .aligned(u64::SZ_2M),
+            )?,
             GFP_KERNEL,
         )?;
-        let res = e.vmm.reserve(SZ_2M, SZ_2M, Some(GIB), false)?;
+        let res = e.vmm.reserve(u64::SZ_2M, u64::SZ_2M, Some(GIB), false)?;
         let w0 = e.mem.writes.load(Relaxed);
-        let m = res.map(0, &mem, 0, SZ_2M, Access::ReadWrite)?;
+        let m = res.map(0, &mem, 0, u64::SZ_2M, Access::ReadWrite)?;
         ensure_eq!(e.mem.writes.load(Relaxed) - w0, 1 + 3 * 512);
         let w1 = e.mem.writes.load(Relaxed);
         drop(m);
         ensure_eq!(e.mem.writes.load(Relaxed) - w1, 1 + 3);
         let w2 = e.mem.writes.load(Relaxed);
-        let m = res.map(0, &mem, 0, SZ_2M, Access::ReadWrite)?;
+        let m = res.map(0, &mem, 0, u64::SZ_2M, Access::ReadWrite)?;
         ensure_eq!(e.mem.writes.load(Relaxed) - w2, 4);
         check_mapping::<Ver2>(&e, &m, false)
     }
@@ -1130,7 +1140,7 @@ mod tests {
                 e.vram.alloc(&AllocRequest::new(3 * 64 * 1024 + 8192))?,
                 GFP_KERNEL,
             )?;
-            let res = e.vmm.reserve(64 * MIB, SZ_2M, Some(8 * GIB), false)?;
+            let res = e.vmm.reserve(64 * MIB, u64::SZ_2M, Some(8 * GIB), false)?;
             let free0 = e.vram.stats().free;
             let inv0 = e.mem.invalidates.load(Relaxed);
             for n in 1..=8 {
@@ -1168,11 +1178,11 @@ mod tests {
             return Ok(());
         }
         let e = env(true, true)?;
-        let size = SZ_512M + 3 * SZ_2M + 3 * SZ_4K;
+        let size = u64::SZ_512M + 3 * u64::SZ_2M + 3 * u64::SZ_4K;
         let w0 = e.mem.writes.load(Relaxed);
         for n in 1..=4 {
             e.pool.fail_nth(n);
-            let r = e.vmm.reserve(size, SZ_512M, Some(2 * GIB), true);
+            let r = e.vmm.reserve(size, u64::SZ_512M, Some(2 * GIB), true);
             e.pool.fail_nth(0);
             let Err(err) = r else {
                 // Needed fewer tables than `n`: they were all there.
@@ -1185,7 +1195,7 @@ mod tests {
             ensure_eq!(e.mem.writes.load(Relaxed), w0);
         }
         // The range was not taken: the same fixed reservation succeeds.
-        let r = e.vmm.reserve(size, SZ_512M, Some(2 * GIB), true)?;
+        let r = e.vmm.reserve(size, u64::SZ_512M, Some(2 * GIB), true)?;
         ensure_eq!(
             translate::<Ver3>(&e.mem, e.vmm.pdb(), 2 * GIB).0,
             Entry::Sparse
@@ -1206,14 +1216,14 @@ mod tests {
         let pdb = e.vmm.pdb();
         let mem = Arc::new(
             e.vram
-                .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(SZ_2M))?,
+                .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(u64::SZ_2M))?,
             GFP_KERNEL,
         )?;
         // 1 GiB + 6 MiB + 12 KiB: 512 MiB, 2 MiB, 64 KiB and 4 KiB sparse entries.
         let size = GIB + 6 * MIB + 12 * 1024;
-        let res = e.vmm.reserve(size, SZ_512M, Some(2 * GIB), true)?;
+        let res = e.vmm.reserve(size, u64::SZ_512M, Some(2 * GIB), true)?;
         let base = res.range().start;
-        let probe = [0, SZ_512M + 4096, GIB + 2 * MIB + 4096, size - 4096];
+        let probe = [0, u64::SZ_512M + 4096, GIB + 2 * MIB + 4096, size - 4096];
         for off in probe {
             ensure_eq!(translate::<Ver3>(&e.mem, pdb, base + off).0, Entry::Sparse);
         }
@@ -1228,7 +1238,13 @@ mod tests {
                 64 * 1024,
                 Access::ReadWrite,
             )?;
-            let c = res.map(GIB + 4 * MIB, &mem, SZ_2M, SZ_2M, Access::ReadOnly)?;
+            let c = res.map(
+                GIB + 4 * MIB,
+                &mem,
+                u64::SZ_2M,
+                u64::SZ_2M,
+                Access::ReadOnly,
+            )?;
             check_mapping::<Ver3>(&e, &a, false)?;
             check_mapping::<Ver3>(&e, &b, false)?;
             check_mapping::<Ver3>(&e, &c, true)?;
@@ -1255,28 +1271,33 @@ mod tests {
     /// decoded from memory at its first and last 4 KiB: the size the test expects, a physical
     /// address aligned to it, the address the test computes.
     fn physical_alignment<F: MmuFormat>(v3: bool) -> Result {
-        let offs = [0, SZ_4K, SZ_64K, SZ_2M];
+        let offs = [0, u64::SZ_4K, u64::SZ_64K, u64::SZ_2M];
         let sizes = [
-            SZ_4K,
-            SZ_64K + SZ_4K,
-            SZ_2M + SZ_64K + SZ_4K,
-            SZ_512M + SZ_2M + SZ_64K,
+            u64::SZ_4K,
+            u64::SZ_64K + u64::SZ_4K,
+            u64::SZ_2M + u64::SZ_64K + u64::SZ_4K,
+            u64::SZ_512M + u64::SZ_2M + u64::SZ_64K,
         ];
         for huge in [false, true] {
             let e = env(v3, huge)?;
             let mem = Arc::new(
-                e.vram
-                    .alloc(&AllocRequest::new(2 * SZ_512M).contiguous().aligned(SZ_512M))?,
+                e.vram.alloc(
+                    &AllocRequest::new(2 * u64::SZ_512M)
+                        .contiguous()
+                        .aligned(u64::SZ_512M),
+                )?,
                 GFP_KERNEL,
             )?;
-            let res = e.vmm.reserve(8 * SZ_512M, SZ_512M, Some(8 * GIB), false)?;
+            let res = e
+                .vmm
+                .reserve(8 * u64::SZ_512M, u64::SZ_512M, Some(8 * GIB), false)?;
             let mut n = 0u64;
             for &vo in offs.iter() {
                 for &po in offs.iter() {
                     for &size in sizes.iter() {
                         // 512 MiB in 4 KiB pages: 131072 entries; the 4 KiB cases of the smaller
                         // sizes cover the same rule.
-                        if size > SZ_512M && (vo == SZ_4K || po == SZ_4K) {
+                        if size > u64::SZ_512M && (vo == u64::SZ_4K || po == u64::SZ_4K) {
                             continue;
                         }
                         let m = res.map(vo, &mem, po, size, Access::ReadWrite)?;
@@ -1289,7 +1310,7 @@ mod tests {
                                 size - off,
                                 huge,
                             );
-                            for at in [off, off + page - SZ_4K] {
+                            for at in [off, off + page - u64::SZ_4K] {
                                 let (entry, got) = translate::<F>(&e.mem, e.vmm.pdb(), va0 + at);
                                 let Entry::Page { pa, read_only } = entry else {
                                     kernel::kunit::err(fmt!(
@@ -1360,18 +1381,30 @@ mod tests {
         let pdb = e.vmm.pdb();
         let mem = Arc::new(
             e.vram
-                .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(SZ_2M))?,
+                .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(u64::SZ_2M))?,
             GFP_KERNEL,
         )?;
         // (reservation size, offset of the map, its size)
         let cases = [
-            (SZ_2M + SZ_64K, SZ_2M, SZ_4K),
-            (SZ_2M + SZ_64K, SZ_2M + 7 * SZ_4K, SZ_4K),
-            (SZ_2M + SZ_64K, SZ_2M + SZ_64K - SZ_4K, SZ_4K),
-            (SZ_2M + 3 * SZ_64K, SZ_2M + 2 * SZ_64K - SZ_4K, 2 * SZ_4K),
-            (2 * SZ_2M, SZ_64K, SZ_64K),
-            (2 * SZ_2M, SZ_2M + 3 * SZ_4K, SZ_4K),
-            (2 * SZ_2M, SZ_2M - SZ_64K, 2 * SZ_64K),
+            (u64::SZ_2M + u64::SZ_64K, u64::SZ_2M, u64::SZ_4K),
+            (
+                u64::SZ_2M + u64::SZ_64K,
+                u64::SZ_2M + 7 * u64::SZ_4K,
+                u64::SZ_4K,
+            ),
+            (
+                u64::SZ_2M + u64::SZ_64K,
+                u64::SZ_2M + u64::SZ_64K - u64::SZ_4K,
+                u64::SZ_4K,
+            ),
+            (
+                u64::SZ_2M + 3 * u64::SZ_64K,
+                u64::SZ_2M + 2 * u64::SZ_64K - u64::SZ_4K,
+                2 * u64::SZ_4K,
+            ),
+            (2 * u64::SZ_2M, u64::SZ_64K, u64::SZ_64K),
+            (2 * u64::SZ_2M, u64::SZ_2M + 3 * u64::SZ_4K, u64::SZ_4K),
+            (2 * u64::SZ_2M, u64::SZ_2M - u64::SZ_64K, 2 * u64::SZ_64K),
         ];
         let check = |base: u64, size: u64, mapped: Range<u64>, pa: u64, gone: bool| -> Result {
             let mut off = 0;
@@ -1399,16 +1432,16 @@ mod tests {
                     ));
                     return Err(EINVAL);
                 }
-                off += SZ_4K;
+                off += u64::SZ_4K;
             }
             Ok(())
         };
         for (size, off, len) in cases {
-            let res = e.vmm.reserve(size, SZ_2M, Some(4 * GIB), true)?;
+            let res = e.vmm.reserve(size, u64::SZ_2M, Some(4 * GIB), true)?;
             let base = res.range().start;
             check(base, size, 0..0, 0, false)?;
             // Physically aligned as virtually: the page size is the largest the length allows.
-            let moff = off % SZ_2M;
+            let moff = off % u64::SZ_2M;
             let m = res.map(off, &mem, moff, len, Access::ReadWrite)?;
             check(base, size, off..off + len, mem.start() + moff, false)?;
             drop(m);
@@ -1462,7 +1495,7 @@ mod tests {
         let spaces = Spaces::new()?;
         let ops: &'static dyn PageTableOps = if v3 { &VER3 } else { &VER2 };
         let data = Arc::new(
-            vram.alloc(&AllocRequest::new(8 * MIB).contiguous().aligned(SZ_2M))?,
+            vram.alloc(&AllocRequest::new(8 * MIB).contiguous().aligned(u64::SZ_2M))?,
             GFP_KERNEL,
         )?;
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -1495,24 +1528,31 @@ mod tests {
             for (k, vmm) in vmms.iter().enumerate() {
                 // CAST: three spaces.
                 let k = k as u64;
-                let res = vmm.reserve(512 * GIB, SZ_2M, None, false)?;
+                let res = vmm.reserve(512 * GIB, u64::SZ_2M, None, false)?;
                 // Each map in its own 512 MiB: its own PD0 and page table.
                 for i in 0..12 + 6 * round {
-                    let size = [SZ_4K, SZ_64K, SZ_2M, 3 * SZ_4K][((i + k) % 4) as usize];
-                    let off = i * SZ_512M + (next() % 64) * SZ_2M;
+                    let size = [u64::SZ_4K, u64::SZ_64K, u64::SZ_2M, 3 * u64::SZ_4K]
+                        [((i + k) % 4) as usize];
+                    let off = i * u64::SZ_512M + (next() % 64) * u64::SZ_2M;
                     maps.push(
                         (
-                            res.map(off, &data, SZ_2M, size, Access::ReadWrite)?,
-                            data.start() + SZ_2M,
+                            res.map(off, &data, u64::SZ_2M, size, Access::ReadWrite)?,
+                            data.start() + u64::SZ_2M,
                         ),
                         GFP_KERNEL,
                     )?;
                 }
                 // A sparse range with a page in it.
-                let sp = vmm.reserve(SZ_2M + SZ_64K, SZ_2M, None, true)?;
+                let sp = vmm.reserve(u64::SZ_2M + u64::SZ_64K, u64::SZ_2M, None, true)?;
                 maps.push(
                     (
-                        sp.map(SZ_2M + SZ_4K, &data, 0, SZ_4K, Access::ReadOnly)?,
+                        sp.map(
+                            u64::SZ_2M + u64::SZ_4K,
+                            &data,
+                            0,
+                            u64::SZ_4K,
+                            Access::ReadOnly,
+                        )?,
                         data.start(),
                     ),
                     GFP_KERNEL,
@@ -1640,11 +1680,11 @@ mod tests {
         let res = e.vmm.reserve(MIB, MIB, None, false)?;
         let m = res.map(0, &mem, 0, MIB, Access::ReadWrite)?;
         // Virtual addresses in block order, each block as one 64 KiB page.
-        ensure!(m.pieces().iter().all(|p| p.page == SZ_64K));
+        ensure!(m.pieces().iter().all(|p| p.page == u64::SZ_64K));
         let mut va = m.va();
         for b in mem.ranges() {
-            ensure_eq!(b.end - b.start, SZ_64K);
-            for off in [0, 4096, SZ_64K - 4096] {
+            ensure_eq!(b.end - b.start, u64::SZ_64K);
+            for off in [0, 4096, u64::SZ_64K - 4096] {
                 let (entry, size) = translate::<Ver2>(&e.mem, e.vmm.pdb(), va + off);
                 ensure_eq!(
                     entry,
@@ -1653,9 +1693,9 @@ mod tests {
                         read_only: false
                     }
                 );
-                ensure_eq!(size, SZ_64K);
+                ensure_eq!(size, u64::SZ_64K);
             }
-            va += SZ_64K;
+            va += u64::SZ_64K;
         }
         Ok(())
     }
@@ -1687,22 +1727,27 @@ mod tests {
     fn map_bound_cases<F: MmuFormat>(v3: bool) -> Result {
         let e = env(v3, true)?;
         // Reservation of 128 KiB at 1 GiB, an allocation of 64 KiB: the two bounds differ.
-        let (r, m) = (128 * 1024, SZ_64K);
-        let top = u64::MAX & !(SZ_4K - 1);
+        let (r, m) = (128 * 1024, u64::SZ_64K);
+        let top = u64::MAX & !(u64::SZ_4K - 1);
         let mem = Arc::new(
             e.vram
-                .alloc(&AllocRequest::new(m).contiguous().aligned(SZ_64K))?,
+                .alloc(&AllocRequest::new(m).contiguous().aligned(u64::SZ_64K))?,
             GFP_KERNEL,
         )?;
-        let res = e.vmm.reserve(r, SZ_64K, Some(GIB), false)?;
+        let res = e.vmm.reserve(r, u64::SZ_64K, Some(GIB), false)?;
         // A neighbour mapped right after the reservation, to other memory.
         let other = Arc::new(
-            e.vram
-                .alloc(&AllocRequest::new(SZ_64K).contiguous().aligned(SZ_64K))?,
+            e.vram.alloc(
+                &AllocRequest::new(u64::SZ_64K)
+                    .contiguous()
+                    .aligned(u64::SZ_64K),
+            )?,
             GFP_KERNEL,
         )?;
-        let next = e.vmm.reserve(SZ_64K, SZ_64K, Some(GIB + r), false)?;
-        let _next_map = next.map(0, &other, 0, SZ_64K, Access::ReadWrite)?;
+        let next = e
+            .vmm
+            .reserve(u64::SZ_64K, u64::SZ_64K, Some(GIB + r), false)?;
+        let _next_map = next.map(0, &other, 0, u64::SZ_64K, Access::ReadWrite)?;
         let page = |va: u64| translate::<F>(&e.mem, e.vmm.pdb(), va).0;
         let neighbour = Entry::Page {
             pa: other.start(),
@@ -1710,23 +1755,23 @@ mod tests {
         };
         // (offset in the reservation, offset in the allocation, size, expected)
         let cases: &[(u64, u64, u64, Result)] = &[
-            (r - SZ_4K, 0, SZ_4K, Ok(())),
+            (r - u64::SZ_4K, 0, u64::SZ_4K, Ok(())),
             (r - m, 0, m, Ok(())),
-            (r - SZ_4K, 0, 2 * SZ_4K, Err(ERANGE)),
-            (r - SZ_4K, 0, SZ_4K + 1, Err(EINVAL)),
-            (r - 1, 0, SZ_4K, Err(EINVAL)),
-            (r, 0, SZ_4K, Err(ERANGE)),
+            (r - u64::SZ_4K, 0, 2 * u64::SZ_4K, Err(ERANGE)),
+            (r - u64::SZ_4K, 0, u64::SZ_4K + 1, Err(EINVAL)),
+            (r - 1, 0, u64::SZ_4K, Err(EINVAL)),
+            (r, 0, u64::SZ_4K, Err(ERANGE)),
             (r, 0, 0, Err(EINVAL)),
             (0, 0, 0, Err(EINVAL)),
-            (top, 0, SZ_4K, Err(ERANGE)),
-            (0, m - SZ_4K, SZ_4K, Ok(())),
+            (top, 0, u64::SZ_4K, Err(ERANGE)),
+            (0, m - u64::SZ_4K, u64::SZ_4K, Ok(())),
             (0, 0, m, Ok(())),
-            (0, m - SZ_4K, 2 * SZ_4K, Err(ERANGE)),
-            (0, m - SZ_4K, SZ_4K + 1, Err(EINVAL)),
-            (0, m - 1, SZ_4K, Err(EINVAL)),
-            (0, m, SZ_4K, Err(ERANGE)),
+            (0, m - u64::SZ_4K, 2 * u64::SZ_4K, Err(ERANGE)),
+            (0, m - u64::SZ_4K, u64::SZ_4K + 1, Err(EINVAL)),
+            (0, m - 1, u64::SZ_4K, Err(EINVAL)),
+            (0, m, u64::SZ_4K, Err(ERANGE)),
             (0, m, 0, Err(EINVAL)),
-            (0, top, SZ_4K, Err(ERANGE)),
+            (0, top, u64::SZ_4K, Err(ERANGE)),
             (0, 0, r, Err(ERANGE)),
         ];
         let tables = e.vmm.tables();
@@ -1746,10 +1791,10 @@ mod tests {
                     ensure_eq!(map.va(), GIB + off);
                     ensure_eq!(e.mem.invalidates.load(Relaxed) - i0, 1);
                     // Each 4 KiB translates into its page (a 64 KiB page gives its start).
-                    for i in 0..size / SZ_4K {
+                    for i in 0..size / u64::SZ_4K {
                         let (entry, psize) =
-                            translate::<F>(&e.mem, e.vmm.pdb(), GIB + off + i * SZ_4K);
-                        let pa = (mem.start() + moff + i * SZ_4K) & !(psize - 1);
+                            translate::<F>(&e.mem, e.vmm.pdb(), GIB + off + i * u64::SZ_4K);
+                        let pa = (mem.start() + moff + i * u64::SZ_4K) & !(psize - 1);
                         ensure_eq!(
                             (off, moff, i, entry),
                             (
@@ -1765,7 +1810,7 @@ mod tests {
                     }
                     // Nothing of the reservation outside the mapping is mapped.
                     if off > 0 {
-                        ensure_eq!((off, page(GIB + off - SZ_4K)), (off, Entry::Invalid));
+                        ensure_eq!((off, page(GIB + off - u64::SZ_4K)), (off, Entry::Invalid));
                     }
                     if off + size < r {
                         ensure_eq!((off, page(GIB + off + size)), (off, Entry::Invalid));
@@ -1780,14 +1825,14 @@ mod tests {
                     ensure_eq!(e.vmm.stats.failed.load(Relaxed) - f0, 1);
                     ensure_eq!(e.vmm.tables(), tables);
                     ensure_eq!((off, page(GIB)), (off, Entry::Invalid));
-                    ensure_eq!((off, page(GIB + r - SZ_4K)), (off, Entry::Invalid));
+                    ensure_eq!((off, page(GIB + r - u64::SZ_4K)), (off, Entry::Invalid));
                 }
             }
             ensure_eq!(
                 (off, moff, size, page(GIB + r)),
                 (off, moff, size, neighbour)
             );
-            ensure_eq!(page(GIB + r + SZ_64K - SZ_4K), neighbour);
+            ensure_eq!(page(GIB + r + u64::SZ_64K - u64::SZ_4K), neighbour);
         }
         // No mapping record was left behind: the whole reservation maps, in two halves.
         let a = res.map(0, &mem, 0, m, Access::ReadWrite)?;

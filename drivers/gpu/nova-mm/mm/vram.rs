@@ -27,7 +27,10 @@ use kernel::{
     prelude::*,
     ptr::Alignment,
     rbtree::RBTree,
-    sizes::SZ_4K,
+    sizes::{
+        SizeConstants,
+        SZ_4K, //
+    },
     sync::{
         atomic::{
             Atomic,
@@ -41,7 +44,7 @@ use kernel::{
 use crate::mm::clear::ClearTracker;
 
 /// Allocation granularity: the buddy allocator's chunk size.
-pub(crate) const CHUNK: u64 = SZ_4K as u64;
+pub(crate) const CHUNK: u64 = u64::SZ_4K;
 
 /// Where an allocation may come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,7 @@ use kernel::prelude::*;
 mod device_badinput {
     use core::ops::Range;
 
+    use kernel::sizes::SizeConstants;
     use kernel::{
         fmt,
         prelude::*,
@@ -45,14 +46,11 @@ mod device_badinput {
             },
             pagetable::{
                 Access,
-                Entry,
-                SZ_2M,
-                SZ_4K,
-                SZ_64K, //
+                Entry, //
             },
             ptpool::{
                 PtMem,
-                CHUNK_SLOTS, //
+                CHUNK_SLOTS_U64, //
             },
             tlb::Scope,
             vmm::{
@@ -221,7 +219,7 @@ mod device_badinput {
     /// Free table slots of the pool's chunks.
     fn free_slots(mm: &GpuMm<'_>) -> u64 {
         // CAST: 64 slots per chunk.
-        mm.pool().footprint().0 * CHUNK_SLOTS as u64 - mm.pool().in_use()
+        mm.pool().footprint().0 * CHUNK_SLOTS_U64 - mm.pool().in_use()
     }
 
     /// Takes page-table slots until `left` are free.
@@ -237,8 +235,8 @@ mod device_badinput {
     fn fill_bar1<'a>(bar: &BarUser<'a>) -> Result<KVec<Reservation<'a>>> {
         let mut held = KVec::new();
         let mut size = bar.size();
-        while size >= SZ_4K {
-            match bar.vmm().reserve(size, SZ_4K, None, false) {
+        while size >= u64::SZ_4K {
+            match bar.vmm().reserve(size, u64::SZ_4K, None, false) {
                 Ok(r) => held.push(r, GFP_KERNEL)?,
                 Err(e) if e == ENOSPC => size /= 2,
                 Err(e) => return Err(e),
@@ -389,13 +387,16 @@ mod device_badinput {
 
     /// A map at [`FAR_AT`] whose `n`-th page-table allocation fails (of the three it needs).
     fn map_far_failing(f: &Fx<'_, '_>, n: u64) -> Result<Got> {
-        with_pt_failure(f, n, || f.far.map(0, &f.mem, 0, SZ_4K, Access::ReadWrite))
+        with_pt_failure(f, n, || {
+            f.far.map(0, &f.mem, 0, u64::SZ_4K, Access::ReadWrite)
+        })
     }
 
     /// A sparse reservation at [`FAR_SPARSE_AT`] whose `n`-th table allocation fails.
     fn sparse_failing(f: &Fx<'_, '_>, n: u64) -> Result<Got> {
         with_pt_failure(f, n, || {
-            f.vmm.reserve(SZ_4K, SZ_4K, Some(FAR_SPARSE_AT), true)
+            f.vmm
+                .reserve(u64::SZ_4K, u64::SZ_4K, Some(FAR_SPARSE_AT), true)
         })
     }
 
@@ -465,7 +466,7 @@ mod device_badinput {
         on_bar(f, |b| b.user.map(&f.mem, moff, size, Access::ReadWrite, at))
     }
 
-    const U64_PAGE_MAX: u64 = u64::MAX & !(SZ_4K - 1);
+    const U64_PAGE_MAX: u64 = u64::MAX & !(u64::SZ_4K - 1);
 
     /// The cases. Expected errors are those the entry points document: `EINVAL` for zero,
     /// unaligned or malformed requests, `ERANGE` for ranges outside what the call may touch,
@@ -490,25 +491,25 @@ mod device_badinput {
             name: "vram: 4 KiB + 1",
             api: Api::Vram,
             want: EINVAL,
-            run: |f| alloc(f, req(SZ_4K + 1)),
+            run: |f| alloc(f, req(u64::SZ_4K + 1)),
         },
         Case {
             name: "vram: alignment 0",
             api: Api::Vram,
             want: EINVAL,
-            run: |f| alloc(f, req(SZ_4K).aligned(0)),
+            run: |f| alloc(f, req(u64::SZ_4K).aligned(0)),
         },
         Case {
             name: "vram: alignment not a power of two",
             api: Api::Vram,
             want: EINVAL,
-            run: |f| alloc(f, req(SZ_4K).aligned(3 * SZ_4K)),
+            run: |f| alloc(f, req(u64::SZ_4K).aligned(3 * u64::SZ_4K)),
         },
         Case {
             name: "vram: alignment below 4 KiB",
             api: Api::Vram,
             want: EINVAL,
-            run: |f| alloc(f, req(SZ_4K).aligned(512)),
+            run: |f| alloc(f, req(u64::SZ_4K).aligned(512)),
         },
         Case {
             name: "vram: size near 2^64",
@@ -520,13 +521,13 @@ mod device_badinput {
             name: "vram: larger than the allocator's range",
             api: Api::Vram,
             want: EINVAL,
-            run: |f| alloc(f, req(f.usable().end + SZ_4K)),
+            run: |f| alloc(f, req(f.usable().end + u64::SZ_4K)),
         },
         Case {
             name: "vram: more than is free",
             api: Api::Vram,
             want: ENOSPC,
-            run: |f| alloc(f, req(f.mm.vram().stats().free + SZ_4K)),
+            run: |f| alloc(f, req(f.mm.vram().stats().free + u64::SZ_4K)),
         },
         Case {
             name: "vram: contiguous, more than the largest free range",
@@ -535,7 +536,7 @@ mod device_badinput {
             run: |f| {
                 alloc(
                     f,
-                    req(f.mm.vram().stats().largest_free + SZ_4K).contiguous(),
+                    req(f.mm.vram().stats().largest_free + u64::SZ_4K).contiguous(),
                 )
             },
         },
@@ -543,13 +544,19 @@ mod device_badinput {
             name: "vram: within a range past the usable VRAM",
             api: Api::Vram,
             want: EINVAL,
-            run: |f| within(f, SZ_4K, f.fb_end()..f.fb_end() + MIB),
+            run: |f| within(f, u64::SZ_4K, f.fb_end()..f.fb_end() + MIB),
         },
         Case {
             name: "vram: within a range straddling the usable end",
             api: Api::Vram,
             want: EINVAL,
-            run: |f| within(f, SZ_4K, f.usable().end - SZ_4K..f.usable().end + SZ_4K),
+            run: |f| {
+                within(
+                    f,
+                    u64::SZ_4K,
+                    f.usable().end - u64::SZ_4K..f.usable().end + u64::SZ_4K,
+                )
+            },
         },
         Case {
             name: "vram: within a range below the usable start",
@@ -557,10 +564,10 @@ mod device_badinput {
             want: EINVAL,
             run: |f| {
                 let s = f.usable().start;
-                if s < SZ_4K {
+                if s < u64::SZ_4K {
                     return Ok(Got::Na);
                 }
-                within(f, SZ_4K, s - SZ_4K..s + SZ_4K)
+                within(f, u64::SZ_4K, s - u64::SZ_4K..s + u64::SZ_4K)
             },
         },
         Case {
@@ -569,7 +576,7 @@ mod device_badinput {
             want: EINVAL,
             run: |f| {
                 let s = f.usable().start;
-                within(f, SZ_4K, s..s)
+                within(f, u64::SZ_4K, s..s)
             },
         },
         Case {
@@ -578,7 +585,7 @@ mod device_badinput {
             want: EINVAL,
             run: |f| {
                 let s = f.usable().start;
-                within(f, SZ_4K, s + MIB..s)
+                within(f, u64::SZ_4K, s + MIB..s)
             },
         },
         Case {
@@ -587,7 +594,7 @@ mod device_badinput {
             want: EINVAL,
             run: |f| {
                 let s = f.usable().start;
-                within(f, SZ_4K, s + 100..s + MIB)
+                within(f, u64::SZ_4K, s + 100..s + MIB)
             },
         },
         Case {
@@ -596,7 +603,7 @@ mod device_badinput {
             want: ENOSPC,
             run: |f| {
                 let s = f.usable().end - 64 * MIB;
-                within(f, 2 * SZ_4K, s..s + SZ_4K)
+                within(f, 2 * u64::SZ_4K, s..s + u64::SZ_4K)
             },
         },
         Case {
@@ -608,7 +615,7 @@ mod device_badinput {
                     // Address 0 is aligned to anything.
                     return Ok(Got::Na);
                 }
-                alloc(f, req(SZ_4K).aligned(1 << 62))
+                alloc(f, req(u64::SZ_4K).aligned(1 << 62))
             },
         },
         Case {
@@ -621,7 +628,11 @@ mod device_badinput {
             name: "vram: zeroed, more than is free",
             api: Api::Vram,
             want: ENOSPC,
-            run: |f| ret(f.mm.alloc_zeroed(&req(f.mm.vram().stats().free + SZ_4K))),
+            run: |f| {
+                ret(f
+                    .mm
+                    .alloc_zeroed(&req(f.mm.vram().stats().free + u64::SZ_4K)))
+            },
         },
         Case {
             name: "vram: exhausted, then 4 KiB",
@@ -630,7 +641,7 @@ mod device_badinput {
             run: |f| {
                 let fill = fill_vram(f.mm)?;
                 ensure_eq!(f.mm.vram().stats().free, 0);
-                let r = f.mm.vram().alloc(&req(SZ_4K));
+                let r = f.mm.vram().alloc(&req(u64::SZ_4K));
                 drop(fill);
                 ret(r)
             },
@@ -642,7 +653,7 @@ mod device_badinput {
             run: |f| {
                 let fill = fill_vram(f.mm)?;
                 let r =
-                    f.mm.alloc_zeroed(&req(SZ_4K).zeroed(Zero::Required).contiguous());
+                    f.mm.alloc_zeroed(&req(u64::SZ_4K).zeroed(Zero::Required).contiguous());
                 drop(fill);
                 ret(r)
             },
@@ -820,7 +831,7 @@ mod device_badinput {
             name: "vmm: beyond the format's virtual addresses",
             api: Api::Vmm,
             want: ERANGE,
-            run: |f| new_vmm(f, 0..va_limit(f) + SZ_4K),
+            run: |f| new_vmm(f, 0..va_limit(f) + u64::SZ_4K),
         },
         Case {
             name: "vmm: wholly above the format's virtual addresses",
@@ -851,121 +862,128 @@ mod device_badinput {
             name: "reserve: zero size",
             api: Api::Reserve,
             want: EINVAL,
-            run: |f| reserve(f, 0, SZ_4K, None),
+            run: |f| reserve(f, 0, u64::SZ_4K, None),
         },
         Case {
             name: "reserve: size not a multiple of 4 KiB",
             api: Api::Reserve,
             want: EINVAL,
-            run: |f| reserve(f, SZ_4K + 100, SZ_4K, None),
+            run: |f| reserve(f, u64::SZ_4K + 100, u64::SZ_4K, None),
         },
         Case {
             name: "reserve: alignment 0",
             api: Api::Reserve,
             want: EINVAL,
-            run: |f| reserve(f, SZ_4K, 0, None),
+            run: |f| reserve(f, u64::SZ_4K, 0, None),
         },
         Case {
             name: "reserve: alignment not a power of two",
             api: Api::Reserve,
             want: EINVAL,
-            run: |f| reserve(f, SZ_4K, 3 * SZ_4K, None),
+            run: |f| reserve(f, u64::SZ_4K, 3 * u64::SZ_4K, None),
         },
         Case {
             name: "reserve: alignment below 4 KiB",
             api: Api::Reserve,
             want: EINVAL,
-            run: |f| reserve(f, SZ_4K, 2048, None),
+            run: |f| reserve(f, u64::SZ_4K, 2048, None),
         },
         Case {
             name: "reserve: fixed address not aligned to the alignment",
             api: Api::Reserve,
             want: EINVAL,
-            run: |f| reserve(f, SZ_2M, SZ_2M, Some(2 * GIB + SZ_4K)),
+            run: |f| reserve(f, u64::SZ_2M, u64::SZ_2M, Some(2 * GIB + u64::SZ_4K)),
         },
         Case {
             name: "reserve: fixed address unaligned",
             api: Api::Reserve,
             want: EINVAL,
-            run: |f| reserve(f, SZ_4K, SZ_4K, Some(2 * GIB + 12)),
+            run: |f| reserve(f, u64::SZ_4K, u64::SZ_4K, Some(2 * GIB + 12)),
         },
         Case {
             name: "reserve: sparse, zero size",
             api: Api::Reserve,
             want: EINVAL,
-            run: |f| ret(f.vmm.reserve(0, SZ_4K, None, true)),
+            run: |f| ret(f.vmm.reserve(0, u64::SZ_4K, None, true)),
         },
         Case {
             name: "reserve: same range as a reservation",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| reserve(f, SZ_2M, SZ_4K, Some(RES_AT)),
+            run: |f| reserve(f, u64::SZ_2M, u64::SZ_4K, Some(RES_AT)),
         },
         Case {
             name: "reserve: overlapping a reservation's start",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| reserve(f, 2 * SZ_4K, SZ_4K, Some(RES_AT - SZ_4K)),
+            run: |f| reserve(f, 2 * u64::SZ_4K, u64::SZ_4K, Some(RES_AT - u64::SZ_4K)),
         },
         Case {
             name: "reserve: overlapping a reservation's end",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| reserve(f, 2 * SZ_4K, SZ_4K, Some(RES_AT + SZ_2M - SZ_4K)),
+            run: |f| {
+                reserve(
+                    f,
+                    2 * u64::SZ_4K,
+                    u64::SZ_4K,
+                    Some(RES_AT + u64::SZ_2M - u64::SZ_4K),
+                )
+            },
         },
         Case {
             name: "reserve: inside a reservation",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| reserve(f, SZ_4K, SZ_4K, Some(RES_AT + MIB)),
+            run: |f| reserve(f, u64::SZ_4K, u64::SZ_4K, Some(RES_AT + MIB)),
         },
         Case {
             name: "reserve: around a reservation",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| reserve(f, 4 * SZ_2M, SZ_4K, Some(RES_AT - SZ_2M)),
+            run: |f| reserve(f, 4 * u64::SZ_2M, u64::SZ_4K, Some(RES_AT - u64::SZ_2M)),
         },
         Case {
             name: "reserve: sparse, overlapping a reservation",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| ret(f.vmm.reserve(SZ_4K, SZ_4K, Some(RES_AT), true)),
+            run: |f| ret(f.vmm.reserve(u64::SZ_4K, u64::SZ_4K, Some(RES_AT), true)),
         },
         Case {
             name: "reserve: at the end of the space",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| reserve(f, SZ_4K, SZ_4K, Some(SPACE)),
+            run: |f| reserve(f, u64::SZ_4K, u64::SZ_4K, Some(SPACE)),
         },
         Case {
             name: "reserve: straddling the end of the space",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| reserve(f, 2 * SZ_4K, SZ_4K, Some(SPACE - SZ_4K)),
+            run: |f| reserve(f, 2 * u64::SZ_4K, u64::SZ_4K, Some(SPACE - u64::SZ_4K)),
         },
         Case {
             name: "reserve: fixed address + size wraps",
             api: Api::Reserve,
             want: EEXIST,
-            run: |f| reserve(f, 2 * SZ_4K, SZ_4K, Some(U64_PAGE_MAX)),
+            run: |f| reserve(f, 2 * u64::SZ_4K, u64::SZ_4K, Some(U64_PAGE_MAX)),
         },
         Case {
             name: "reserve: the whole space (part of it reserved)",
             api: Api::Reserve,
             want: ENOSPC,
-            run: |f| reserve(f, SPACE, SZ_4K, None),
+            run: |f| reserve(f, SPACE, u64::SZ_4K, None),
         },
         Case {
             name: "reserve: larger than the space",
             api: Api::Reserve,
             want: ENOSPC,
-            run: |f| reserve(f, SPACE + SZ_4K, SZ_4K, None),
+            run: |f| reserve(f, SPACE + u64::SZ_4K, u64::SZ_4K, None),
         },
         Case {
             name: "reserve: size near 2^64",
             api: Api::Reserve,
             want: ENOSPC,
-            run: |f| reserve(f, U64_PAGE_MAX, SZ_4K, None),
+            run: |f| reserve(f, U64_PAGE_MAX, u64::SZ_4K, None),
         },
         Case {
             name: "reserve: sparse, first table allocation fails",
@@ -1002,31 +1020,31 @@ mod device_badinput {
             name: "map: unaligned offset in the reservation",
             api: Api::Map,
             want: EINVAL,
-            run: |f| map(f, 12, &f.mem, 0, SZ_4K),
+            run: |f| map(f, 12, &f.mem, 0, u64::SZ_4K),
         },
         Case {
             name: "map: unaligned offset in the allocation",
             api: Api::Map,
             want: EINVAL,
-            run: |f| map(f, 0, &f.mem, 100, SZ_4K),
+            run: |f| map(f, 0, &f.mem, 100, u64::SZ_4K),
         },
         Case {
             name: "map: allocation offset at its end",
             api: Api::Map,
             want: ERANGE,
-            run: |f| map(f, 0, &f.mem, SZ_64K, SZ_4K),
+            run: |f| map(f, 0, &f.mem, u64::SZ_64K, u64::SZ_4K),
         },
         Case {
             name: "map: past the end of the allocation",
             api: Api::Map,
             want: ERANGE,
-            run: |f| map(f, 0, &f.mem, SZ_64K - SZ_4K, 2 * SZ_4K),
+            run: |f| map(f, 0, &f.mem, u64::SZ_64K - u64::SZ_4K, 2 * u64::SZ_4K),
         },
         Case {
             name: "map: allocation offset + size wraps",
             api: Api::Map,
             want: ERANGE,
-            run: |f| map(f, 0, &f.mem, U64_PAGE_MAX, 2 * SZ_4K),
+            run: |f| map(f, 0, &f.mem, U64_PAGE_MAX, 2 * u64::SZ_4K),
         },
         Case {
             name: "map: more than is reserved",
@@ -1038,55 +1056,63 @@ mod device_badinput {
             name: "map: at the end of the reservation",
             api: Api::Map,
             want: ERANGE,
-            run: |f| map(f, SZ_2M, &f.mem, 0, SZ_4K),
+            run: |f| map(f, u64::SZ_2M, &f.mem, 0, u64::SZ_4K),
         },
         Case {
             name: "map: straddling the end of the reservation",
             api: Api::Map,
             want: ERANGE,
-            run: |f| map(f, SZ_2M - SZ_4K, &f.mem, 0, 2 * SZ_4K),
+            run: |f| map(f, u64::SZ_2M - u64::SZ_4K, &f.mem, 0, 2 * u64::SZ_4K),
         },
         Case {
             name: "map: far beyond the reservation",
             api: Api::Map,
             want: ERANGE,
-            run: |f| map(f, SPACE, &f.mem, 0, SZ_4K),
+            run: |f| map(f, SPACE, &f.mem, 0, u64::SZ_4K),
         },
         Case {
             name: "map: offset + size wraps",
             api: Api::Map,
             want: ERANGE,
-            run: |f| map(f, U64_PAGE_MAX, &f.mem, 0, SZ_4K),
+            run: |f| map(f, U64_PAGE_MAX, &f.mem, 0, u64::SZ_4K),
         },
         Case {
             name: "map: over a mapping, same range",
             api: Api::Map,
             want: EBUSY,
-            run: |f| map(f, BUSY_AT, &f.mem, 0, SZ_64K),
+            run: |f| map(f, BUSY_AT, &f.mem, 0, u64::SZ_64K),
         },
         Case {
             name: "map: over a mapping's first page",
             api: Api::Map,
             want: EBUSY,
-            run: |f| map(f, BUSY_AT - SZ_4K, &f.mem, 0, 2 * SZ_4K),
+            run: |f| map(f, BUSY_AT - u64::SZ_4K, &f.mem, 0, 2 * u64::SZ_4K),
         },
         Case {
             name: "map: over a mapping's last page",
             api: Api::Map,
             want: EBUSY,
-            run: |f| map(f, BUSY_AT + SZ_64K - SZ_4K, &f.mem, 0, 2 * SZ_4K),
+            run: |f| {
+                map(
+                    f,
+                    BUSY_AT + u64::SZ_64K - u64::SZ_4K,
+                    &f.mem,
+                    0,
+                    2 * u64::SZ_4K,
+                )
+            },
         },
         Case {
             name: "map: around a mapping",
             api: Api::Map,
             want: EBUSY,
-            run: |f| map(f, BUSY_AT - SZ_64K, &f.mem4m, 0, 3 * SZ_64K),
+            run: |f| map(f, BUSY_AT - u64::SZ_64K, &f.mem4m, 0, 3 * u64::SZ_64K),
         },
         Case {
             name: "map: memory that is not this GPU's VRAM allocator's",
             api: Api::Map,
             want: EXDEV,
-            run: |f| map(f, 0, &f.foreign, 0, SZ_4K),
+            run: |f| map(f, 0, &f.foreign, 0, u64::SZ_4K),
         },
         Case {
             name: "map: first of three table allocations fails",
@@ -1115,7 +1141,7 @@ mod device_badinput {
                 let slots = hold_slots(f.mm, 1)?;
                 let fill = fill_vram(f.mm)?;
                 let a0 = f.mm.pool().stats.allocs.load(Relaxed);
-                let r = f.far.map(0, &f.mem, 0, SZ_4K, Access::ReadWrite);
+                let r = f.far.map(0, &f.mem, 0, u64::SZ_4K, Access::ReadWrite);
                 // One table was taken in the middle of the map, and given back.
                 ensure_eq!(f.mm.pool().stats.allocs.load(Relaxed) - a0, 1);
                 drop(fill);
@@ -1140,32 +1166,32 @@ mod device_badinput {
             name: "bar1: unaligned allocation offset",
             api: Api::Bar,
             want: EINVAL,
-            run: |f| bar_map(f, 100, SZ_4K, None),
+            run: |f| bar_map(f, 100, u64::SZ_4K, None),
         },
         Case {
             name: "bar1: allocation offset at its end",
             api: Api::Bar,
             want: ERANGE,
-            run: |f| bar_map(f, SZ_64K, SZ_4K, None),
+            run: |f| bar_map(f, u64::SZ_64K, u64::SZ_4K, None),
         },
         Case {
             name: "bar1: past the end of the allocation",
             api: Api::Bar,
             want: ERANGE,
-            run: |f| bar_map(f, 0, 2 * SZ_64K, None),
+            run: |f| bar_map(f, 0, 2 * u64::SZ_64K, None),
         },
         Case {
             name: "bar1: fixed offset unaligned to the page size",
             api: Api::Bar,
             want: EINVAL,
-            run: |f| bar_map(f, 0, SZ_64K, Some(SZ_4K)),
+            run: |f| bar_map(f, 0, u64::SZ_64K, Some(u64::SZ_4K)),
         },
         Case {
             name: "bar1: fixed offset at the end of BAR1",
             api: Api::Bar,
             want: EEXIST,
             run: |f| match bar(f) {
-                Some(b) => bar_map(f, 0, SZ_64K, Some(b.user.size())),
+                Some(b) => bar_map(f, 0, u64::SZ_64K, Some(b.user.size())),
                 None => Ok(Got::Na),
             },
         },
@@ -1174,7 +1200,7 @@ mod device_badinput {
             api: Api::Bar,
             want: EEXIST,
             run: |f| match bar(f) {
-                Some(b) => bar_map(f, 0, SZ_64K, Some(b.map.offset())),
+                Some(b) => bar_map(f, 0, u64::SZ_64K, Some(b.map.offset())),
                 None => Ok(Got::Na),
             },
         },
@@ -1182,7 +1208,7 @@ mod device_badinput {
             name: "bar1: fixed offset + size wraps",
             api: Api::Bar,
             want: EEXIST,
-            run: |f| bar_map(f, 0, SZ_64K, Some(u64::MAX & !(SZ_64K - 1))),
+            run: |f| bar_map(f, 0, u64::SZ_64K, Some(u64::MAX & !(u64::SZ_64K - 1))),
         },
         Case {
             name: "bar1: more than BAR1 holds",
@@ -1200,7 +1226,8 @@ mod device_badinput {
             want: EXDEV,
             run: |f| {
                 on_bar(f, |b| {
-                    b.user.map(&f.foreign, 0, SZ_4K, Access::ReadWrite, None)
+                    b.user
+                        .map(&f.foreign, 0, u64::SZ_4K, Access::ReadWrite, None)
                 })
             },
         },
@@ -1214,9 +1241,9 @@ mod device_badinput {
                     b.user.map(
                         &f.mem,
                         0,
-                        SZ_64K,
+                        u64::SZ_64K,
                         Access::ReadWrite,
-                        Some(b.user.size() - SZ_2M),
+                        Some(b.user.size() - u64::SZ_2M),
                     )
                 }),
                 None => Ok(Got::Na),
@@ -1229,7 +1256,7 @@ mod device_badinput {
             run: |f| match bar(f) {
                 Some(b) => {
                     let held = fill_bar1(b.user)?;
-                    let r = b.user.map(&f.mem, 0, SZ_4K, Access::ReadWrite, None);
+                    let r = b.user.map(&f.mem, 0, u64::SZ_4K, Access::ReadWrite, None);
                     drop(held);
                     ret(r)
                 }
@@ -1243,7 +1270,7 @@ mod device_badinput {
             run: |f| match bar(f) {
                 Some(b) => {
                     let held = fill_bar1(b.user)?;
-                    let r = b.user.reserve_sparse(SZ_4K);
+                    let r = b.user.reserve_sparse(u64::SZ_4K);
                     drop(held);
                     ret(r)
                 }
@@ -1266,7 +1293,7 @@ mod device_badinput {
             name: "bar1: sparse, more than BAR1 holds",
             api: Api::Bar,
             want: ENOSPC,
-            run: |f| on_bar(f, |b| b.user.reserve_sparse(b.user.size() + SZ_4K)),
+            run: |f| on_bar(f, |b| b.user.reserve_sparse(b.user.size() + u64::SZ_4K)),
         },
         Case {
             name: "bar1: raw read past BAR1",
@@ -1321,24 +1348,28 @@ mod device_badinput {
     fn fixture<'f, 'a>(gpu: &'f TestedGpu<'a>) -> Result<Fx<'f, 'a>> {
         let mm = gpu.mm();
         let vmm = mm.new_vmm("kunit-badinput", 0..SPACE)?;
-        let res = vmm.reserve(SZ_2M, SZ_2M, Some(RES_AT), false)?;
-        let far = vmm.reserve(SZ_2M, SZ_2M, Some(FAR_AT), false)?;
+        let res = vmm.reserve(u64::SZ_2M, u64::SZ_2M, Some(RES_AT), false)?;
+        let far = vmm.reserve(u64::SZ_2M, u64::SZ_2M, Some(FAR_AT), false)?;
         let mem = Arc::new(
-            mm.vram()
-                .alloc(&AllocRequest::new(SZ_64K).contiguous().aligned(SZ_64K))?,
+            mm.vram().alloc(
+                &AllocRequest::new(u64::SZ_64K)
+                    .contiguous()
+                    .aligned(u64::SZ_64K),
+            )?,
             GFP_KERNEL,
         )?;
         let mem4m = Arc::new(mm.vram().alloc(&AllocRequest::new(4 * MIB))?, GFP_KERNEL)?;
-        let busy = res.map(BUSY_AT, &mem, 0, SZ_64K, Access::ReadWrite)?;
+        let busy = res.map(BUSY_AT, &mem, 0, u64::SZ_64K, Access::ReadWrite)?;
         let top = mm.vram().range().end;
         let other = Vram::new(top..top + MIB)?;
-        let foreign = Arc::new(other.alloc(&AllocRequest::new(SZ_64K))?, GFP_KERNEL)?;
+        let foreign = Arc::new(other.alloc(&AllocRequest::new(u64::SZ_64K))?, GFP_KERNEL)?;
         let bar = match &mm.bar1() {
             Some(user) => Some(BarFx {
                 user,
-                map: user.map(&mem, 0, SZ_64K, Access::ReadWrite, None)?,
+                map: user.map(&mem, 0, u64::SZ_64K, Access::ReadWrite, None)?,
                 big: Arc::new(
-                    mm.vram().alloc(&AllocRequest::new(user.size() + SZ_64K))?,
+                    mm.vram()
+                        .alloc(&AllocRequest::new(user.size() + u64::SZ_64K))?,
                     GFP_KERNEL,
                 )?,
             }),
@@ -1388,7 +1419,7 @@ mod device_badinput {
         let mut failed = 0;
         let n = devices::for_each(|gpu| {
             let f = fixture(gpu)?;
-            let chip = gpu.spec().chipset as u32;
+            let chip = gpu.spec().chipset.code();
             let (mut run, mut na, mut bad) = (0u32, 0u32, 0u32);
             let mut per = [0u32; APIS.len()];
             for c in CASES {

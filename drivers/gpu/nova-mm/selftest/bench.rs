@@ -8,6 +8,7 @@
 //! model's counts over the same invalidates from its trace, checks that the two agree, and sets
 //! them against the theoretical minimum of the design.
 
+use kernel::sizes::SizeConstants;
 use kernel::{
     bindings,
     interop::list::CListHead,
@@ -95,11 +96,7 @@ mod tests {
     use crate::{
         mm::{
             pagetable::{
-                Access,
-                SZ_2M,
-                SZ_4K,
-                SZ_512M,
-                SZ_64K, //
+                Access, //
             },
             ptpool::PtPool,
             tlb::Scope,
@@ -185,10 +182,10 @@ mod tests {
         let mm = gpu.mm();
         let pool = PtPool::new(mm.vram().clone())?;
         let vmm = mm.new_vmm_in(pool.clone(), "bench", 0..1 << 40)?;
-        let align = page.max(SZ_2M);
+        let align = page.max(u64::SZ_2M);
         // Physically one page off a 2 MiB boundary when smaller pages are wanted, so that no
         // larger page fits; virtually aligned, as the design's worked minimum is.
-        let moff = if page < SZ_2M { page } else { 0 };
+        let moff = if page < u64::SZ_2M { page } else { 0 };
         let mem = Arc::new(
             mm.vram()
                 .alloc(&AllocRequest::new(size + align).contiguous().aligned(align))?,
@@ -238,7 +235,7 @@ mod tests {
         };
         let mem = Arc::new(
             mm.vram()
-                .alloc(&AllocRequest::new(size).contiguous().aligned(SZ_2M))?,
+                .alloc(&AllocRequest::new(size).contiguous().aligned(u64::SZ_2M))?,
             GFP_KERNEL,
         )?;
         let pool = &mm.pool();
@@ -248,13 +245,13 @@ mod tests {
         let m = bar.map(&mem, 0, size, Access::ReadWrite, None)?;
         let s1 = snap(mm, pool);
         let va = m.offset();
-        report(gpu, "bar1_map_", "64m", va, size, SZ_2M, 1, s0, s1);
+        report(gpu, "bar1_map_", "64m", va, size, u64::SZ_2M, 1, s0, s1);
         drop(m);
         let s2 = snap(mm, pool);
-        report(gpu, "bar1_unmap_", "64m", va, size, SZ_2M, 1, s1, s2);
+        report(gpu, "bar1_unmap_", "64m", va, size, u64::SZ_2M, 1, s1, s2);
         let m = bar.map(&mem, 0, size, Access::ReadWrite, Some(va))?;
         let s3 = snap(mm, pool);
-        report(gpu, "bar1_remap_", "64m", va, size, SZ_2M, 1, s2, s3);
+        report(gpu, "bar1_remap_", "64m", va, size, u64::SZ_2M, 1, s2, s3);
         drop(m);
         Ok(())
     }
@@ -264,16 +261,26 @@ mod tests {
         let mm = gpu.mm();
         let pool = PtPool::new(mm.vram().clone())?;
         let vmm = mm.new_vmm_in(pool.clone(), "bench-cycles", 0..1 << 40)?;
-        let res = vmm.reserve(SZ_2M, GIB, Some(BASE), false)?;
+        let res = vmm.reserve(u64::SZ_2M, GIB, Some(BASE), false)?;
         mm.tlb().invalidate(mm.bar(), vmm.pdb(), Scope::Pdb)?;
         let s0 = snap(mm, &pool);
         for _ in 0..n {
-            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
-            let m = res.map(0, &mem, 0, SZ_4K, Access::ReadWrite)?;
+            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(u64::SZ_4K))?, GFP_KERNEL)?;
+            let m = res.map(0, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
             drop(m);
         }
         let s1 = snap(mm, &pool);
-        report(gpu, "", "cycles_4k", BASE, SZ_4K, SZ_4K, 2 * n, s0, s1);
+        report(
+            gpu,
+            "",
+            "cycles_4k",
+            BASE,
+            u64::SZ_4K,
+            u64::SZ_4K,
+            2 * n,
+            s0,
+            s1,
+        );
         Ok(())
     }
 
@@ -362,11 +369,11 @@ mod tests {
         let n = devices::for_each(|gpu| {
             // First, while the GPU's own pool holds only BAR1's root and instance block.
             bar1(gpu, 64 * MIB)?;
-            map_unmap(gpu, "256m_2m", SZ_2M, 256 * MIB)?;
-            map_unmap(gpu, "256m_64k", SZ_64K, 256 * MIB)?;
-            map_unmap(gpu, "256m_4k", SZ_4K, 256 * MIB)?;
+            map_unmap(gpu, "256m_2m", u64::SZ_2M, 256 * MIB)?;
+            map_unmap(gpu, "256m_64k", u64::SZ_64K, 256 * MIB)?;
+            map_unmap(gpu, "256m_4k", u64::SZ_4K, 256 * MIB)?;
             if gpu.mm().has_512m_pages() {
-                map_unmap(gpu, "1g_512m", SZ_512M, GIB)?;
+                map_unmap(gpu, "1g_512m", u64::SZ_512M, GIB)?;
             }
             cycles(gpu, 1000)
         })?;

@@ -8,6 +8,7 @@
 //! hot-unplug): removal stops them and waits for the last one before anything they use is
 //! released.
 
+use kernel::sizes::SizeConstants;
 use kernel::{
     ffi::c_void,
     new_condvar,
@@ -47,10 +48,6 @@ use crate::{
         TestedGpu, //
     },
 };
-
-const SZ_4K: u64 = 1 << 12;
-const SZ_64K: u64 = 1 << 16;
-const SZ_2M: u64 = 1 << 21;
 
 counters! {
     /// Operation counts of a group of workers.
@@ -262,9 +259,9 @@ fn space_round<'a>(
 ) -> Result {
     let mm = gpu.mm();
     let (page, n) = match rng.below(3) {
-        0 => (SZ_4K, 1 + rng.below(16)),
-        1 => (SZ_64K, 1 + rng.below(4)),
-        _ => (SZ_2M, 1),
+        0 => (u64::SZ_4K, 1 + rng.below(16)),
+        1 => (u64::SZ_64K, 1 + rng.below(4)),
+        _ => (u64::SZ_2M, 1),
     };
     let size = page * n;
     let mem = Arc::new(
@@ -307,7 +304,7 @@ fn space_round<'a>(
         for p in m.pieces() {
             pr_info!(
                 "NOVA-MAP {:#x} {:#x} {:#x} {:#x} {:#x} {:#x} ro\n",
-                gpu.spec().chipset as u32,
+                gpu.spec().chipset.code(),
                 vmm.pdb(),
                 p.va,
                 p.pa,
@@ -333,10 +330,10 @@ fn bar1_round(gpu: &TestedGpu<'_>, rng: &mut Rng, st: &StressStats) -> Result {
     let Some(bar) = &mm.bar1() else {
         return Ok(());
     };
-    let size = SZ_64K;
+    let size = u64::SZ_64K;
     let mem: Arc<VramAllocation> = Arc::new(
         mm.vram()
-            .alloc(&AllocRequest::new(size).contiguous().aligned(SZ_64K))?,
+            .alloc(&AllocRequest::new(size).contiguous().aligned(u64::SZ_64K))?,
         GFP_KERNEL,
     )?;
     let m = bar.map(&mem, 0, size, Access::ReadWrite, None)?;
@@ -413,7 +410,7 @@ fn work<'a>(
             pr_err!(
                 "stress: {} worker on {:#x}, round {}: {:?}\n",
                 what,
-                gpu.spec().chipset as u32,
+                gpu.spec().chipset.code(),
                 round,
                 e
             );
@@ -447,7 +444,7 @@ pub(crate) unsafe fn start(
     for _ in 0..separate {
         spaces.push(gpu.mm().new_vmm("stress-own", va.clone())?, GFP_KERNEL)?;
     }
-    let mut seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(gpu.spec().chipset as u32);
+    let mut seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(gpu.spec().chipset.code());
     for v in spaces.into_iter() {
         seed = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(1);
         let s = seed;

@@ -2,6 +2,7 @@
 
 //! Helpers of the KUnit suites, and the device suite on chip identity.
 
+use kernel::sizes::SizeConstants;
 use kernel::{
     bindings,
     prelude::*, //
@@ -80,7 +81,7 @@ pub(crate) fn expected_chipsets() -> KVec<u32> {
 mod device_id {
     use super::*;
     use crate::{
-        gpu::Spec,
+        chip::Spec,
         regs, //
         selftest::devices,
         selftest::TestedGpu,
@@ -99,7 +100,7 @@ mod device_id {
             ensure_eq!(spec, *gpu.spec());
             // The PCI vendor must be NVIDIA's.
             ensure_eq!(u32::from(gpu.pdev().vendor_id().as_raw()), 0x10de);
-            let code = spec.chipset as u32;
+            let code = spec.chipset.code();
             match expected.iter().position(|&c| c == code) {
                 Some(i) => {
                     let _ = expected.remove(i);
@@ -178,11 +179,10 @@ pub(crate) fn odd_alloc(
         AllocRequest,
         Placement, //
     };
-    const SZ_2M: u64 = 2 << 20;
-    let span = (offset + size).next_multiple_of(SZ_2M);
+    let span = (offset + size).next_multiple_of(u64::SZ_2M);
     let probe = mm
         .vram()
-        .alloc(&AllocRequest::new(span).contiguous().aligned(SZ_2M))?;
+        .alloc(&AllocRequest::new(span).contiguous().aligned(u64::SZ_2M))?;
     let at = probe.start() + offset;
     drop(probe);
     let mem = mm.vram().alloc(
@@ -271,7 +271,7 @@ mod device_mm {
     #[test]
     fn usable_vram_matches_model() -> Result {
         let n = devices::for_each(|gpu| {
-            if let Some(size) = expected_vram(gpu.spec().chipset as u32) {
+            if let Some(size) = expected_vram(gpu.spec().chipset.code()) {
                 ensure_eq!(gpu.layout().fb.end, size);
             }
             let usable = gpu.mm().vram().range();
@@ -407,7 +407,7 @@ mod device_mm {
                 ensure_eq!(w.read64(addr)?, val);
                 pr_info!(
                     "NOVA-MARK {:#x} {:#x} {:#x}\n",
-                    gpu.spec().chipset as u32,
+                    gpu.spec().chipset.code(),
                     addr,
                     val
                 );
@@ -782,11 +782,7 @@ mod device_vmm {
         mm::{
             pagetable::{
                 Access,
-                Entry,
-                SZ_2M,
-                SZ_4K,
-                SZ_512M,
-                SZ_64K, //
+                Entry, //
             },
             ptpool::PtPool,
             vmm::{
@@ -837,11 +833,11 @@ mod device_vmm {
         let n = devices::for_each(|gpu| {
             let mm = gpu.mm();
             let vmm = mm.new_vmm("kunit-hang", 0..1 << 40)?;
-            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
-            let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
+            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(u64::SZ_4K))?, GFP_KERNEL)?;
+            let res = vmm.reserve(u64::SZ_2M, u64::SZ_2M, None, false)?;
             let t0 = mm.tlb().stats.timeouts.load(Relaxed);
             ensure_eq!(
-                res.map(0, &mem, 0, SZ_4K, Access::ReadWrite).err(),
+                res.map(0, &mem, 0, u64::SZ_4K, Access::ReadWrite).err(),
                 Some(ETIMEDOUT)
             );
             ensure!(mm.tlb().stats.timeouts.load(Relaxed) > t0);
@@ -904,7 +900,7 @@ mod device_vmm {
     ) {
         pr_info!(
             "NOVA-MAP {:#x} {:#x} {:#x} {:#x} {:#x} {:#x} {}\n",
-            gpu.spec().chipset as u32,
+            gpu.spec().chipset.code(),
             vmm.pdb(),
             va,
             pa,
@@ -974,15 +970,18 @@ mod device_vmm {
             let levels = if mm.format_version() == 3 { 4 } else { 3 };
             let vmm = mm.new_vmm("kunit-minimum", 0..1 << 40)?;
             let mem = Arc::new(
-                mm.vram()
-                    .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
+                mm.vram().alloc(
+                    &AllocRequest::new(u64::SZ_2M)
+                        .contiguous()
+                        .aligned(u64::SZ_2M),
+                )?,
                 GFP_KERNEL,
             )?;
-            let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
+            let res = vmm.reserve(u64::SZ_2M, u64::SZ_2M, None, false)?;
             for round in 0..2 {
                 let z0 = mm.pool().stats.zero_hits.load(Relaxed);
                 let c0 = counts(mm);
-                let m = res.map(0, &mem, 0, SZ_2M, Access::ReadWrite)?;
+                let m = res.map(0, &mem, 0, u64::SZ_2M, Access::ReadWrite)?;
                 let c1 = one_op(mm, c0)?;
                 let zero = mm.pool().stats.zero_hits.load(Relaxed) - z0;
                 // New tables below the root: one entry each if known zero, else 512 writes.
@@ -1014,26 +1013,31 @@ mod device_vmm {
             let mm = gpu.mm();
             let huge = mm.has_512m_pages();
             let vmm = mm.new_vmm("kunit-checked", 0..1 << 40)?;
-            let big = if huge { SZ_512M } else { 8 * MIB };
+            let big = if huge { u64::SZ_512M } else { 8 * MIB };
             let mem = Arc::new(
                 mm.vram()
                     .alloc(&AllocRequest::new(big).contiguous().aligned(big))?,
                 GFP_KERNEL,
             )?;
-            let res = vmm.reserve(4 * GIB, SZ_512M, Some(4 * GIB), false)?;
+            let res = vmm.reserve(4 * GIB, u64::SZ_512M, Some(4 * GIB), false)?;
             // (offset in the reservation, offset in the allocation, size, largest page)
             let mut cases = KVec::new();
             for c in [
-                (SZ_4K, SZ_4K, 4 * SZ_4K, SZ_4K),
-                (SZ_2M + SZ_64K, SZ_64K, 4 * SZ_64K, SZ_64K),
-                (8 * MIB, SZ_2M, 4 * MIB, SZ_2M),
-                (16 * MIB + 60 * 1024, 60 * 1024, 72 * 1024, SZ_64K),
-                (20 * MIB + 4096, 8192, 64 * 1024, SZ_4K),
+                (u64::SZ_4K, u64::SZ_4K, 4 * u64::SZ_4K, u64::SZ_4K),
+                (
+                    u64::SZ_2M + u64::SZ_64K,
+                    u64::SZ_64K,
+                    4 * u64::SZ_64K,
+                    u64::SZ_64K,
+                ),
+                (8 * MIB, u64::SZ_2M, 4 * MIB, u64::SZ_2M),
+                (16 * MIB + 60 * 1024, 60 * 1024, 72 * 1024, u64::SZ_64K),
+                (20 * MIB + 4096, 8192, 64 * 1024, u64::SZ_4K),
             ] {
                 cases.push(c, GFP_KERNEL)?;
             }
             if huge {
-                cases.push((SZ_512M, 0, SZ_512M, SZ_512M), GFP_KERNEL)?;
+                cases.push((u64::SZ_512M, 0, u64::SZ_512M, u64::SZ_512M), GFP_KERNEL)?;
             }
             let mut keep = KVec::new();
             for (i, &(off, moff, size, page)) in cases.iter().enumerate() {
@@ -1053,7 +1057,7 @@ mod device_vmm {
                     let va = m.va();
                     drop(m);
                     one_op(mm, c1)?;
-                    announce(gpu, &vmm, va, 0, size, SZ_4K, "fault");
+                    announce(gpu, &vmm, va, 0, size, u64::SZ_4K, "fault");
                     continue;
                 }
                 announce_mapping(gpu, &vmm, &m);
@@ -1072,8 +1076,8 @@ mod device_vmm {
             // Sparse: reads zero wherever nothing is mapped; a mapping inside it.
             let c0 = counts(mm);
             let sparse = vmm.reserve(
-                SZ_512M + 3 * SZ_2M + 3 * SZ_4K,
-                SZ_512M,
+                u64::SZ_512M + 3 * u64::SZ_2M + 3 * u64::SZ_4K,
+                u64::SZ_512M,
                 Some(8 * GIB),
                 true,
             )?;
@@ -1081,10 +1085,10 @@ mod device_vmm {
             let s = sparse.range();
             let c0 = counts(mm);
             let m = sparse.map(
-                SZ_512M + SZ_2M + SZ_4K,
+                u64::SZ_512M + u64::SZ_2M + u64::SZ_4K,
                 &mem,
                 0,
-                2 * SZ_4K,
+                2 * u64::SZ_4K,
                 Access::ReadWrite,
             )?;
             one_op(mm, c0)?;
@@ -1092,14 +1096,30 @@ mod device_vmm {
             keep.push(m, GFP_KERNEL)?;
             for off in [
                 0,
-                SZ_512M - SZ_4K,
-                SZ_512M,
-                SZ_512M + SZ_2M,
-                SZ_512M + SZ_2M + 3 * SZ_4K,
+                u64::SZ_512M - u64::SZ_4K,
+                u64::SZ_512M,
+                u64::SZ_512M + u64::SZ_2M,
+                u64::SZ_512M + u64::SZ_2M + 3 * u64::SZ_4K,
             ] {
-                announce(gpu, &vmm, s.start + off, 0, SZ_4K, SZ_4K, "sparse");
+                announce(
+                    gpu,
+                    &vmm,
+                    s.start + off,
+                    0,
+                    u64::SZ_4K,
+                    u64::SZ_4K,
+                    "sparse",
+                );
             }
-            announce(gpu, &vmm, s.end - 3 * SZ_4K, 0, 3 * SZ_4K, SZ_4K, "sparse");
+            announce(
+                gpu,
+                &vmm,
+                s.end - 3 * u64::SZ_4K,
+                0,
+                3 * u64::SZ_4K,
+                u64::SZ_4K,
+                "sparse",
+            );
 
             keep_until_removal(gpu, keep, [sparse, res], vmm)
         })
@@ -1116,28 +1136,34 @@ mod device_vmm {
             let mm = gpu.mm();
             let huge = mm.has_512m_pages();
             let vmm = mm.new_vmm("kunit-align", 0..1 << 40)?;
-            let res = vmm.reserve(40 * SZ_512M, SZ_512M, None, false)?;
+            let res = vmm.reserve(40 * u64::SZ_512M, u64::SZ_512M, None, false)?;
             let mut keep = KVec::new();
             let mut slot = 0;
             // One 4 MiB block, mapped from an offset inside it (the buddy blocks of a range
             // allocation are each aligned to their size; an offset into one block is not).
             let block = Arc::new(
-                mm.vram()
-                    .alloc(&AllocRequest::new(2 * SZ_2M).contiguous().aligned(2 * SZ_2M))?,
+                mm.vram().alloc(
+                    &AllocRequest::new(2 * u64::SZ_2M)
+                        .contiguous()
+                        .aligned(2 * u64::SZ_2M),
+                )?,
                 GFP_KERNEL,
             )?;
-            for po in [0, SZ_4K, SZ_64K] {
-                for size in [SZ_64K + SZ_4K, SZ_2M + SZ_64K + SZ_4K] {
+            for po in [0, u64::SZ_4K, u64::SZ_64K] {
+                for size in [
+                    u64::SZ_64K + u64::SZ_4K,
+                    u64::SZ_2M + u64::SZ_64K + u64::SZ_4K,
+                ] {
                     let odd = super::odd_alloc(mm, po, size)?;
                     for (mem, moff, vo) in [
                         (&odd, 0, 0),
-                        (&odd, 0, SZ_64K),
-                        (&odd, 0, SZ_2M),
+                        (&odd, 0, u64::SZ_64K),
+                        (&odd, 0, u64::SZ_2M),
                         (&block, po, 0),
-                        (&block, po, SZ_64K),
-                        (&block, po, SZ_2M),
+                        (&block, po, u64::SZ_64K),
+                        (&block, po, u64::SZ_2M),
                     ] {
-                        let off = slot * SZ_512M + vo;
+                        let off = slot * u64::SZ_512M + vo;
                         slot += 1;
                         let m = res.map(off, mem, moff, size, Access::ReadWrite)?;
                         let want = super::oracle_pages(m.va(), mem.start() + moff, size, huge)?;
@@ -1204,7 +1230,7 @@ mod device_vmm {
             let pool = PtPool::new(mm.vram().clone())?;
             let data = Arc::new(
                 mm.vram()
-                    .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(SZ_2M))?,
+                    .alloc(&AllocRequest::new(4 * MIB).contiguous().aligned(u64::SZ_2M))?,
                 GFP_KERNEL,
             )?;
             let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -1229,18 +1255,28 @@ mod device_vmm {
                 for (k, vmm) in vmms.iter().enumerate() {
                     // CAST: two spaces.
                     let k = k as u64;
-                    let res = vmm.reserve(512 * GIB, SZ_2M, None, false)?;
+                    let res = vmm.reserve(512 * GIB, u64::SZ_2M, None, false)?;
                     for i in 0..20 + 10 * round {
-                        let size = [SZ_4K, SZ_64K, SZ_2M, 3 * SZ_4K][((i + k) % 4) as usize];
-                        let off = i * SZ_512M + (next() % 64) * SZ_2M;
+                        let size = [u64::SZ_4K, u64::SZ_64K, u64::SZ_2M, 3 * u64::SZ_4K]
+                            [((i + k) % 4) as usize];
+                        let off = i * u64::SZ_512M + (next() % 64) * u64::SZ_2M;
                         maps.push(
-                            (k, res.map(off, &data, SZ_2M, size, Access::ReadWrite)?),
+                            (k, res.map(off, &data, u64::SZ_2M, size, Access::ReadWrite)?),
                             GFP_KERNEL,
                         )?;
                     }
-                    let sp = vmm.reserve(SZ_2M + SZ_64K, SZ_2M, None, true)?;
+                    let sp = vmm.reserve(u64::SZ_2M + u64::SZ_64K, u64::SZ_2M, None, true)?;
                     maps.push(
-                        (k, sp.map(SZ_2M + SZ_4K, &data, 0, SZ_4K, Access::ReadOnly)?),
+                        (
+                            k,
+                            sp.map(
+                                u64::SZ_2M + u64::SZ_4K,
+                                &data,
+                                0,
+                                u64::SZ_4K,
+                                Access::ReadOnly,
+                            )?,
+                        ),
                         GFP_KERNEL,
                     )?;
                     keep.push(sp, GFP_KERNEL)?;
@@ -1312,9 +1348,9 @@ mod device_vmm {
             };
             let vmm = mm.new_vmm("kunit-high", 0..1 << 40)?;
             high("root", vmm.pdb())?;
-            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(SZ_4K))?, GFP_KERNEL)?;
-            let res = vmm.reserve(SZ_2M, SZ_2M, None, false)?;
-            let m = res.map(0, &mem, 0, SZ_4K, Access::ReadWrite)?;
+            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(u64::SZ_4K))?, GFP_KERNEL)?;
+            let res = vmm.reserve(u64::SZ_2M, u64::SZ_2M, None, false)?;
+            let m = res.map(0, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
             let (e, _) = vmm.lookup(m.va());
             ensure_eq!(
                 e,
@@ -1351,17 +1387,23 @@ mod device_vmm {
             let mm = gpu.mm();
             let vmm = mm.new_vmm("kunit-remap", 0..1 << 40)?;
             let a = Arc::new(
-                mm.vram()
-                    .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
+                mm.vram().alloc(
+                    &AllocRequest::new(u64::SZ_2M)
+                        .contiguous()
+                        .aligned(u64::SZ_2M),
+                )?,
                 GFP_KERNEL,
             )?;
             let b = Arc::new(
-                mm.vram()
-                    .alloc(&AllocRequest::new(SZ_2M).contiguous().aligned(SZ_2M))?,
+                mm.vram().alloc(
+                    &AllocRequest::new(u64::SZ_2M)
+                        .contiguous()
+                        .aligned(u64::SZ_2M),
+                )?,
                 GFP_KERNEL,
             )?;
-            let res = vmm.reserve(8 * SZ_512M, SZ_512M, None, false)?;
-            for size in [SZ_4K, SZ_64K, SZ_2M] {
+            let res = vmm.reserve(8 * u64::SZ_512M, u64::SZ_512M, None, false)?;
+            for size in [u64::SZ_4K, u64::SZ_64K, u64::SZ_2M] {
                 let mut m = res.map(0, &a, 0, size, Access::ReadWrite)?;
                 m.set_access(Access::ReadOnly)?;
                 m.set_access(Access::ReadWrite)?;
@@ -1374,14 +1416,26 @@ mod device_vmm {
             let z0 = mm.pool().stats.zero_hits.load(Relaxed);
             let f0 = vmm.stats.tables_freed.load(Relaxed);
             for i in 1..6u64 {
-                let m = res.map(i * SZ_512M + SZ_64K, &a, 0, SZ_4K, Access::ReadWrite)?;
+                let m = res.map(
+                    i * u64::SZ_512M + u64::SZ_64K,
+                    &a,
+                    0,
+                    u64::SZ_4K,
+                    Access::ReadWrite,
+                )?;
                 drop(m);
             }
             ensure!(vmm.stats.tables_freed.load(Relaxed) - f0 >= 10);
             ensure!(mm.pool().stats.zero_hits.load(Relaxed) - z0 >= 8);
             // Nothing is kept: a space left to the next load of a load/unload cycle would be
             // the model's still, and the next load's same tables its reuse.
-            let m = res.map(7 * SZ_512M, &b, SZ_64K, SZ_64K, Access::ReadWrite)?;
+            let m = res.map(
+                7 * u64::SZ_512M,
+                &b,
+                u64::SZ_64K,
+                u64::SZ_64K,
+                Access::ReadWrite,
+            )?;
             check_shadow(&vmm, &m)?;
             drop(m);
             ensure_eq!(vmm.tables(), 1);
@@ -1395,7 +1449,10 @@ mod device_vmm {
         on_each_gpu(|gpu| {
             let mm = gpu.mm();
             let vmm = mm.new_vmm("kunit-bad", 0..1 << 32)?;
-            let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(SZ_64K))?, GFP_KERNEL)?;
+            let mem = Arc::new(
+                mm.vram().alloc(&AllocRequest::new(u64::SZ_64K))?,
+                GFP_KERNEL,
+            )?;
             let res: Reservation<'_> = vmm.reserve(MIB, MIB, None, false)?;
             let c0 = counts(mm);
             ensure_eq!(
@@ -1403,33 +1460,38 @@ mod device_vmm {
                 Some(EINVAL)
             );
             ensure_eq!(
-                res.map(12, &mem, 0, SZ_4K, Access::ReadWrite).err(),
+                res.map(12, &mem, 0, u64::SZ_4K, Access::ReadWrite).err(),
                 Some(EINVAL)
             );
             ensure_eq!(
-                res.map(0, &mem, SZ_64K, SZ_4K, Access::ReadWrite).err(),
-                Some(ERANGE)
-            );
-            ensure_eq!(
-                res.map(MIB - SZ_4K, &mem, 0, 2 * SZ_4K, Access::ReadWrite)
+                res.map(0, &mem, u64::SZ_64K, u64::SZ_4K, Access::ReadWrite)
                     .err(),
                 Some(ERANGE)
             );
             ensure_eq!(
-                res.map(u64::MAX & !4095, &mem, 0, SZ_4K, Access::ReadWrite)
+                res.map(MIB - u64::SZ_4K, &mem, 0, 2 * u64::SZ_4K, Access::ReadWrite)
                     .err(),
                 Some(ERANGE)
             );
             ensure_eq!(
-                vmm.reserve(SZ_4K, SZ_4K, Some(0x1234_5000), false)
+                res.map(u64::MAX & !4095, &mem, 0, u64::SZ_4K, Access::ReadWrite)
+                    .err(),
+                Some(ERANGE)
+            );
+            ensure_eq!(
+                vmm.reserve(u64::SZ_4K, u64::SZ_4K, Some(0x1234_5000), false)
                     .map(|_| ()),
                 Ok(())
             );
             ensure_eq!(
-                vmm.reserve(SZ_4K, SZ_4K, Some(1 << 32), false).err(),
+                vmm.reserve(u64::SZ_4K, u64::SZ_4K, Some(1 << 32), false)
+                    .err(),
                 Some(EEXIST)
             );
-            ensure_eq!(vmm.reserve(2 << 32, SZ_4K, None, false).err(), Some(ENOSPC));
+            ensure_eq!(
+                vmm.reserve(2 << 32, u64::SZ_4K, None, false).err(),
+                Some(ENOSPC)
+            );
             ensure_eq!(counts(mm), c0);
             Ok(())
         })
@@ -1446,11 +1508,7 @@ mod device_bar {
                 BarUser, //
             },
             pagetable::{
-                Access,
-                SZ_2M,
-                SZ_4K,
-                SZ_512M,
-                SZ_64K, //
+                Access, //
             },
             vram::{
                 AllocRequest,
@@ -1519,7 +1577,7 @@ mod device_bar {
             let len = gpu.pdev().resource_len(1)?;
             ensure_eq!(bar.size(), len);
             ensure_eq!(bar.vmm().range(), 0..len);
-            ensure_eq!(bar.instance_block() % SZ_4K, 0);
+            ensure_eq!(bar.instance_block() % u64::SZ_4K, 0);
             Ok(())
         })
     }
@@ -1533,19 +1591,19 @@ mod device_bar {
         on_each_bar(|gpu, bar| {
             let mm = gpu.mm();
             let mut pages = KVec::new();
-            for p in [SZ_4K, SZ_64K, SZ_2M] {
+            for p in [u64::SZ_4K, u64::SZ_64K, u64::SZ_2M] {
                 pages.push(p, GFP_KERNEL)?;
             }
-            if mm.has_512m_pages() && bar.size() >= SZ_512M {
-                pages.push(SZ_512M, GFP_KERNEL)?;
+            if mm.has_512m_pages() && bar.size() >= u64::SZ_512M {
+                pages.push(u64::SZ_512M, GFP_KERNEL)?;
             }
             for &page in pages.iter() {
-                let n = if page == SZ_512M { 1 } else { 2 };
+                let n = if page == u64::SZ_512M { 1 } else { 2 };
                 let size = n * page;
                 // Physically one page off the next larger page size, so that `page` is the
                 // largest that fits.
-                let mem = contiguous(mm, size + page.max(SZ_2M), page.max(SZ_2M))?;
-                let moff = if page < SZ_2M { page } else { 0 };
+                let mem = contiguous(mm, size + page.max(u64::SZ_2M), page.max(u64::SZ_2M))?;
+                let moff = if page < u64::SZ_2M { page } else { 0 };
                 let pa = mem.start() + moff;
                 let inv0 = mm.tlb().stats.invalidates.load(Relaxed);
                 let r0 = mm.bar().stats().reads.load(Relaxed);
@@ -1638,13 +1696,13 @@ mod device_bar {
             let mut buf = [0u8; 24];
             for (i, r) in mem.ranges().enumerate() {
                 // CAST: a block index below 8.
-                let off = i as u64 * SZ_64K;
+                let off = i as u64 * u64::SZ_64K;
                 for (j, b) in buf.iter_mut().enumerate() {
                     // CAST: a byte pattern.
                     *b = (i * 31 + j) as u8;
                 }
                 // Unaligned copies across the block's end.
-                m.copy_from_slice(off + SZ_64K - 12, &buf[..12])?;
+                m.copy_from_slice(off + u64::SZ_64K - 12, &buf[..12])?;
                 m.write32(off, 0xb10c_0000 | i as u32)?;
                 let mut w = mm.pramin().access(mm.bar());
                 ensure_eq!(w.read32(r.start)?, 0xb10c_0000 | i as u32);
@@ -1654,7 +1712,7 @@ mod device_bar {
                 );
                 drop(w);
                 let mut back = [0u8; 12];
-                m.copy_to_slice(off + SZ_64K - 12, &mut back)?;
+                m.copy_to_slice(off + u64::SZ_64K - 12, &mut back)?;
                 ensure_eq!(back[..], buf[..12]);
             }
             let mut back = [0u8; 12];
@@ -1672,24 +1730,24 @@ mod device_bar {
     fn bar1_remap() -> Result {
         on_each_bar(|gpu, bar| {
             let mm = gpu.mm();
-            let a = contiguous(mm, SZ_64K, SZ_64K)?;
-            let b = contiguous(mm, SZ_64K, SZ_64K)?;
+            let a = contiguous(mm, u64::SZ_64K, u64::SZ_64K)?;
+            let b = contiguous(mm, u64::SZ_64K, u64::SZ_64K)?;
             {
                 let mut w = mm.pramin().access(mm.bar());
-                for off in [0, SZ_4K, SZ_64K - 8] {
+                for off in [0, u64::SZ_4K, u64::SZ_64K - 8] {
                     w.write64(a.start() + off, 0xaaaa_0000 | off)?;
                     w.write64(b.start() + off, 0xbbbb_0000 | off)?;
                 }
             }
-            let m = bar.map(&a, 0, SZ_64K, Access::ReadWrite, None)?;
+            let m = bar.map(&a, 0, u64::SZ_64K, Access::ReadWrite, None)?;
             let at = m.offset();
-            for off in [0, SZ_4K, SZ_64K - 8] {
+            for off in [0, u64::SZ_4K, u64::SZ_64K - 8] {
                 ensure_eq!(m.read64(off)?, 0xaaaa_0000 | off);
             }
             drop(m);
-            let m = bar.map(&b, 0, SZ_64K, Access::ReadWrite, Some(at))?;
+            let m = bar.map(&b, 0, u64::SZ_64K, Access::ReadWrite, Some(at))?;
             ensure_eq!(m.offset(), at);
-            for off in [0, SZ_4K, SZ_64K - 8] {
+            for off in [0, u64::SZ_4K, u64::SZ_64K - 8] {
                 ensure_eq!(m.read64(off)?, 0xbbbb_0000 | off);
             }
             Ok(())
@@ -1700,8 +1758,8 @@ mod device_bar {
     #[test]
     fn bar1_sparse() -> Result {
         on_each_bar(|_gpu, bar| {
-            let r = bar.reserve_sparse(SZ_2M + SZ_64K)?;
-            for off in [0, SZ_4K, SZ_2M, SZ_2M + SZ_64K - 4] {
+            let r = bar.reserve_sparse(u64::SZ_2M + u64::SZ_64K)?;
+            for off in [0, u64::SZ_4K, u64::SZ_2M, u64::SZ_2M + u64::SZ_64K - 4] {
                 ensure_eq!(bar.raw_read32(r.range().start + off)?, 0);
             }
             Ok(())
@@ -1718,11 +1776,11 @@ mod device_bar {
         }
         on_each_bar(|gpu, bar| {
             let mm = gpu.mm();
-            let mem = contiguous(mm, SZ_64K, SZ_64K)?;
+            let mem = contiguous(mm, u64::SZ_64K, u64::SZ_64K)?;
             mm.pramin()
                 .access(mm.bar())
                 .write64(mem.start(), 0x0123_4567_89ab_cdef)?;
-            let m = bar.map(&mem, 0, SZ_64K, Access::ReadOnly, None)?;
+            let m = bar.map(&mem, 0, u64::SZ_64K, Access::ReadOnly, None)?;
             ensure_eq!(m.read64(0)?, 0x0123_4567_89ab_cdef);
             m.write64(0, 0xdead)?;
             ensure_eq!(m.read64(0)?, 0x0123_4567_89ab_cdef);
@@ -1761,24 +1819,28 @@ mod device_bar {
             let mm = gpu.mm();
             let huge = mm.has_512m_pages();
             let mut sizes = KVec::new();
-            sizes.push(SZ_2M + SZ_64K + SZ_4K, GFP_KERNEL)?;
-            if huge && bar.size() >= 2 * SZ_512M {
-                sizes.push(SZ_512M + SZ_2M, GFP_KERNEL)?;
+            sizes.push(u64::SZ_2M + u64::SZ_64K + u64::SZ_4K, GFP_KERNEL)?;
+            if huge && bar.size() >= 2 * u64::SZ_512M {
+                sizes.push(u64::SZ_512M + u64::SZ_2M, GFP_KERNEL)?;
             }
             let mut checked = 0;
-            for po in [SZ_4K, SZ_64K, 0] {
+            for po in [u64::SZ_4K, u64::SZ_64K, 0] {
                 for &size in sizes.iter() {
                     // 512 MiB in 4 KiB pages: the smaller size covers that rule.
-                    if size > SZ_512M && po == SZ_4K {
+                    if size > u64::SZ_512M && po == u64::SZ_4K {
                         continue;
                     }
                     // A range allocation at the offset, and one block mapped from the offset
                     // into it (each buddy block is aligned to its size; an offset into one is not).
                     let odd = super::odd_alloc(mm, po, size)?;
-                    let span = (size + po).next_multiple_of(SZ_2M).next_power_of_two();
+                    let span = (size + po).next_multiple_of(u64::SZ_2M).next_power_of_two();
                     let block = contiguous(mm, span, span)?;
                     for (mem, moff) in [(&odd, 0), (&block, po)] {
-                        let align = if size > SZ_512M { SZ_512M } else { SZ_2M };
+                        let align = if size > u64::SZ_512M {
+                            u64::SZ_512M
+                        } else {
+                            u64::SZ_2M
+                        };
                         let res = bar.vmm().reserve(size, align, None, false)?;
                         let m = res.map(0, mem, moff, size, Access::ReadWrite)?;
                         let want = super::oracle_pages(m.va(), mem.start() + moff, size, huge)?;
@@ -1842,30 +1904,43 @@ mod device_bar {
     fn bar1_sparse_holes() -> Result {
         on_each_bar(|gpu, bar| {
             let mm = gpu.mm();
-            let mem = contiguous(mm, SZ_2M, SZ_2M)?;
+            let mem = contiguous(mm, u64::SZ_2M, u64::SZ_2M)?;
             {
                 let mut w = mm.pramin().access(mm.bar());
                 let mut o = 0;
-                while o < SZ_2M {
+                while o < u64::SZ_2M {
                     w.write64(mem.start() + o, tag(mem.start() + o))?;
-                    o += SZ_4K;
+                    o += u64::SZ_4K;
                 }
             }
             let tables = bar.vmm().tables();
             // (reservation size, offset of the map, its size)
             let cases = [
-                (SZ_2M + SZ_64K, SZ_2M, SZ_4K),
-                (SZ_2M + SZ_64K, SZ_2M + 7 * SZ_4K, SZ_4K),
-                (SZ_2M + SZ_64K, SZ_2M + SZ_64K - SZ_4K, SZ_4K),
-                (SZ_2M + 3 * SZ_64K, SZ_2M + 2 * SZ_64K - SZ_4K, 2 * SZ_4K),
-                (2 * SZ_2M, SZ_64K, SZ_64K),
-                (2 * SZ_2M, SZ_2M + 3 * SZ_4K, SZ_4K),
+                (u64::SZ_2M + u64::SZ_64K, u64::SZ_2M, u64::SZ_4K),
+                (
+                    u64::SZ_2M + u64::SZ_64K,
+                    u64::SZ_2M + 7 * u64::SZ_4K,
+                    u64::SZ_4K,
+                ),
+                (
+                    u64::SZ_2M + u64::SZ_64K,
+                    u64::SZ_2M + u64::SZ_64K - u64::SZ_4K,
+                    u64::SZ_4K,
+                ),
+                (
+                    u64::SZ_2M + 3 * u64::SZ_64K,
+                    u64::SZ_2M + 2 * u64::SZ_64K - u64::SZ_4K,
+                    2 * u64::SZ_4K,
+                ),
+                (2 * u64::SZ_2M, u64::SZ_64K, u64::SZ_64K),
+                (2 * u64::SZ_2M, u64::SZ_2M + 3 * u64::SZ_4K, u64::SZ_4K),
             ];
             for (size, off, len) in cases {
-                let res = bar.vmm().reserve(size, SZ_2M, None, true)?;
+                let res = bar.vmm().reserve(size, u64::SZ_2M, None, true)?;
                 let base = res.range().start;
-                let moff = off % SZ_2M;
-                let span = (off & !(SZ_2M - 1))..((off & !(SZ_2M - 1)) + SZ_2M).min(size);
+                let moff = off % u64::SZ_2M;
+                let span =
+                    (off & !(u64::SZ_2M - 1))..((off & !(u64::SZ_2M - 1)) + u64::SZ_2M).min(size);
                 let check = |mapped: bool| -> Result {
                     let mut o = span.start;
                     while o < span.end {
@@ -1889,7 +1964,7 @@ mod device_bar {
                             ));
                             return Err(EINVAL);
                         }
-                        o += SZ_4K;
+                        o += u64::SZ_4K;
                     }
                     Ok(())
                 };
@@ -1912,7 +1987,7 @@ mod device_bar {
         on_each_bar(|gpu, bar| {
             let mm = gpu.mm();
             let tables = bar.vmm().tables();
-            let mem = contiguous(mm, SZ_64K, SZ_64K)?;
+            let mem = contiguous(mm, u64::SZ_64K, u64::SZ_64K)?;
             ensure_eq!(
                 bar.map(&mem, 0, 0, Access::ReadWrite, None).err(),
                 Some(EINVAL)
@@ -1922,15 +1997,18 @@ mod device_bar {
                 Some(EINVAL)
             );
             ensure_eq!(
-                bar.map(&mem, SZ_64K, SZ_4K, Access::ReadWrite, None).err(),
+                bar.map(&mem, u64::SZ_64K, u64::SZ_4K, Access::ReadWrite, None)
+                    .err(),
                 Some(ERANGE)
             );
             ensure_eq!(
-                bar.map(&mem, 0, 2 * SZ_64K, Access::ReadWrite, None).err(),
+                bar.map(&mem, 0, 2 * u64::SZ_64K, Access::ReadWrite, None)
+                    .err(),
                 Some(ERANGE)
             );
             let big = Arc::new(
-                mm.vram().alloc(&AllocRequest::new(bar.size() + SZ_64K))?,
+                mm.vram()
+                    .alloc(&AllocRequest::new(bar.size() + u64::SZ_64K))?,
                 GFP_KERNEL,
             )?;
             ensure_eq!(
@@ -1938,13 +2016,13 @@ mod device_bar {
                 Some(ENOSPC)
             );
             ensure_eq!(
-                bar.map(&mem, 0, SZ_4K, Access::ReadWrite, Some(bar.size()))
+                bar.map(&mem, 0, u64::SZ_4K, Access::ReadWrite, Some(bar.size()))
                     .err(),
                 Some(EEXIST)
             );
             ensure_eq!(bar.vmm().tables(), tables);
             // The whole of BAR1 can still be reserved: nothing was left behind.
-            let all = bar.vmm().reserve(bar.size(), SZ_4K, None, false)?;
+            let all = bar.vmm().reserve(bar.size(), u64::SZ_4K, None, false)?;
             drop(all);
             Ok(())
         })
@@ -1961,7 +2039,7 @@ mod device_bar {
     #[test]
     fn bar1_bounds() -> Result {
         /// Size of each mapping.
-        const S: u64 = SZ_64K;
+        const S: u64 = u64::SZ_64K;
         /// Bytes of the checked VRAM, half below the end of `a`'s memory, half above.
         const N: usize = 64;
         /// Fills `N` bytes of VRAM at `lo` with `pat` through PRAMIN.

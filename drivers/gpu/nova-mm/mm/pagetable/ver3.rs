@@ -29,11 +29,11 @@ const PTE_APERTURE_VID: u8 = 0;
 /// `NV_MMU_VER3_PDE_PCF_VALID_CACHED_ATS_NOT_ALLOWED`: what nouveau uses for VRAM page tables.
 const PDE_PCF_VALID_CACHED_NO_ATS: u8 = 2;
 /// `NV_MMU_VER3_PDE_PCF_SPARSE_ATS_ALLOWED` (with the aperture invalid).
-const PDE_PCF_SPARSE: u8 = 1;
+const PDE_PCF_SPARSE: u64 = 1;
 /// `NV_MMU_VER3_PTE_PCF_SPARSE` (with VALID clear).
-const PTE_PCF_SPARSE: u8 = 1;
+const PTE_PCF_SPARSE: u64 = 1;
 /// `NV_MMU_VER3_PTE_PCF_NO_VALID_4KB_PAGE` (with VALID clear, on a big PTE).
-const PTE_PCF_NO_VALID_4KB_PAGE: u8 = 3;
+const PTE_PCF_NO_VALID_4KB_PAGE: u64 = 3;
 /// `NV_MMU_PTE_KIND_GENERIC_MEMORY` 0x6 (`hopper/gh100/dev_mmu.h`, `blackwell/gb202/dev_mmu.h`),
 /// the kind UVM writes (`make_pte_hopper`); 0 is `NV_MMU_PTE_KIND_PITCH`.
 const KIND_GENERIC: u8 = 0x6;
@@ -161,7 +161,7 @@ impl MmuFormat for Ver3 {
     }
 
     fn pte_sparse() -> Pte {
-        Pte::zeroed().with_const_pcf::<{ PTE_PCF_SPARSE as u64 }>()
+        Pte::zeroed().with_const_pcf::<{ PTE_PCF_SPARSE }>()
     }
 
     fn pte_raw(pte: Pte) -> u64 {
@@ -180,7 +180,7 @@ impl MmuFormat for Ver3 {
     }
 
     fn pde_sparse() -> Pde {
-        Pde::zeroed().with_const_pcf::<{ PDE_PCF_SPARSE as u64 }>()
+        Pde::zeroed().with_const_pcf::<{ PDE_PCF_SPARSE }>()
     }
 
     fn pde_raw(pde: Pde) -> u64 {
@@ -216,8 +216,8 @@ impl MmuFormat for Ver3 {
     fn dual_sparse() -> (DualBig, DualSmall) {
         // Both apertures invalid; PCF_BIG and PCF_SMALL SPARSE_ATS_ALLOWED.
         (
-            DualBig::zeroed().with_const_pcf_big::<{ PDE_PCF_SPARSE as u64 }>(),
-            DualSmall::zeroed().with_const_pcf_small::<{ PDE_PCF_SPARSE as u64 }>(),
+            DualBig::zeroed().with_const_pcf_big::<{ PDE_PCF_SPARSE }>(),
+            DualSmall::zeroed().with_const_pcf_small::<{ PDE_PCF_SPARSE }>(),
         )
     }
 
@@ -287,5 +287,5 @@ impl MmuFormat for Ver3 {
 /// walker: an unmapped 64 KiB entry is all-zero and falls through to the small half).
 #[allow(dead_code)]
 pub(crate) fn pte_no_valid_4kb_page() -> Pte {
-    Pte::zeroed().with_const_pcf::<{ PTE_PCF_NO_VALID_4KB_PAGE as u64 }>()
+    Pte::zeroed().with_const_pcf::<{ PTE_PCF_NO_VALID_4KB_PAGE }>()
 }
