@@ -314,6 +314,90 @@ pub(crate) struct FbLayout {
     pub(crate) wpr2: Option<Range<u64>>,
 }
 
+/// Why the firmware's parameters give no VRAM layout. The driver logs it against its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LayoutError {
+    /// The VRAM size firmware reports is outside 64 MiB..=1 TiB.
+    FbSize(u64),
+    /// The VRAM size leaves no room for the firmware regions.
+    TooSmall(u64),
+    /// The VGA workspace base lies outside VRAM.
+    VgaWorkspace {
+        /// The base firmware reports.
+        base: u64,
+        /// The VRAM size.
+        fb_size: u64,
+    },
+    /// WPR2 is empty, inverted or outside VRAM.
+    Wpr2 {
+        /// WPR2 as firmware reports it.
+        wpr2: Range<u64>,
+        /// The VRAM size.
+        fb_size: u64,
+    },
+    /// The firmware regions leave nothing usable.
+    NothingUsable {
+        /// The VRAM size.
+        fb_size: u64,
+        /// Where the usable range would end.
+        usable_end: u64,
+    },
+    /// Any other error (`ENOMEM` for the region lists, `EINVAL` for an overflow).
+    Other(Error),
+}
+
+impl From<Error> for LayoutError {
+    fn from(e: Error) -> Self {
+        LayoutError::Other(e)
+    }
+}
+
+impl From<LayoutError> for Error {
+    fn from(e: LayoutError) -> Self {
+        match e {
+            LayoutError::Other(e) => e,
+            _ => EINVAL,
+        }
+    }
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayoutError::FbSize(size) => f.write_fmt(fmt!(
+                "VRAM size {:#x} ({} MiB) reported by firmware is not in 64 MiB..=1 TiB",
+                size,
+                size / u64::SZ_1M
+            )),
+            LayoutError::TooSmall(size) => f.write_fmt(fmt!(
+                "VRAM size {:#x} ({} MiB) leaves no room for the firmware regions",
+                size,
+                size / u64::SZ_1M
+            )),
+            LayoutError::VgaWorkspace { base, fb_size } => f.write_fmt(fmt!(
+                "VGA workspace base {:#x} is outside VRAM (size {:#x})",
+                base,
+                fb_size
+            )),
+            LayoutError::Wpr2 { wpr2, fb_size } => f.write_fmt(fmt!(
+                "WPR2 {:#x}..{:#x} is empty, inverted or outside VRAM (size {:#x})",
+                wpr2.start,
+                wpr2.end,
+                fb_size
+            )),
+            LayoutError::NothingUsable {
+                fb_size,
+                usable_end,
+            } => f.write_fmt(fmt!(
+                "layout of {:#x} bytes of VRAM leaves nothing usable below {:#x}",
+                fb_size,
+                usable_end
+            )),
+            LayoutError::Other(e) => f.write_fmt(fmt!("{:?}", e)),
+        }
+    }
+}
+
 /// Appends `name` at `range` to `regions`, unless the range is empty.
 fn push_region(regions: &mut KVec<FbRegion>, name: &'static str, range: Range<u64>) -> Result {
     if range.start < range.end {
@@ -348,22 +432,17 @@ fn wpr_heap_size(heap: &hal::WprHeapParams, fb_size: u64) -> Result<u64> {
 ///
 /// Without a display engine or a valid register, the workspace is the last 1 MiB. A base below
 /// that is not trusted, and the last 128 KiB are used instead.
-fn vga_workspace_start(chipset: Chipset, p: &FwParams) -> Result<u64> {
+fn vga_workspace_start(p: &FwParams) -> Result<u64, LayoutError> {
     let fb_end = p.fb_size;
     let default = fb_end.checked_sub(VGA_WORKSPACE_SIZE).ok_or(EINVAL)?;
 
     match p.vga_workspace {
-        Some(addr) if p.display && addr >= fb_end => {
-            pr_err!(
-                "{}: VGA workspace base {:#x} is outside VRAM (size {:#x})\n",
-                chipset.name(),
-                addr,
-                fb_end
-            );
-            Err(EINVAL)
-        }
+        Some(addr) if p.display && addr >= fb_end => Err(LayoutError::VgaWorkspace {
+            base: addr,
+            fb_size: fb_end,
+        }),
         Some(addr) if p.display && addr < default => {
-            fb_end.checked_sub(VBIOS_WORKSPACE_SIZE).ok_or(EINVAL)
+            Ok(fb_end.checked_sub(VBIOS_WORKSPACE_SIZE).ok_or(EINVAL)?)
         }
         Some(addr) if p.display => Ok(addr),
         _ => Ok(default),
@@ -377,43 +456,28 @@ impl FbLayout {
     /// GSP (see the module documentation); the GSP boot image and GSP-RM ELF image get fixed
     /// budgets (64 KiB boot loader, 1 MiB GSP-FMC on Hopper and Blackwell, 96 MiB ELF). The WPR
     /// heap follows nova-core's formula for `chipset` and the VRAM size. If firmware set WPR2,
-    /// a warning is logged and nothing from WPR2's start up is usable.
+    /// nothing from WPR2's start up is usable (and [`FbLayout::wpr2`] says so).
     ///
     /// # Errors
     ///
-    /// `EINVAL`, with an error message naming the value, if the VRAM size is outside
-    /// 64 MiB..=1 TiB, the VGA workspace is outside VRAM, WPR2 is empty, inverted or outside
-    /// VRAM, or the layout leaves no usable VRAM. `ENOMEM` if the region lists cannot be
-    /// allocated.
-    pub(crate) fn from_fw_params(chipset: Chipset, p: &FwParams) -> Result<Self> {
+    /// A [`LayoutError`] naming the value if the VRAM size is outside 64 MiB..=1 TiB or too
+    /// small for the firmware regions, the VGA workspace is outside VRAM, WPR2 is empty,
+    /// inverted or outside VRAM, or the layout leaves no usable VRAM; `ENOMEM` if the region
+    /// lists cannot be allocated. It converts to `EINVAL` (or that `ENOMEM`).
+    pub(crate) fn from_fw_params(chipset: Chipset, p: &FwParams) -> Result<Self, LayoutError> {
         let fb_end = p.fb_size;
-        let name = chipset.name();
 
         if !(MIN_FB_SIZE..=MAX_FB_SIZE).contains(&fb_end) {
-            pr_err!(
-                "{}: VRAM size {:#x} ({} MiB) reported by firmware is not in 64 MiB..=1 TiB\n",
-                name,
-                fb_end,
-                fb_end / u64::SZ_1M
-            );
-            return Err(EINVAL);
+            return Err(LayoutError::FbSize(fb_end));
         }
 
-        let too_small = || {
-            pr_err!(
-                "{}: VRAM size {:#x} ({} MiB) leaves no room for the firmware regions\n",
-                name,
-                fb_end,
-                fb_end / u64::SZ_1M
-            );
-            EINVAL
-        };
+        let too_small = || LayoutError::TooSmall(fb_end);
 
         let lp = hal::fb_hal(chipset).layout();
         // Regions from the end of VRAM down; reversed at the end.
         let mut reserved = KVec::new();
 
-        let vga_start = vga_workspace_start(chipset, p)?;
+        let vga_start = vga_workspace_start(p)?;
         push_region(&mut reserved, VGA_WORKSPACE, vga_start..fb_end)?;
 
         let frts_end = match lp.fsp {
@@ -487,35 +551,21 @@ impl FbLayout {
         let mut usable_end = non_wpr_start;
         if let Some(wpr2) = &p.wpr2 {
             if wpr2.start >= wpr2.end || wpr2.end > fb_end {
-                pr_err!(
-                    "{}: WPR2 {:#x}..{:#x} is empty, inverted or outside VRAM (size {:#x})\n",
-                    name,
-                    wpr2.start,
-                    wpr2.end,
-                    fb_end
-                );
-                return Err(EINVAL);
+                return Err(LayoutError::Wpr2 {
+                    wpr2: wpr2.clone(),
+                    fb_size: fb_end,
+                });
             }
-            pr_warn!(
-                "{}: WPR2 is set ({:#x}..{:#x}): firmware owns part of the GPU; VRAM from {:#x} up is not used\n",
-                name,
-                wpr2.start,
-                wpr2.end,
-                wpr2.start.min(non_wpr_start)
-            );
             usable_end = usable_end.min(wpr2.start);
         }
 
         let usable_start = LEGACY_VGA_SIZE.align_up(USABLE_ALIGN).ok_or(EINVAL)?;
         let usable_end = usable_end.align_down(USABLE_ALIGN);
         if usable_end <= usable_start {
-            pr_err!(
-                "{}: layout of {:#x} bytes of VRAM leaves nothing usable below {:#x}\n",
-                name,
-                fb_end,
-                usable_end
-            );
-            return Err(EINVAL);
+            return Err(LayoutError::NothingUsable {
+                fb_size: fb_end,
+                usable_end,
+            });
         }
 
         if let Some(wpr2) = &p.wpr2 {
@@ -525,7 +575,9 @@ impl FbLayout {
         reserved.reverse();
 
         let mut usable = KVec::new();
-        usable.push(usable_start..usable_end, GFP_KERNEL)?;
+        usable
+            .push(usable_start..usable_end, GFP_KERNEL)
+            .map_err(Error::from)?;
 
         // INVARIANT: `fb_end` was range checked; each region was placed below the previous one
         // with checked arithmetic, so `reserved` is sorted, disjoint and in `fb`; the usable
@@ -845,14 +897,16 @@ mod tests {
                         assert_eq!(violation(&l), None);
                         assert_eq!(misalignment(&l), None);
                     }
-                    Err(e) => assert_eq!(e, EINVAL),
+                    Err(e) => assert_eq!(Error::from(e), EINVAL),
                 }
             }
             // 512 MiB always fits; 64 and 128 MiB never do.
             assert!(FbLayout::from_fw_params(chipset, &params(512 * MIB, true)).is_ok());
             for size in [64 * MIB, 128 * MIB, 150 * MIB] {
                 assert_eq!(
-                    FbLayout::from_fw_params(chipset, &params(size, true)).err(),
+                    FbLayout::from_fw_params(chipset, &params(size, true))
+                        .err()
+                        .map(Error::from),
                     Some(EINVAL)
                 );
             }
@@ -876,7 +930,9 @@ mod tests {
                 u64::MAX,
             ] {
                 assert_eq!(
-                    FbLayout::from_fw_params(chipset, &params(size, true)).err(),
+                    FbLayout::from_fw_params(chipset, &params(size, true))
+                        .err()
+                        .map(Error::from),
                     Some(EINVAL)
                 );
             }
@@ -926,7 +982,9 @@ mod tests {
                 ..params(fb, true)
             };
             assert_eq!(
-                FbLayout::from_fw_params(Chipset::GA102, &p).err(),
+                FbLayout::from_fw_params(Chipset::GA102, &p)
+                    .err()
+                    .map(Error::from),
                 Some(EINVAL)
             );
         }
@@ -985,7 +1043,9 @@ mod tests {
                 ..params(fb, true)
             };
             assert_eq!(
-                FbLayout::from_fw_params(Chipset::GA102, &p).err(),
+                FbLayout::from_fw_params(Chipset::GA102, &p)
+                    .err()
+                    .map(Error::from),
                 Some(EINVAL)
             );
         }

@@ -90,7 +90,7 @@ impl<'a> Gpu<'a> {
         let params = FwParams::read(&bar, spec.chipset)
             .inspect_err(|e| dev_err!(pdev, "firmware state not usable: {:?}\n", e))?;
         let layout = FbLayout::from_fw_params(spec.chipset, &params)
-            .inspect_err(|e| dev_err!(pdev, "cannot lay out VRAM: {:?}\n", e))?;
+            .inspect_err(|e| dev_err!(pdev, "cannot lay out VRAM: {}\n", e))?;
         // The allocator manages the largest usable range.
         let usable = layout
             .usable()
@@ -98,9 +98,26 @@ impl<'a> Gpu<'a> {
             .max_by_key(|r| r.end - r.start)
             .cloned()
             .ok_or(ENOSPC)?;
+        if let Some(wpr2) = &layout.wpr2 {
+            dev_warn!(
+                pdev,
+                "WPR2 is set ({:#x}..{:#x}): firmware owns part of the GPU; VRAM from {:#x} up is not used\n",
+                wpr2.start,
+                wpr2.end,
+                usable.end
+            );
+        }
         let tables = (opts.tables_top != 0)
             .then(|| usable.end.saturating_sub(opts.tables_top).max(usable.start)..usable.end);
-        let mut mm = GpuMm::new(bar, &spec, usable.clone(), tables)?;
+        let mut mm = GpuMm::new(bar, &spec, usable.clone(), tables).inspect_err(|e| {
+            dev_err!(
+                pdev,
+                "no memory management over usable VRAM {:#x}..{:#x}: {:?}\n",
+                usable.start,
+                usable.end,
+                e
+            )
+        })?;
         if opts.readonly {
             dev_info!(
                 pdev,

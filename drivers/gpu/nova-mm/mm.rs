@@ -85,6 +85,10 @@ impl PtHw for GpuHw<'_> {
             .tlb
             .invalidate_after(&self.io.bar, pdb, self.scope, change)
     }
+
+    fn log_err(&self, msg: kernel::fmt::Arguments<'_>) {
+        dev_err!(self.io.bar.dev(), "{}", msg);
+    }
 }
 
 /// The memory-management state of one GPU that does not borrow the device: the allocators, the

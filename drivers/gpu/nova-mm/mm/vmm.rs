@@ -75,6 +75,8 @@ pub(crate) trait PtHw: Send + Sync {
     ///
     /// `ETIMEDOUT` if the invalidate did not complete.
     fn invalidate(&self, pdb: u64, change: Change) -> Result;
+    /// Logs `msg`, an error of an address space of this hardware, against its device.
+    fn log_err(&self, msg: fmt::Arguments<'_>);
 }
 
 /// Counters of a [`Vmm`].
@@ -595,13 +597,13 @@ impl Drop for ResInner<'_> {
                 Ok(())
             })();
             if let Err(e) = res {
-                pr_err!(
+                vmm.hw.log_err(fmt!(
                     "vmm {}: releasing sparse range {:#x}..{:#x} failed: {:?}\n",
                     vmm.name,
                     r.start,
                     r.end,
                     e
-                );
+                ));
             }
         }
         let _ = st.reserved.remove(&self.range.start);
@@ -785,13 +787,13 @@ impl Drop for Mapping<'_> {
                 Some(self.res.range.clone()),
                 Change::Downgrade,
             ) {
-                pr_err!(
+                vmm.hw.log_err(fmt!(
                     "vmm {}: unmap of {:#x}..{:#x} failed: {:?}\n",
                     vmm.name,
                     self.va,
                     self.va + self.size,
                     e
-                );
+                ));
             }
         }
         let _ = st.mapped.remove(&self.va);
@@ -864,6 +866,10 @@ pub(crate) mod membacking {
         fn invalidate(&self, _pdb: u64, _change: Change) -> Result {
             self.invalidates.fetch_add(1, Relaxed);
             Ok(())
+        }
+
+        fn log_err(&self, msg: fmt::Arguments<'_>) {
+            pr_err!("{}", msg);
         }
     }
 }

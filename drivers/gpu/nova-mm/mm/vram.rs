@@ -185,11 +185,6 @@ impl Vram {
     /// `EINVAL` if `range` is empty or not 4 KiB aligned; `ENOMEM`.
     pub(crate) fn new(range: Range<u64>) -> Result<Arc<Self>> {
         if range.start >= range.end || range.start % CHUNK != 0 || range.end % CHUNK != 0 {
-            pr_err!(
-                "invalid usable VRAM range {:#x}..{:#x}\n",
-                range.start,
-                range.end
-            );
             return Err(EINVAL);
         }
         // The allocator starts at address 0, so that an aligned block is aligned in VRAM (the
