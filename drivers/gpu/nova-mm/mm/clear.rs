@@ -25,8 +25,8 @@ use kernel::{
     },
 };
 
-/// Allocation granularity of the tracker (the allocator's chunk).
-const CHUNK: u64 = 4096;
+/// Allocation granularity of VRAM: the buddy allocator's chunk, the tracker's unit.
+pub(crate) const CHUNK: u64 = 4096;
 
 /// Spare nodes for one extent: one per tree.
 struct Spare {

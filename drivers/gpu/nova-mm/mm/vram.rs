@@ -27,10 +27,7 @@ use kernel::{
     prelude::*,
     ptr::Alignment,
     rbtree::RBTree,
-    sizes::{
-        SizeConstants,
-        SZ_4K, //
-    },
+    sizes::SZ_4K,
     sync::{
         atomic::{
             Atomic,
@@ -42,9 +39,7 @@ use kernel::{
 };
 
 use crate::mm::clear::ClearTracker;
-
-/// Allocation granularity: the buddy allocator's chunk size.
-pub(crate) const CHUNK: u64 = u64::SZ_4K;
+pub(crate) use crate::mm::clear::CHUNK;
 
 /// Where an allocation may come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
