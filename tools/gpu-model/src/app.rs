@@ -5,8 +5,7 @@
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -14,96 +13,8 @@ use serde_json::json;
 use crate::backend::{lock, Backend};
 use crate::cli::Options;
 use crate::gpu::Gpu;
-use crate::report::{fields, write_json_atomic, Kind};
-
-/// State shared by the server, the control thread and the signal thread.
-pub struct Shared {
-    /// The model.
-    pub gpu: Arc<Mutex<Gpu>>,
-    /// `--report`.
-    pub report: Option<PathBuf>,
-    /// `--dump-vram`.
-    pub dump: Option<PathBuf>,
-    /// Sockets to remove at exit.
-    pub sockets: Vec<PathBuf>,
-    finished: AtomicBool,
-}
-
-impl Shared {
-    /// Creates the shared state.
-    pub fn new(
-        gpu: Arc<Mutex<Gpu>>,
-        report: Option<PathBuf>,
-        dump: Option<PathBuf>,
-        sockets: Vec<PathBuf>,
-    ) -> Self {
-        Shared {
-            gpu,
-            report,
-            dump,
-            sockets,
-            finished: AtomicBool::new(false),
-        }
-    }
-
-    /// Writes the report to `--report`; `Ok(false)` if there is none.
-    ///
-    /// # Errors
-    ///
-    /// I/O errors.
-    pub fn write_report(&self) -> io::Result<bool> {
-        match &self.report {
-            Some(p) => self.write_report_to(p).map(|()| true),
-            None => Ok(false),
-        }
-    }
-
-    /// Writes the report to `path`.
-    ///
-    /// # Errors
-    ///
-    /// I/O errors.
-    pub fn write_report_to(&self, path: &Path) -> io::Result<()> {
-        let value = lock(&self.gpu).report();
-        write_json_atomic(path, &value)
-    }
-
-    /// Writes a VRAM dump to `path`.
-    ///
-    /// # Errors
-    ///
-    /// I/O errors.
-    pub fn dump_to(&self, path: &Path) -> io::Result<()> {
-        let f = std::fs::File::create(path)?;
-        let mut w = io::BufWriter::new(f);
-        lock(&self.gpu).vram.dump(&mut w)?;
-        io::Write::flush(&mut w)
-    }
-
-    /// Writes the final outputs and removes the sockets (once).
-    pub fn finish(&self) {
-        if self.finished.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        lock(&self.gpu).end_of_run();
-        if let Err(e) = self.write_report() {
-            eprintln!("gpu-model: cannot write the report: {e}");
-        }
-        if let Some(d) = &self.dump {
-            if let Err(e) = self.dump_to(d) {
-                eprintln!("gpu-model: cannot write the VRAM dump {}: {e}", d.display());
-            }
-        }
-        for s in &self.sockets {
-            let _ = std::fs::remove_file(s);
-        }
-        let g = lock(&self.gpu);
-        let unexpected = g.rec.unexpected();
-        if unexpected > 0 {
-            eprintln!("gpu-model: {unexpected} unexpected violation(s)");
-        }
-    }
-}
+use crate::report::{fields, Kind};
+pub use crate::shared::Shared;
 
 /// Removes a stale socket at `path` and binds a new listener.
 ///

@@ -18,9 +18,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::app::Shared;
 use crate::backend::lock;
 use crate::report::Kind;
+use crate::shared::Shared;
 
 /// What the caller should do after a command.
 #[derive(Debug, PartialEq, Eq)]

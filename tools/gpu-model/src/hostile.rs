@@ -318,7 +318,7 @@ fn garbage_fb_size(rng: &mut SplitMix64, chip: &Chip) -> (u32, &'static str) {
                 ((mag << 4) | scale as u32, "above-128G")
             }
             3 => (0xffff_ffff, "all-ones"),
-            4 => (crate::regs::PRI_ERROR_VALUE, "pri-error"),
+            4 => (crate::pri::PRI_ERROR_VALUE, "pri-error"),
             // A valid encoding with garbage in the reserved bits 29:10 / 31
             // (ECC 30 left as is: it is a real field).
             5 => {
@@ -339,7 +339,7 @@ fn garbage_fb_size(rng: &mut SplitMix64, chip: &Chip) -> (u32, &'static str) {
             // CAST: the range ends at u32::MAX - 1.
             2 => (rng.range(128 * 1024 + 1, 0xffff_fffe) as u32, "above-128G"),
             3 => (0xffff_ffff, "all-ones"),
-            4 => (crate::regs::PRI_ERROR_VALUE, "pri-error"),
+            4 => (crate::pri::PRI_ERROR_VALUE, "pri-error"),
             _ => {
                 // CAST: the mask keeps 32 bits.
                 let junk = (rng.next_u64() as u32) & 0xfff0_0000;

@@ -41,6 +41,7 @@ use crate::chip::BindRegs;
 use crate::fw;
 use crate::gpu::Gpu;
 use crate::hostile::Flap;
+pub use crate::pri::PRI_ERROR_VALUE;
 use crate::report::{fields, Kind};
 use crate::tlb::{self, Request, Scope};
 use crate::vram::POISON;
@@ -51,16 +52,6 @@ pub const BOOT_0: u32 = 0x0000_0000;
 pub const BOOT_42: u32 = 0x0000_0a00;
 /// `NV_UFLUSH` (pre-GSP BAR flush, nouveau `g84_bar_flush`; no published header).
 pub const UFLUSH: u32 = 0x0007_0000;
-
-/// What an unimplemented register reads as.
-///
-/// NVIDIA hardware answers a read that no PRI target claims with an error
-/// code whose upper 12 bits are 0xbad (OGKM `GPU_READ_PRI_ERROR_MASK`
-/// 0xFFF00000 / `GPU_READ_PRI_ERROR_CODE` 0xBAD00000: "HW will return 0xbad
-/// in the upper 3 nibbles"); 0xbadf1100 is the value commonly seen for
-/// absent registers on Turing..Ada boards. The exact low bits are an
-/// inference.
-pub const PRI_ERROR_VALUE: u32 = 0xbadf_1100;
 
 enum RegKind {
     ReadOnly(u32),
