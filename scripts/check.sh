@@ -118,10 +118,10 @@ debug_runs() {
 	scripts/build-module.sh
 	echo "$dk" >"$logs/debug-built"
 	log "debug kernel: $cycles load/unload cycles"
-	NOVA_MM_TIMEOUT=$((300 + 60 * cycles)) NOVA_MM_APPEND="nova_mm_cycles=$cycles nova_mm_buddy_tests=0" \
+	NOVA_MM_TIMEOUT=$((300 + 60 * cycles)) NOVA_MM_APPEND="nova_mm.cycles=$cycles nova_mm.buddy_tests=0" \
 		guest_boot debug-cycles ga102 gh100
 	log "debug kernel: hot-unplug"
-	NOVA_MM_UNPLUG=0 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_unplug=1" \
+	NOVA_MM_UNPLUG=0 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm.unplug=1" \
 		guest_boot debug-unplug ga102 gh100
 	log "debug kernel: done"
 }
@@ -151,7 +151,7 @@ NOVA_MM_APPEND="nova_mm.readonly=1" guest readonly --suites "$devsuites" --probe
 	-- ga102 gh100
 # A read-only reload after a normal load: rmmod, insmod readonly=1; the same judging as above
 # for what follows the reload, against each model's counters snapshotted between the loads.
-NOVA_MM_SNAPSHOT=NOVA-RELOAD-READY NOVA_MM_APPEND="nova_mm_readonly_reload=1" guest readonly-reload \
+NOVA_MM_SNAPSHOT=NOVA-RELOAD-READY NOVA_MM_APPEND="nova_mm.readonly_reload=1" guest readonly-reload \
 	--suites "$devsuites" --probe ga102 --probe gh100 --bound 2 --multi-load --readonly-reload \
 	-- ga102 gh100
 # Invalidates that never complete: the driver must return ETIMEDOUT within its bound.
@@ -219,14 +219,14 @@ rm -rf "$fresh"
 # 50 devices, each bound where it must be or refused with a message, with no access to
 # firmware-owned VRAM and no crash or hang.
 hostile_rounds=${NOVA_MM_HOSTILE_ROUNDS:-10}
-NOVA_MM_PORTS=1 NOVA_MM_APPEND="kunit.enable=0 nova_mm_hostile_rounds=$hostile_rounds" \
+NOVA_MM_PORTS=1 NOVA_MM_APPEND="kunit.enable=0 nova_mm.hostile_rounds=$hostile_rounds" \
 	guest hostile --hostile "$hostile_rounds" --multi-load -- \
 	tu102:hostile=11 ga102:hostile=12 ad102:hostile=13 gh100:hostile=14 gb202:hostile=15
 # Abrupt loss: the GA102 model's connection dies under the stress workers; its workers fail
 # with errors, the GH100's go on, and nothing hangs or crashes. With posted BAR writes, QEMU
 # 11.1.3's vfio-user client itself aborts now and then when its server goes away (assertion
 # in error_setv; 1 run in 4 here), so QEMU waits for each write's reply in this run.
-NOVA_MM_NO_POSTED=1 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_linger=4" guest disconnect --bound 2 \
+NOVA_MM_NO_POSTED=1 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm.linger=4" guest disconnect --bound 2 \
 	--multi-load --lost ga102 \
 	--grep 'nova_mm: stress: .* worker on 0x172, round [0-9]+: Error' \
 	--grep 'NOVA-STRESS 0x180 ops=[1-9][0-9]* .* errors=0 ' -- \

@@ -191,7 +191,7 @@ fi
 set +e
 if [ "${NOVA_MM_SHELL:-0}" = 1 ]; then
 	# The console is this terminal (and logged); Ctrl-A X quits QEMU, Ctrl-A C its monitor.
-	in_root "${qemu[@]}" -append "$append nova_mm_shell=1" -s \
+	in_root "${qemu[@]}" -append "$append nova_mm.shell=1" -s \
 		-chardev "stdio,id=con,mux=on,signal=off,logfile=$out/console.log" \
 		-serial chardev:con -mon chardev=con -serial "file:$out/guest.out" "${devs[@]}"
 else

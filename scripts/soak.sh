@@ -3,8 +3,8 @@
 # make soak: the reliability runs of make check, longer, all on the debug kernel (lockdep,
 # KASAN, kmemleak, UBSAN, debug objects): load/unload cycles with every KUnit suite at each
 # load, hostile devices, and a hot-unplug of each GPU in turn under the stress workers.
-# Last line: "N passed, N failed". Sizes: SOAK_CYCLES (200), SOAK_HOSTILE_ROUNDS (60, five
-# GPUs each), SOAK_SEED (1: the hostile models' seeds are SOAK_SEED*100 + 1..5).
+# Last line: "N passed, N failed". Sizes: NOVA_MM_SOAK_CYCLES (200), NOVA_MM_SOAK_HOSTILE_ROUNDS (60, five
+# GPUs each), NOVA_MM_SOAK_SEED (1: the hostile models' seeds are NOVA_MM_SOAK_SEED*100 + 1..5).
 set -e
 . "$(dirname "$0")/lib.sh"
 
@@ -15,9 +15,9 @@ failed=0
 t0=$(date +%s)
 . "$NOVA_TOP/scripts/judge.sh"
 
-cycles=${SOAK_CYCLES:-200}
-rounds=${SOAK_HOSTILE_ROUNDS:-60}
-seed=${SOAK_SEED:-1}
+cycles=${NOVA_MM_SOAK_CYCLES:-200}
+rounds=${NOVA_MM_SOAK_HOSTILE_ROUNDS:-60}
+seed=${NOVA_MM_SOAK_SEED:-1}
 export NOVA_MM_KERNEL=debug
 scripts/setup.sh
 kunit_py=$(scripts/build-kernel.sh)/source/tools/testing/kunit/kunit.py
@@ -28,19 +28,19 @@ suites=$(kunit_suites)
 suites=${suites%,gpu_buddy}
 
 log "soak: $cycles load/unload cycles with every suite (about $((cycles * 25 / 60)) min)"
-NOVA_MM_TIMEOUT=$((300 + 60 * cycles)) NOVA_MM_APPEND="nova_mm_cycles=$cycles nova_mm_buddy_tests=0" guest soak-cycles \
+NOVA_MM_TIMEOUT=$((300 + 60 * cycles)) NOVA_MM_APPEND="nova_mm.cycles=$cycles nova_mm.buddy_tests=0" guest soak-cycles \
 	--suites "$suites" --probe ga102 --probe gh100 --bound 2 --debug-kernel --cycles "$cycles" \
 	--multi-load -- ga102 gh100
 log "soak: $rounds hostile rounds of five GPUs"
 NOVA_MM_PORTS=1 NOVA_MM_TIMEOUT=$((300 + 10 * rounds)) \
-	NOVA_MM_APPEND="kunit.enable=0 nova_mm_hostile_rounds=$rounds" guest soak-hostile \
+	NOVA_MM_APPEND="kunit.enable=0 nova_mm.hostile_rounds=$rounds" guest soak-hostile \
 	--hostile "$rounds" --debug-kernel --multi-load -- \
 	tu102:hostile=$((seed * 100 + 1)) ga102:hostile=$((seed * 100 + 2)) \
 	ad102:hostile=$((seed * 100 + 3)) gh100:hostile=$((seed * 100 + 4)) gb202:hostile=$((seed * 100 + 5))
 for k in 0 1; do
 	chip=$([ $k = 0 ] && echo tu102 || echo gb202)
 	log "soak: hot-unplug of $chip under the stress workers"
-	NOVA_MM_UNPLUG=$k NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm_unplug=1" \
+	NOVA_MM_UNPLUG=$k NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm.unplug=1" \
 		guest "soak-unplug-$chip" --bound 2 --debug-kernel --unplug "$chip" --multi-load -- tu102 gb202
 done
 echo "soak took $(($(date +%s) - t0)) s"
