@@ -148,8 +148,6 @@ def debugfs_counters(lines):
     return out
 
 
-
-
 def compare_counters(t, chip, rep, drv):
     """The driver's counts and the model's must agree."""
     c = rep.get("counters", {})
@@ -477,7 +475,7 @@ def check_readonly_reload(t, run, lines, text):
                 f"final {tot(fin, 'bar0_reads')}")
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--suites", default="")
@@ -522,32 +520,35 @@ def main():
     ap.add_argument("--readonly-reload", action="store_true",
                     help="the guest reloaded the module with readonly=1 after a normal load: "
                          "judge the reload against the models' snapshots taken between")
-    a = ap.parse_args()
-    t = Tally(a.quiet)
-    try:
-        load_chips(a.run)
-    except (OSError, ValueError, KeyError) as e:
-        t.check(False, "the run's chip table (chips.json, from gpu-model chips --json)", str(e))
-    if a.selftest_truncated:
-        with open(os.path.join(a.run, "guest.out"), errors="replace") as f:
-            blocks = ktap_blocks([l.rstrip("\r\n") for l in f])
-        block = blocks.get(a.selftest_truncated, [])
-        if len(block) < 8:
-            print(f"no block for {a.selftest_truncated}")
-            return 1
-        whole, cut = Tally(True), Tally(True)
-        judge_suite_kunit_py(whole, a.selftest_truncated, block, a.kunit_py, a.run)
-        judge_suite_kunit_py(cut, a.selftest_truncated, block[:-4], a.kunit_py, a.run)
-        print(f"whole block: {whole.failed} failed; truncated: {cut.failed} failed")
-        return 0 if whole.failed == 0 and cut.failed > 0 else 1
+    return ap.parse_args()
 
-    # The kernel's console (ttyS0), then what /init printed (ttyS1).
+
+def judge_truncated(a):
+    """The harness's own check: a suite's KTAP block cut short must fail under kunit.py."""
+    with open(os.path.join(a.run, "guest.out"), errors="replace") as f:
+        blocks = ktap_blocks([l.rstrip("\r\n") for l in f])
+    block = blocks.get(a.selftest_truncated, [])
+    if len(block) < 8:
+        print(f"no block for {a.selftest_truncated}")
+        return 1
+    whole, cut = Tally(True), Tally(True)
+    judge_suite_kunit_py(whole, a.selftest_truncated, block, a.kunit_py, a.run)
+    judge_suite_kunit_py(cut, a.selftest_truncated, block[:-4], a.kunit_py, a.run)
+    print(f"whole block: {whole.failed} failed; truncated: {cut.failed} failed")
+    return 0 if whole.failed == 0 and cut.failed > 0 else 1
+
+
+def read_console(run):
+    """The kernel's console (ttyS0), then what /init printed (ttyS1): lines and whole text."""
     lines = []
     for name in ("console.log", "guest.out"):
-        with open(os.path.join(a.run, name), errors="replace") as f:
+        with open(os.path.join(run, name), errors="replace") as f:
             lines += [l.rstrip("\r\n") for l in f]
-    text = "\n".join(lines)
+    return lines, "\n".join(lines)
 
+
+def known_reports(lines):
+    """The console lines of known kernel reports that are not nova-mm's."""
     # One lockdep report the kernel's own PCIe hotplug driver gives on every hot-unplug in 7.3
     # (pciehp_unconfigure_device takes reset_lock under pci_rescan_remove_lock, and the other
     # way elsewhere): not nova-mm's, so it is shown, not failed, when it names nothing of
@@ -568,6 +569,13 @@ def main():
                       + lines[i].strip())
             i = j
         i += 1
+    return known
+
+
+def check_guest(t, a, lines, text):
+    """No crash, the guest ran to the end, the module loaded (or refused), the --grep patterns
+    and the number of GPUs bound."""
+    known = known_reports(lines)
     crashes = [l for k, l in enumerate(lines) if CRASH.search(l) and k not in known]
     t.check(not crashes, "guest: no panic, oops, BUG or WARNING", "; ".join(crashes[:5]))
     t.check("NOVA-DONE" in text, "guest: ran to the end and powered off")
@@ -586,11 +594,17 @@ def main():
         n = int(m.group(1)) if m else -1
         t.check(n == a.bound, f"guest: nova_mm bound {a.bound} GPU(s)", f"bound {n}")
 
+
+def check_probe(t, a, text):
+    """Each --probe chip was identified, as the model's chip table names it."""
     for chip in a.probe:
         name, arch, mmu = ARCH[chip]
         want = f"NVIDIA {name} ({arch}), MMU v{mmu}"
         t.check(want in text, f"probe: {want}")
 
+
+def check_suites(t, a, lines):
+    """Every expected KUnit suite ran and kunit.py reads its block as passed."""
     blocks = ktap_blocks(lines)
     for suite in filter(None, a.suites.split(",")):
         if suite not in blocks:
@@ -601,6 +615,9 @@ def main():
             continue
         judge_suite_kunit_py(t, suite, blocks[suite], a.kunit_py, a.run)
 
+
+def check_reports(t, a):
+    """Each model's report: no undeclared violation, the required ones, writes and binds."""
     for fn in sorted(os.listdir(a.run)):
         if not fn.endswith(".report.json"):
             continue
@@ -633,25 +650,10 @@ def main():
                 t.check(bool(binds), f"model {chip}: BAR1 bound", f"{binds} binds")
         except (OSError, ValueError) as e:
             t.check(False, f"model {chip}: report", str(e))
-    # The page tables and marks in the models' VRAM are those of the last load.
-    starts = [i for i, l in enumerate(lines) if "NOVA-LOAD" in l]
-    last = lines[starts[-1]:] if starts else lines
-    check_marks(t, a.run, last)
-    check_walks(t, a.run, last)
-    if a.debug_kernel:
-        check_debug_kernel(t, lines, text)
-    if a.cycles is not None:
-        check_cycles(t, lines, a.cycles, a.bound)
-    if a.hostile is not None:
-        check_hostile(t, a.run, lines, a.hostile)
-    if a.unplug:
-        check_unplug(t, a.run, lines, text, a.unplug)
-    if a.readonly_reload:
-        check_readonly_reload(t, a.run, lines, text)
-    if a.multi_load:
-        check_final_sums(t, a.run, lines, a.lost)
-        print(f"RESULTS {t.passed} {t.failed}")
-        return 0 if t.failed == 0 else 1
+
+
+def check_counters(t, a, lines):
+    """The driver's counters (debugfs, final BAR0 totals) against each model's."""
     drv = debugfs_counters(lines)
     # The driver's last BAR0 totals, printed when it let go of the GPU (after the debugfs dump).
     for line in lines:
@@ -670,10 +672,49 @@ def main():
         if not os.path.exists(os.path.join(a.run, f"{chip}.report.json")):
             t.check(False, f"model {chip}: report", "no report written")
 
-    if a.summary:
-        print("KUnit suites:")
-        for suite, (p, f, k) in t.suites.items():
-            print(f"  {suite:28} {p:3} passed, {f} failed, {k} skipped")
+
+def print_summary(t):
+    """One line per KUnit suite."""
+    print("KUnit suites:")
+    for suite, (p, f, k) in t.suites.items():
+        print(f"  {suite:28} {p:3} passed, {f} failed, {k} skipped")
+
+
+def main():
+    a = parse_args()
+    t = Tally(a.quiet)
+    try:
+        load_chips(a.run)
+    except (OSError, ValueError, KeyError) as e:
+        t.check(False, "the run's chip table (chips.json, from gpu-model chips --json)", str(e))
+    if a.selftest_truncated:
+        return judge_truncated(a)
+    lines, text = read_console(a.run)
+    check_guest(t, a, lines, text)
+    check_probe(t, a, text)
+    check_suites(t, a, lines)
+    check_reports(t, a)
+    # The page tables and marks in the models' VRAM are those of the last load.
+    starts = [i for i, l in enumerate(lines) if "NOVA-LOAD" in l]
+    last = lines[starts[-1]:] if starts else lines
+    check_marks(t, a.run, last)
+    check_walks(t, a.run, last)
+    if a.debug_kernel:
+        check_debug_kernel(t, lines, text)
+    if a.cycles is not None:
+        check_cycles(t, lines, a.cycles, a.bound)
+    if a.hostile is not None:
+        check_hostile(t, a.run, lines, a.hostile)
+    if a.unplug:
+        check_unplug(t, a.run, lines, text, a.unplug)
+    if a.readonly_reload:
+        check_readonly_reload(t, a.run, lines, text)
+    if a.multi_load:
+        check_final_sums(t, a.run, lines, a.lost)
+    else:
+        check_counters(t, a, lines)
+        if a.summary:
+            print_summary(t)
     print(f"RESULTS {t.passed} {t.failed}")
     return 0 if t.failed == 0 else 1
 
