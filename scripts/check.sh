@@ -70,12 +70,16 @@ if NOVA_MM_SELFTESTS=n scripts/build-module.sh CLIPPY=1 >"$logs/module-product-b
 	ko=$MODULE_OUT/drivers/gpu/nova-mm/nova_mm.ko
 	pko=$MODULE_OUT-product/drivers/gpu/nova-mm/nova_mm.ko
 	echo "module sizes: with self-tests $(stat -c %s "$ko") bytes, product $(stat -c %s "$pko") bytes"
-	leaks=$( (strings "$pko" | grep -E 'NOVA-(LOAD|FINAL|BAR0-FINAL|MAP|STRESS)|kunit_test|expect_chipsets|pt_top_gib' || true) | head -n 3)
+	leaks=$( (strings "$pko" | grep -E 'NOVA-[A-Z]|kunit_test|expect_chipsets|pt_top_gib' || true) | head -n 3)
 	params=$(strings "$pko" | sed -n 's/^parmtype=\([^:]*\):.*/\1/p' | tr '\n' ' ')
-	if [ -z "$leaks" ] && [ "$params" = "readonly " ]; then
+	# No symbol of the self-tests (module selftest, KUnit suites and wrappers) in the product.
+	tsyms=$(in_root nm "$pko" | grep -ciE 'selftest|kunit' || true)
+	asyms=$(in_root nm "$ko" | grep -ciE 'selftest|kunit' || true)
+	echo "test symbols: with self-tests $asyms, product $tsyms"
+	if [ -z "$leaks" ] && [ "$params" = "readonly " ] && [ "$tsyms" = 0 ] && [ "$asyms" -gt 0 ]; then
 		pass module-product-no-test-code
 	else
-		fail module-product-no-test-code "test code in the product build: $leaks; parameters: $params"
+		fail module-product-no-test-code "test code in the product build: $leaks; parameters: $params; $tsyms test symbols"
 	fi
 else
 	fail module-product-build "see $logs/module-product-build.log"
@@ -165,7 +169,7 @@ guest inflight --suites "$devsuites" --probe ga102 --probe gb202 --bound 2 -- \
 # above 64 GiB on a 96 GiB GH100, so that every device and BAR1 suite runs through the high
 # words of directory entries, of the instance block and of the bind registers.
 NOVA_MM_APPEND="nova_mm.pt_top_gib=1" guest high-tables --suites "$devsuites" --probe ga102 --probe gh100 \
-	--bound 2 --grep 'page tables high: root 0x[0-9a-f]+' -- ga102 gh100:vram=96G
+	--bound 2 --grep 'NOVA-TABLES-HIGH 0x172 root=0x[0-9a-f]+' --grep 'NOVA-TABLES-HIGH 0x180 root=0x[0-9a-f]+' -- ga102 gh100:vram=96G
 # Firmware owns the GPU (WPR2 set): the driver says so and keeps out of it.
 guest wpr2 --suites "$devsuites" --probe gh100 --bound 1 --grep 'WPR2 is set' \
 	--grep 'BAR1 not bound: firmware owns the GPU' --unbound gh100 -- gh100:--wpr2
@@ -228,7 +232,7 @@ NOVA_MM_PORTS=1 NOVA_MM_APPEND="kunit.enable=0 nova_mm.hostile_rounds=$hostile_r
 # in error_setv; 1 run in 4 here), so QEMU waits for each write's reply in this run.
 NOVA_MM_NO_POSTED=1 NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm.linger=4" guest disconnect --bound 2 \
 	--multi-load --lost ga102 \
-	--grep 'nova_mm: stress: .* worker on 0x172, round [0-9]+: Error' \
+	--grep 'NOVA-STRESS-ERROR 0x172 job=[a-z0-9]+ round=[0-9]+ error=' \
 	--grep 'NOVA-STRESS 0x180 ops=[1-9][0-9]* .* errors=0 ' -- \
 	ga102:fault=disconnect-after=20000 gh100
 

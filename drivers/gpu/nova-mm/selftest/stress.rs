@@ -404,13 +404,15 @@ fn work<'a>(
         };
         if let Err(e) = record(&g.stats, r) {
             let what = match job {
-                Job::Bar1 => "BAR1",
-                Job::Space => "address-space",
+                Job::Bar1 => "bar1",
+                Job::Space => "space",
             };
-            pr_err!(
-                "stress: {} worker on {:#x}, round {}: {:?}\n",
-                what,
+            // For the harness: `NOVA-STRESS-ERROR <chipset> job=<job> round=<n> error=<error>`.
+            dev_err!(
+                gpu.pdev(),
+                "NOVA-STRESS-ERROR {:#x} job={} round={} error={:?}\n",
                 gpu.spec().chipset.code(),
+                what,
                 round,
                 e
             );

@@ -1363,9 +1363,11 @@ mod device_vmm {
                 high("BAR1 instance block", bar.instance_block())?;
                 high("BAR1 root", bar.vmm().pdb())?;
             }
+            // For the harness: `NOVA-TABLES-HIGH <chipset> root=<pdb> instance_block=<address>`.
             dev_info!(
                 gpu.pdev(),
-                "page tables high: root {:#x}, BAR1 instance block {:#x}\n",
+                "NOVA-TABLES-HIGH {:#x} root={:#x} instance_block={:#x}\n",
+                gpu.spec().chipset.code(),
                 vmm.pdb(),
                 mm.bar1().map_or(0, |b| b.instance_block())
             );
