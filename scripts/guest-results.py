@@ -155,7 +155,7 @@ def compare_counters(t, chip, rep, drv):
     pairs = [
         ("pramin_reads", drv.get("pramin_reads"), c.get("pramin_reads")),
         ("pramin_writes", drv.get("pramin_writes"), c.get("pramin_writes")),
-        ("window_moves", drv.get("window_moves"), c.get("window_moves")),
+        ("window_moves", drv.get("pramin_window_moves"), c.get("window_moves")),
         ("invalidates", drv.get("tlb_invalidates"),
          inv.get("total") if isinstance(inv, dict) else inv),
         # Every poll of the invalidate register: busy, or the one that saw it complete.

@@ -20,36 +20,26 @@ use kernel::{
     pci,
     prelude::*,
     sizes::SZ_16M,
-    sync::{
-        atomic::{
-            Atomic,
-            Relaxed, //
-        },
-        Arc,
-    },
+    sync::{atomic::Relaxed, Arc},
 };
 
 /// Size of the BAR0 mapping: all of the GPU's registers and the PRAMIN aperture.
 pub(crate) const BAR0_SIZE: usize = SZ_16M;
 
-/// Counts of BAR0 accesses.
-pub(crate) struct MmioStats {
-    /// MMIO reads.
-    pub(crate) reads: Atomic<u64>,
-    /// MMIO writes.
-    pub(crate) writes: Atomic<u64>,
+counters! {
+    /// Counts of BAR0 accesses.
+    pub(crate) struct MmioStats / MmioSnapshot {
+        /// MMIO reads.
+        reads,
+        /// MMIO writes.
+        writes,
+    }
 }
 
 impl MmioStats {
-    /// No access yet.
-    pub(crate) fn new() -> Result<Arc<Self>> {
-        Ok(Arc::new(
-            Self {
-                reads: Atomic::new(0),
-                writes: Atomic::new(0),
-            },
-            GFP_KERNEL,
-        )?)
+    /// No access yet, shared (the driver and the harness read the counts).
+    pub(crate) fn new_shared() -> Result<Arc<Self>> {
+        Ok(Arc::new(Self::new(), GFP_KERNEL)?)
     }
 }
 

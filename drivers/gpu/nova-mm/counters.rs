@@ -7,7 +7,7 @@
 /// `counters! { /// Doc. pub(crate) struct Name / NameSnapshot { /// Doc. field, ... } }`
 /// defines `Name`, whose fields are [`kernel::sync::atomic::Atomic<u64>`] counters starting at
 /// zero, and `NameSnapshot`, a copy of their values at one moment. `Name::snapshot()` takes one
-/// (each counter read once, relaxed); `Name::show()` writes a `field: value` line per counter,
+/// (each counter read once, relaxed); `Name::show()` writes a `<prefix>field: value` line per counter,
 /// in the order defined (what debugfs shows); snapshots subtract field by field (`later -
 /// earlier`), so that a test or a benchmark states what one operation cost.
 #[allow(unused_macros)]
@@ -46,10 +46,14 @@ macro_rules! counters {
                 }
             }
 
-            /// Writes a `name: value` line per counter.
-            $vis fn show(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+            /// Writes a `<prefix><name>: value` line per counter.
+            $vis fn show(
+                &self,
+                f: &mut kernel::fmt::Formatter<'_>,
+                prefix: &str,
+            ) -> kernel::fmt::Result {
                 let s = self.snapshot();
-                $(writeln!(f, "{}: {}", stringify!($field), s.$field)?;)*
+                $(writeln!(f, "{}{}: {}", prefix, stringify!($field), s.$field)?;)*
                 Ok(())
             }
         }

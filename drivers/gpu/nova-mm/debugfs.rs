@@ -67,21 +67,9 @@ fn show_vram(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "free: {}", s.free)?;
     writeln!(f, "largest_free: {}", s.largest_free)?;
     writeln!(f, "allocations: {}", s.allocations)?;
-    let c = &d.mm.vram().clear_stats;
     writeln!(f, "cleared_bytes: {}", s.cleared)?;
     writeln!(f, "cleared_extents: {}", s.cleared_extents)?;
-    writeln!(f, "zeroed_from_cleared: {}", c.zeroed_hits.load(Relaxed))?;
-    writeln!(
-        f,
-        "zeroed_not_from_cleared: {}",
-        c.zeroed_misses.load(Relaxed)
-    )?;
-    writeln!(
-        f,
-        "cleared_taken_by_ordinary: {}",
-        c.taken_by_ordinary.load(Relaxed)
-    )?;
-    writeln!(f, "freed_as_cleared: {}", c.freed_cleared.load(Relaxed))?;
+    d.mm.vram().clear_stats.show(f, "")?;
     writeln!(f, "zero_fill_writes: {}", d.mm.zero_fill_writes())?;
     let mut saved = 0;
     d.mm.spaces().for_each(|sp| {
@@ -103,20 +91,11 @@ fn show_counters(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     for r in d.mm.pramin().allowed() {
         writeln!(f, "pramin_allowed: {:#x}..{:#x}", r.start, r.end)?;
     }
-    writeln!(f, "mmio_reads: {}", d.mm.mmio().reads.load(Relaxed))?;
-    writeln!(f, "mmio_writes: {}", d.mm.mmio().writes.load(Relaxed))?;
-    writeln!(f, "pramin_reads: {}", p.reads.load(Relaxed))?;
-    writeln!(f, "pramin_writes: {}", p.writes.load(Relaxed))?;
-    writeln!(f, "pramin_flushes: {}", p.flushes.load(Relaxed))?;
-    writeln!(f, "window_moves: {}", p.window_moves.load(Relaxed))?;
-    writeln!(f, "pramin_refused: {}", p.refused.load(Relaxed))?;
-    writeln!(f, "tlb_invalidates: {}", t.invalidates.load(Relaxed))?;
-    writeln!(f, "tlb_timeouts: {}", t.timeouts.load(Relaxed))?;
-    writeln!(f, "tlb_reg_writes: {}", t.writes.load(Relaxed))?;
-    writeln!(f, "tlb_reg_reads: {}", t.reads.load(Relaxed))?;
+    d.mm.mmio().show(f, "mmio_")?;
+    p.show(f, "pramin_")?;
+    t.show(f, "tlb_")?;
     if let Some(b) = d.mm.bar1() {
-        writeln!(f, "bar1_reads: {}", b.stats.reads.load(Relaxed))?;
-        writeln!(f, "bar1_writes: {}", b.stats.writes.load(Relaxed))?;
+        b.stats.show(f, "bar1_")?;
     }
     Ok(())
 }
@@ -126,29 +105,15 @@ fn show_vmm(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let (chunks, bytes) = d.mm.pool().footprint();
     writeln!(
         f,
-        "pagetable_pool: {} tables in use, {} chunks ({} KiB), {} allocs ({} known zero), {} frees",
+        "pagetable_pool: {} tables in use, {} chunks ({} KiB)",
         d.mm.pool().in_use(),
         chunks,
-        bytes >> 10,
-        p.allocs.load(Relaxed),
-        p.zero_hits.load(Relaxed),
-        p.frees.load(Relaxed)
+        bytes >> 10
     )?;
+    p.show(f, "pagetable_pool_")?;
     d.mm.spaces().for_each(|s| {
         s.show(f)?;
-        let st = &s.stats;
-        writeln!(
-            f,
-            "  ops: {} maps, {} unmaps, {} access changes, {} invalidates, {} entry writes, {} tables created, {} freed, {} failed",
-            st.maps.load(Relaxed),
-            st.unmaps.load(Relaxed),
-            st.protects.load(Relaxed),
-            st.invalidates.load(Relaxed),
-            st.entry_writes.load(Relaxed),
-            st.tables_created.load(Relaxed),
-            st.tables_freed.load(Relaxed),
-            st.failed.load(Relaxed)
-        )
+        s.stats.show(f, "  ")
     })
 }
 
@@ -166,8 +131,7 @@ fn show_bar1(d: &DebugData, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "pdb: {:#x}", b.pdb)?;
     writeln!(f, "bind_registers: {:?}", b.regs)?;
     writeln!(f, "found_at_probe: {:#x} {:#x}", b.found.0, b.found.1)?;
-    writeln!(f, "bar1_reads: {}", b.stats.reads.load(Relaxed))?;
-    writeln!(f, "bar1_writes: {}", b.stats.writes.load(Relaxed))?;
+    b.stats.show(f, "bar1_")?;
     d.mm.spaces().for_each(|s| {
         if s.pdb() == b.pdb {
             s.show(f)?;

@@ -104,6 +104,6 @@ impl pci::Driver for NovaMmDriver {
             readonly: crate::module_parameters::readonly.value(),
             ..Options::default()
         };
-        MmioStats::new().and_then(|mmio| NovaMm::new(pdev, opts, mmio))
+        MmioStats::new_shared().and_then(|mmio| NovaMm::new(pdev, opts, mmio))
     }
 }

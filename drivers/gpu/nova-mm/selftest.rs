@@ -201,7 +201,7 @@ fn stress_dir(group: &Arc<WorkGroup>, name: &CStr) -> Option<Pin<KBox<Scope<Arc<
 
 fn show_stress(g: &Arc<WorkGroup>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "ops: {}", g.stats.ops())?;
-    g.stats.show(f)
+    g.stats.show(f, "")
 }
 
 /// The product's PCI driver, each GPU it binds wrapped in a [`TestedGpu`].
@@ -223,7 +223,7 @@ impl pci::Driver for Driver {
                 // block) in the top `pt_top_gib` GiB of usable VRAM.
                 tables_top: crate::module_parameters::pt_top_gib.value() << 30,
             };
-            let mmio = MmioStats::new()?;
+            let mmio = MmioStats::new_shared()?;
             let drv = NovaMm::new(pdev, opts, mmio.clone()).inspect_err(|_| {
                 // The accesses of a probe that gave up count too.
                 bar0_final(pdev, &mmio);

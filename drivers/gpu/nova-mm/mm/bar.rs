@@ -303,12 +303,14 @@ pub(crate) fn instance_words(arch: Architecture, pdb: u64, limit: u64) -> Result
     })
 }
 
-/// Counts of CPU accesses through BAR1.
-pub(crate) struct Bar1Stats {
-    /// CPU reads through BAR1.
-    pub(crate) reads: Atomic<u64>,
-    /// CPU writes through BAR1.
-    pub(crate) writes: Atomic<u64>,
+counters! {
+    /// Counts of CPU accesses through BAR1.
+    pub(crate) struct Bar1Stats / Bar1Snapshot {
+        /// CPU reads through BAR1.
+        reads,
+        /// CPU writes through BAR1.
+        writes,
+    }
 }
 
 /// What debugfs shows of a BAR1 binding.
@@ -389,13 +391,7 @@ impl<'a> BarUser<'a> {
             Bar1 {
                 bar,
                 size,
-                stats: Arc::new(
-                    Bar1Stats {
-                        reads: Atomic::new(0),
-                        writes: Atomic::new(0),
-                    },
-                    GFP_KERNEL,
-                )?,
+                stats: Arc::new(Bar1Stats::new(), GFP_KERNEL)?,
             },
             GFP_KERNEL,
         )?;

@@ -17,13 +17,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sizes::SizeConstants,
-    sync::{
-        atomic::{
-            Atomic,
-            Relaxed, //
-        },
-        Mutex, MutexGuard,
-    },
+    sync::{atomic::Relaxed, Mutex, MutexGuard},
 };
 
 use kernel::io::register::Register;
@@ -168,18 +162,20 @@ pub(crate) fn window_for(current: Option<u64>, addr: u64, size: u64) -> Option<u
     Some(addr & !(WINDOW_ALIGN - 1))
 }
 
-/// Counters of a [`Pramin`], read by debugfs and the tests.
-pub(crate) struct PraminStats {
-    /// Reads through the aperture.
-    pub(crate) reads: Atomic<u64>,
-    /// Writes through the aperture.
-    pub(crate) writes: Atomic<u64>,
-    /// Writes of the window register.
-    pub(crate) window_moves: Atomic<u64>,
-    /// Accesses refused because they fell outside the driver's VRAM.
-    pub(crate) refused: Atomic<u64>,
-    /// Flush reads (one per run of writes that something then acts on; also in `reads`).
-    pub(crate) flushes: Atomic<u64>,
+counters! {
+    /// Counters of a [`Pramin`], read by debugfs and the tests.
+    pub(crate) struct PraminStats / PraminSnapshot {
+        /// Reads through the aperture.
+        reads,
+        /// Writes through the aperture.
+        writes,
+        /// Writes of the window register.
+        window_moves,
+        /// Accesses refused because they fell outside the driver's VRAM.
+        refused,
+        /// Flush reads (one per run of writes that something then acts on; also in `reads`).
+        flushes,
+    }
 }
 
 /// The PRAMIN window of one GPU.
@@ -222,13 +218,7 @@ impl Pramin {
             reg,
             allowed: res?,
             window <- new_mutex!(None),
-            stats: PraminStats {
-                reads: Atomic::new(0),
-                writes: Atomic::new(0),
-                window_moves: Atomic::new(0),
-                refused: Atomic::new(0),
-                flushes: Atomic::new(0),
-            },
+            stats: PraminStats::new(),
         })
     }
 

@@ -80,20 +80,22 @@ impl Chunk {
     }
 }
 
-/// Counters of a [`PtPool`].
-pub(crate) struct PtPoolStats {
-    /// Tables handed out.
-    pub(crate) allocs: Atomic<u64>,
-    /// Of those, slots known to be zero (no zeroing needed).
-    pub(crate) zero_hits: Atomic<u64>,
-    /// Tables returned.
-    pub(crate) frees: Atomic<u64>,
-    /// Chunks taken from VRAM.
-    pub(crate) chunks_allocated: Atomic<u64>,
-    /// Chunks given back to VRAM.
-    pub(crate) chunks_freed: Atomic<u64>,
-    /// Chunks taken from memory known to be zero.
-    pub(crate) chunks_cleared: Atomic<u64>,
+counters! {
+    /// Counters of a [`PtPool`].
+    pub(crate) struct PtPoolStats / PtPoolSnapshot {
+        /// Tables handed out.
+        allocs,
+        /// Of those, slots known to be zero (no zeroing needed).
+        zero_hits,
+        /// Tables returned.
+        frees,
+        /// Chunks taken from VRAM.
+        chunks_allocated,
+        /// Chunks given back to VRAM.
+        chunks_freed,
+        /// Chunks taken from memory known to be zero.
+        chunks_cleared,
+    }
 }
 
 /// The page-table memory of one GPU.
@@ -141,14 +143,7 @@ impl PtPool {
                 vram,
                 within,
                 chunks <- new_mutex!(KVec::new()),
-                stats: PtPoolStats {
-                    allocs: Atomic::new(0),
-                    zero_hits: Atomic::new(0),
-                    frees: Atomic::new(0),
-                    chunks_allocated: Atomic::new(0),
-                    chunks_freed: Atomic::new(0),
-                    chunks_cleared: Atomic::new(0),
-                },
+                stats: PtPoolStats::new(),
                 fail_after: Atomic::new(0),
             }),
             GFP_KERNEL,

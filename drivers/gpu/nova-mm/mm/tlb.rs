@@ -15,13 +15,7 @@ use kernel::{
     },
     new_mutex,
     prelude::*,
-    sync::{
-        atomic::{
-            Atomic,
-            Relaxed, //
-        },
-        Mutex,
-    },
+    sync::{atomic::Relaxed, Mutex},
     time::Delta,
 };
 
@@ -86,17 +80,19 @@ const ACK_GLOBALLY: u32 = 1;
 /// hardware an invalidate takes about 1.4 us, so 2 s only elapses on a hung GPU.
 pub(crate) const INVALIDATE_TIMEOUT: Delta = Delta::from_millis(2000);
 
-/// Counters of a [`Tlb`].
-pub(crate) struct TlbStats {
-    /// Invalidates started.
-    pub(crate) invalidates: Atomic<u64>,
-    /// Invalidates that did not complete within [`INVALIDATE_TIMEOUT`], or were refused because
-    /// an earlier one never completed.
-    pub(crate) timeouts: Atomic<u64>,
-    /// Register writes.
-    pub(crate) writes: Atomic<u64>,
-    /// Register reads (completion polls).
-    pub(crate) reads: Atomic<u64>,
+counters! {
+    /// Counters of a [`Tlb`].
+    pub(crate) struct TlbStats / TlbSnapshot {
+        /// Invalidates started.
+        invalidates,
+        /// Invalidates that did not complete within [`INVALIDATE_TIMEOUT`], or were refused because
+        /// an earlier one never completed.
+        timeouts,
+        /// Register writes.
+        reg_writes,
+        /// Register reads (completion polls).
+        reg_reads,
+    }
 }
 
 /// The TLB invalidation engine of one GPU; invalidates are serialized.
@@ -186,12 +182,7 @@ impl Tlb {
         pin_init!(Self {
             lock <- new_mutex!(Pending::Unknown),
             membar_war: arch == Architecture::Turing,
-            stats: TlbStats {
-                invalidates: Atomic::new(0),
-                timeouts: Atomic::new(0),
-                writes: Atomic::new(0),
-                reads: Atomic::new(0),
-            },
+            stats: TlbStats::new(),
         })
     }
 
@@ -200,7 +191,7 @@ impl Tlb {
     fn wait_trigger_clear(&self, bar: &Bar0<'_>) -> Result {
         read_poll_timeout(
             || {
-                self.stats.reads.fetch_add(1, Relaxed);
+                self.stats.reg_reads.fetch_add(1, Relaxed);
                 bar.try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)
             },
             |v: &NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE| !v.trigger(),
@@ -247,7 +238,7 @@ impl Tlb {
             Pending::No => Ok(()),
             Pending::Unknown => self.wait_trigger_clear(bar),
             Pending::TimedOut => {
-                self.stats.reads.fetch_add(1, Relaxed);
+                self.stats.reg_reads.fetch_add(1, Relaxed);
                 if bar
                     .try_read(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE)?
                     .trigger()
@@ -276,7 +267,7 @@ impl Tlb {
             hi,
         ))?;
         bar.try_write_reg(NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE::from_raw(ctl))?;
-        self.stats.writes.fetch_add(3, Relaxed);
+        self.stats.reg_writes.fetch_add(3, Relaxed);
         self.stats.invalidates.fetch_add(1, Relaxed);
         self.wait_trigger_clear(bar).inspect_err(|_| {
             self.stats.timeouts.fetch_add(1, Relaxed);

@@ -79,41 +79,27 @@ pub(crate) trait PtHw: Send + Sync {
     fn log_err(&self, msg: fmt::Arguments<'_>);
 }
 
-/// Counters of a [`Vmm`].
-pub(crate) struct VmmStats {
-    /// Map operations completed.
-    pub(crate) maps: Atomic<u64>,
-    /// Unmap operations completed.
-    pub(crate) unmaps: Atomic<u64>,
-    /// Access changes completed.
-    pub(crate) protects: Atomic<u64>,
-    /// TLB invalidates issued.
-    pub(crate) invalidates: Atomic<u64>,
-    /// Page-table entries (quadwords) written.
-    pub(crate) entry_writes: Atomic<u64>,
-    /// Page tables created.
-    pub(crate) tables_created: Atomic<u64>,
-    /// Page tables freed.
-    pub(crate) tables_freed: Atomic<u64>,
-    /// Zeros not written to new tables whose memory was known to be zero.
-    pub(crate) zero_writes_saved: Atomic<u64>,
-    /// Operations refused or rolled back.
-    pub(crate) failed: Atomic<u64>,
-}
-
-impl VmmStats {
-    fn new() -> Self {
-        Self {
-            maps: Atomic::new(0),
-            unmaps: Atomic::new(0),
-            protects: Atomic::new(0),
-            invalidates: Atomic::new(0),
-            entry_writes: Atomic::new(0),
-            tables_created: Atomic::new(0),
-            tables_freed: Atomic::new(0),
-            zero_writes_saved: Atomic::new(0),
-            failed: Atomic::new(0),
-        }
+counters! {
+    /// Counters of a [`Vmm`].
+    pub(crate) struct VmmStats / VmmSnapshot {
+        /// Map operations completed.
+        maps,
+        /// Unmap operations completed.
+        unmaps,
+        /// Access changes completed.
+        protects,
+        /// TLB invalidates issued.
+        invalidates,
+        /// Page-table entries (quadwords) written.
+        entry_writes,
+        /// Page tables created.
+        tables_created,
+        /// Page tables freed.
+        tables_freed,
+        /// Zeros not written to new tables whose memory was known to be zero.
+        zero_writes_saved,
+        /// Operations refused or rolled back.
+        failed,
     }
 }
 

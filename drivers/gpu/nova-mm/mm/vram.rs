@@ -134,16 +134,18 @@ pub(crate) struct VramStats {
     pub(crate) cleared_extents: u64,
 }
 
-/// Counters of the clear tracking of a [`Vram`].
-pub(crate) struct ClearStats {
-    /// Zeroed requests served from memory known to be zero.
-    pub(crate) zeroed_hits: Atomic<u64>,
-    /// Zeroed requests that got memory not known to be zero.
-    pub(crate) zeroed_misses: Atomic<u64>,
-    /// Bytes known to be zero that ordinary allocations took anyway.
-    pub(crate) taken_by_ordinary: Atomic<u64>,
-    /// Bytes recorded as zero when freed.
-    pub(crate) freed_cleared: Atomic<u64>,
+counters! {
+    /// Counters of the clear tracking of a [`Vram`].
+    pub(crate) struct ClearStats / ClearSnapshot {
+        /// Zeroed requests served from memory known to be zero.
+        zeroed_from_cleared,
+        /// Zeroed requests that got memory not known to be zero.
+        zeroed_not_from_cleared,
+        /// Bytes known to be zero that ordinary allocations took anyway.
+        cleared_taken_by_ordinary,
+        /// Bytes recorded as zero when freed.
+        freed_as_cleared,
+    }
 }
 
 /// The usable VRAM of one GPU.
@@ -207,12 +209,7 @@ impl Vram {
             pin_init!(Self {
                 cleared <- new_mutex!(ClearTracker::new()),
                 tracking: Atomic::new(1),
-                clear_stats: ClearStats {
-                    zeroed_hits: Atomic::new(0),
-                    zeroed_misses: Atomic::new(0),
-                    taken_by_ordinary: Atomic::new(0),
-                    freed_cleared: Atomic::new(0),
-                },
+                clear_stats: ClearStats::new(),
                 buddy,
                 head,
                 range,
@@ -338,13 +335,17 @@ impl Vram {
         }
         match req.zero {
             Zero::No => {
-                self.clear_stats.taken_by_ordinary.fetch_add(known, Relaxed);
+                self.clear_stats
+                    .cleared_taken_by_ordinary
+                    .fetch_add(known, Relaxed);
             }
             _ if zeroed => {
-                self.clear_stats.zeroed_hits.fetch_add(1, Relaxed);
+                self.clear_stats.zeroed_from_cleared.fetch_add(1, Relaxed);
             }
             _ => {
-                self.clear_stats.zeroed_misses.fetch_add(1, Relaxed);
+                self.clear_stats
+                    .zeroed_not_from_cleared
+                    .fetch_add(1, Relaxed);
             }
         }
         // The tracking nodes, before anything is recorded: a failure here frees the blocks (as
@@ -435,7 +436,7 @@ impl VramAllocation {
             for r in mine.iter() {
                 let (s, e) = (c.start.max(r.start), c.end.min(r.end));
                 if s < e && t.insert(s..e).is_ok() {
-                    vram.clear_stats.freed_cleared.fetch_add(e - s, Relaxed);
+                    vram.clear_stats.freed_as_cleared.fetch_add(e - s, Relaxed);
                 }
             }
         }
@@ -649,7 +650,7 @@ mod tests {
         // Larger than anything known zero: an ordinary block, not zeroed.
         let big = vram.alloc(&AllocRequest::new(2 * MIB).zeroed(Zero::Required))?;
         ensure!(!big.is_zeroed());
-        ensure_eq!(vram.clear_stats.zeroed_misses.load(Relaxed), 1);
+        ensure_eq!(vram.clear_stats.zeroed_not_from_cleared.load(Relaxed), 1);
         // Tracking off: zeroed requests do not look.
         vram.set_tracking(false);
         let off = vram.alloc(&AllocRequest::new(4096).zeroed(Zero::Preferred))?;
@@ -658,7 +659,10 @@ mod tests {
         // An ordinary allocation placed on known-zero memory takes it out, counted.
         let before = vram.stats().cleared;
         let o = vram.alloc(&AllocRequest::new(64 * 1024).placed(Placement::Within(r.clone())))?;
-        ensure_eq!(vram.clear_stats.taken_by_ordinary.load(Relaxed), 64 * 1024);
+        ensure_eq!(
+            vram.clear_stats.cleared_taken_by_ordinary.load(Relaxed),
+            64 * 1024
+        );
         ensure_eq!(vram.stats().cleared, before - 64 * 1024);
         // No extent overlaps a live allocation.
         for live in [&z, &big, &off, &o] {

@@ -311,6 +311,11 @@ mod device_badinput {
             }
             None => None,
         };
+        let (ms, ps, ts) = (
+            mm.bar().stats().snapshot(),
+            mm.pramin().stats.snapshot(),
+            mm.tlb().stats.snapshot(),
+        );
         Ok(Snap {
             vram: mm.vram().stats(),
             pool: (
@@ -324,21 +329,10 @@ mod device_badinput {
             tables: f.vmm.tables(),
             show: text(&f.vmm)?,
             bar1,
-            mmio: (
-                mm.bar().stats().reads.load(Relaxed),
-                mm.bar().stats().writes.load(Relaxed),
-            ),
-            pramin: (
-                mm.pramin().stats.reads.load(Relaxed),
-                mm.pramin().stats.writes.load(Relaxed),
-                mm.pramin().stats.window_moves.load(Relaxed),
-                mm.zero_fill_writes(),
-            ),
-            tlb: (
-                mm.tlb().stats.invalidates.load(Relaxed),
-                mm.tlb().stats.writes.load(Relaxed),
-                mm.tlb().stats.reads.load(Relaxed),
-            ),
+            mmio: (ms.reads, ms.writes),
+            // `refused` and `flushes` are left out: a refused access counts itself.
+            pramin: (ps.reads, ps.writes, ps.window_moves, mm.zero_fill_writes()),
+            tlb: (ts.invalidates, ts.reg_writes, ts.reg_reads),
         })
     }
 

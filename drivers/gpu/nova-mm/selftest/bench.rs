@@ -94,12 +94,20 @@ impl Drop for CBuddy {
 mod tests {
     use super::*;
     use crate::{
+        bar::MmioSnapshot,
         mm::{
             pagetable::{
                 Access, //
             },
-            ptpool::PtPool,
-            tlb::Scope,
+            pramin::PraminSnapshot,
+            ptpool::{
+                PtPool,
+                PtPoolSnapshot, //
+            },
+            tlb::{
+                Scope,
+                TlbSnapshot, //
+            },
             vram::AllocRequest,
             GpuMm,
         },
@@ -107,10 +115,7 @@ mod tests {
         selftest::tests::skip,
         selftest::TestedGpu,
     };
-    use kernel::sync::{
-        atomic::Relaxed,
-        Arc, //
-    };
+    use kernel::sync::Arc;
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
@@ -119,24 +124,18 @@ mod tests {
 
     #[derive(Clone, Copy)]
     struct Snap {
-        bar0_reads: u64,
-        bar0_writes: u64,
-        pramin_reads: u64,
-        pramin_writes: u64,
-        window_moves: u64,
-        invalidates: u64,
-        zero_hits: u64,
+        mmio: MmioSnapshot,
+        pramin: PraminSnapshot,
+        tlb: TlbSnapshot,
+        pool: PtPoolSnapshot,
     }
 
     fn snap(mm: &GpuMm<'_>, pool: &PtPool) -> Snap {
         Snap {
-            bar0_reads: mm.bar().stats().reads.load(Relaxed),
-            bar0_writes: mm.bar().stats().writes.load(Relaxed),
-            pramin_reads: mm.pramin().stats.reads.load(Relaxed),
-            pramin_writes: mm.pramin().stats.writes.load(Relaxed),
-            window_moves: mm.pramin().stats.window_moves.load(Relaxed),
-            invalidates: mm.tlb().stats.invalidates.load(Relaxed),
-            zero_hits: pool.stats.zero_hits.load(Relaxed),
+            mmio: mm.bar().stats().snapshot(),
+            pramin: mm.pramin().stats.snapshot(),
+            tlb: mm.tlb().stats.snapshot(),
+            pool: pool.stats.snapshot(),
         }
     }
 
@@ -164,15 +163,15 @@ mod tests {
             page,
             ops,
             gpu.mm().format_version(),
-            a.invalidates,
-            b.invalidates,
-            b.bar0_reads - a.bar0_reads,
-            b.bar0_writes - a.bar0_writes,
-            b.pramin_reads - a.pramin_reads,
-            b.pramin_writes - a.pramin_writes,
-            b.window_moves - a.window_moves,
-            b.invalidates - a.invalidates,
-            b.zero_hits - a.zero_hits
+            a.tlb.invalidates,
+            b.tlb.invalidates,
+            (b.mmio - a.mmio).reads,
+            (b.mmio - a.mmio).writes,
+            (b.pramin - a.pramin).reads,
+            (b.pramin - a.pramin).writes,
+            (b.pramin - a.pramin).window_moves,
+            (b.tlb - a.tlb).invalidates,
+            (b.pool - a.pool).zero_hits
         );
     }
 

@@ -779,12 +779,15 @@ mod device_mm {
 mod device_vmm {
     use super::*;
     use crate::{
+        bar::MmioSnapshot,
         mm::{
             pagetable::{
                 Access,
                 Entry, //
             },
+            pramin::PraminSnapshot,
             ptpool::PtPool,
+            tlb::TlbSnapshot,
             vmm::{
                 Mapping,
                 Reservation,
@@ -854,24 +857,16 @@ mod device_vmm {
     /// MMIO counters of one GPU.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     struct Counts {
-        mmio_reads: u64,
-        mmio_writes: u64,
-        pramin_reads: u64,
-        pramin_writes: u64,
-        invalidates: u64,
-        polls: u64,
-        flushes: u64,
+        mmio: MmioSnapshot,
+        pramin: PraminSnapshot,
+        tlb: TlbSnapshot,
     }
 
     fn counts(mm: &GpuMm<'_>) -> Counts {
         Counts {
-            mmio_reads: mm.bar().stats().reads.load(Relaxed),
-            mmio_writes: mm.bar().stats().writes.load(Relaxed),
-            pramin_reads: mm.pramin().stats.reads.load(Relaxed),
-            pramin_writes: mm.pramin().stats.writes.load(Relaxed),
-            invalidates: mm.tlb().stats.invalidates.load(Relaxed),
-            polls: mm.tlb().stats.reads.load(Relaxed),
-            flushes: mm.pramin().stats.flushes.load(Relaxed),
+            mmio: mm.bar().stats().snapshot(),
+            pramin: mm.pramin().stats.snapshot(),
+            tlb: mm.tlb().stats.snapshot(),
         }
     }
 
@@ -879,10 +874,11 @@ mod device_vmm {
     /// MMIO read but the one flush read before it (a PRAMIN read) and its completion polls.
     fn one_op(mm: &GpuMm<'_>, c0: Counts) -> Result<Counts> {
         let c = counts(mm);
-        ensure_eq!(c.invalidates - c0.invalidates, 1);
-        ensure_eq!(c.pramin_reads - c0.pramin_reads, 1);
-        ensure_eq!(c.flushes - c0.flushes, 1);
-        ensure_eq!(c.mmio_reads - c0.mmio_reads, 1 + c.polls - c0.polls);
+        let (mmio, pramin, tlb) = (c.mmio - c0.mmio, c.pramin - c0.pramin, c.tlb - c0.tlb);
+        ensure_eq!(tlb.invalidates, 1);
+        ensure_eq!(pramin.reads, 1);
+        ensure_eq!(pramin.flushes, 1);
+        ensure_eq!(mmio.reads, 1 + tlb.reg_reads);
         Ok(c)
     }
 
@@ -986,7 +982,7 @@ mod device_vmm {
                 let zero = mm.pool().stats.zero_hits.load(Relaxed) - z0;
                 // New tables below the root: one entry each if known zero, else 512 writes.
                 let expect = 1 + zero + (levels - zero) * 512;
-                ensure_eq!(c1.pramin_writes - c0.pramin_writes, expect);
+                ensure_eq!((c1.pramin - c0.pramin).writes, expect);
                 // The second time every table comes back known zero.
                 if round == 1 {
                     ensure_eq!(zero, levels);
@@ -994,9 +990,9 @@ mod device_vmm {
                 check_shadow(&vmm, &m)?;
                 drop(m);
                 let c2 = one_op(mm, c1)?;
-                ensure_eq!(c2.pramin_writes - c1.pramin_writes, 1 + levels);
+                ensure_eq!((c2.pramin - c1.pramin).writes, 1 + levels);
                 // Besides PRAMIN: the invalidate's three register writes, and window moves.
-                ensure!(c2.mmio_writes - c1.mmio_writes >= 4);
+                ensure!((c2.mmio - c1.mmio).writes >= 4);
             }
             ensure_eq!(vmm.tables(), 1);
             Ok(())
@@ -1609,7 +1605,7 @@ mod device_bar {
                 let pa = mem.start() + moff;
                 let inv0 = mm.tlb().stats.invalidates.load(Relaxed);
                 let r0 = mm.bar().stats().reads.load(Relaxed);
-                let p0 = mm.tlb().stats.reads.load(Relaxed);
+                let p0 = mm.tlb().stats.reg_reads.load(Relaxed);
                 let f0 = mm.pramin().stats.flushes.load(Relaxed);
                 let m = bar.map(&mem, moff, size, Access::ReadWrite, None)?;
                 ensure_eq!(mm.tlb().stats.invalidates.load(Relaxed) - inv0, 1);
@@ -1617,7 +1613,7 @@ mod device_bar {
                 ensure_eq!(mm.pramin().stats.flushes.load(Relaxed) - f0, 1);
                 ensure_eq!(
                     mm.bar().stats().reads.load(Relaxed) - r0,
-                    1 + mm.tlb().stats.reads.load(Relaxed) - p0
+                    1 + mm.tlb().stats.reg_reads.load(Relaxed) - p0
                 );
                 ensure!(m.mapping().pieces().iter().all(|p| p.page == page));
                 // CPU to VRAM: first and last quadword of each page.
