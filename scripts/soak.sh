@@ -40,7 +40,7 @@ NOVA_MM_PORTS=1 NOVA_MM_TIMEOUT=$((300 + 10 * rounds)) \
 for k in 0 1; do
 	chip=$([ $k = 0 ] && echo tu102 || echo gb202)
 	log "soak: hot-unplug of $chip under the stress workers"
-	NOVA_MM_UNPLUG=$k NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm.unplug=1" \
+	NOVA_MM_TIMEOUT=900 NOVA_MM_UNPLUG=$k NOVA_MM_APPEND="kunit.enable=0 nova_mm.stress=1 nova_mm.unplug=1" \
 		guest "soak-unplug-$chip" --bound 2 --debug-kernel --unplug "$chip" --multi-load -- tu102 gb202
 done
 echo "soak took $(($(date +%s) - t0)) s"
