@@ -31,10 +31,15 @@ def tables_of(mmu, va, size, page):
     """The tables a mapping of [va, va+size) in `page` pages writes to, below the root:
     {table key: (qwords in the table, set of quadwords the mapping writes)}, and the root's
     written entries."""
+    return tables_of_pages(mmu, range(va, va + size, page), page)
+
+
+def tables_of_pages(mmu, addrs, page):
+    """The same for pages of `page` bytes at the virtual addresses `addrs`."""
     dirs = DIRS[mmu]
     root = set()
     tabs = {}
-    for a in range(va, va + size, page):
+    for a in addrs:
         sh0, b0 = dirs[0]
         root.add((a >> sh0) & ((1 << b0) - 1))
         for i in range(1, len(dirs)):
@@ -96,6 +101,46 @@ def minimum(b, delay):
     raise ValueError(name)
 
 
+def window_moves(tabs):
+    """Window moves: one per 1 MiB of page-table memory touched (the tables and the root)."""
+    return max(1, -(-(len(tabs) + 1) * 4096 // MIB))
+
+
+def batch_minimum(b, g, delay):
+    """The theoretical minimum of a batch scenario: per batch one flush read and one
+    invalidate (its three writes and the polls the device needs), and the entries its
+    operations write, from the geometry the driver printed (NOVA-BENCH-GEOMETRY: `count`
+    operations of each kind, `stride` bytes apart, in `batches` batches)."""
+    mmu, va = b["mmu"], b["va"]
+    n, stride, nb = g["count"], g["stride"], g["batches"]
+    inv = 1 + 3 + (delay + 1)
+    name = b["bench"]
+    if name == "batch_cycles_4k":
+        # Each batch: `n` cycles of a 4 KiB map at the same address and its unmap. The path's
+        # tables are made by the first map (whole when fresh, their entries only when known
+        # zero, as in cycles_4k), every map and unmap writes the leaf, and the tables are
+        # reclaimed once, after the batch's last write (one write per freed table).
+        root, tabs = tables_of(mmu, va, K4, K4)
+        first = len(root) + sum(q for q, _ in tabs.values())
+        again = len(root) + sum(len(w) for _, w in tabs.values())
+        per = (n - 1) + n + len(tabs)
+        return first + (nb - 1) * again + nb * per + window_moves(tabs) + nb * inv
+    if name == "batch_map_spread_4k":
+        # `n` 4 KiB maps, `stride` apart, in one batch: as map_ (known-zero tables need only
+        # their entries).
+        root, tabs = tables_of_pages(mmu, [va + i * stride for i in range(n)], K4)
+        z = b["zero_hits"]
+        needs = sorted((q - len(w) for q, w in tabs.values()), reverse=True)
+        return (len(root) + sum(len(w) for _, w in tabs.values()) + sum(needs[z:])
+                + window_moves(tabs) + inv)
+    if name == "batch_mixed_4k":
+        # `n` unmaps, `n` access changes and `n` maps in one page table that stays: one leaf
+        # write each.
+        root, tabs = tables_of(mmu, va, 4 * n * K4, K4)
+        return 3 * n + window_moves(tabs) + inv
+    raise ValueError(name)
+
+
 def series(b):
     """What the nova-core series' approach costs for the same work (see the module doc)."""
     mmu, va, size = b["mmu"], b["va"], b["size"]
@@ -122,6 +167,13 @@ def main():
         with open(os.path.join(run, fn), errors="replace") as f:
             lines += f.read().splitlines()
     benches = []
+    geometry = {}
+    for line in lines:
+        m = re.search(r"NOVA-BENCH-GEOMETRY (.*)$", line)
+        if m:
+            kv = dict(x.partition("=")[::2] for x in m.group(1).split())
+            geometry[(kv["chip"], kv["bench"])] = {k: int(kv[k], 0)
+                                                   for k in ("count", "stride", "batches")}
     for line in lines:
         m = re.search(r"NOVA-BENCH (.*)$", line)
         if not m:
@@ -175,6 +227,27 @@ def main():
         bad += not agree
         delay = int(rep.get("invalidate_delay", 1))
         total = b["bar0_reads"] + b["bar0_writes"]
+        g = geometry.get((b["chip"], b["bench"]))
+        if b["bench"].startswith("batch_"):
+            if g is None:
+                print(f"bench: {b['bench']} on {b['chip']}: no NOVA-BENCH-GEOMETRY line",
+                      file=sys.stderr)
+                bad += 1
+                continue
+            low = batch_minimum(b, g, delay)
+            fields = [
+                f"bench={b['bench']}", f"chip={b['chip']}", f"batches={g['batches']}",
+                f"ops={b['ops']}",
+                f"writes={b['bar0_writes']}", f"reads={b['bar0_reads']}",
+                f"entry_writes={b['pramin_writes']}", f"window_moves={b['window_moves']}",
+                f"invalidates={b['invalidates']}",
+                f"invalidates_per_batch={b['invalidates'] / g['batches']:.2f}",
+                f"known_zero_tables={b['zero_hits']}",
+                f"total={total}", f"minimum={low}", f"ratio={total / low:.3f}",
+                "model=agrees" if agree else f"model=DISAGREES({model})",
+            ]
+            print(" ".join(fields))
+            continue
         low = minimum(b, delay)
         fields = [
             f"bench={b['bench']}", f"chip={b['chip']}",

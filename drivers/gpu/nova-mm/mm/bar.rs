@@ -527,6 +527,25 @@ impl<'a> BarUser<'a> {
         })
     }
 
+    /// Gives the CPU access through BAR1 to `map`, a mapping of this BAR's address space (made
+    /// by a batch on [`BarUser::vmm`]).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `map` is of another address space, or a batch unmapped it.
+    pub(crate) fn cpu_access(&self, map: Mapping<'a>) -> Result<BarMapping<'a>> {
+        if !map.is_of(&self.vmm) || map.is_unmapped() {
+            return Err(EINVAL);
+        }
+        let size = map.pieces().iter().map(|p| p.len).sum();
+        Ok(BarMapping {
+            bar1: self.bar1.clone(),
+            va: map.va(),
+            size,
+            map,
+        })
+    }
+
     /// Reserves `size` bytes of BAR1 as sparse: reads return zero, writes are dropped.
     ///
     /// # Errors

@@ -328,6 +328,23 @@ pub(crate) trait PageTableOps: Sync {
         w: &mut dyn EntryWriter,
         free: &mut FreeList,
     ) -> Result<CommitStats>;
+    /// Unlinks the tables left empty within `range` onto `free`, and folds tables left all
+    /// sparse into sparse entries of their parents where the entries' span lies inside `bound`
+    /// (what [`PageTableOps::commit`] does with `reclaim`, for the leaves of several commits at
+    /// once: a batch reclaims after its last write, so that no commit of it loses a table
+    /// another one of it writes into).
+    ///
+    /// # Errors
+    ///
+    /// Only what `w` returns (a dead device); the shadow is then still consistent.
+    fn reclaim(
+        &self,
+        sh: &mut Shadow,
+        range: Range<u64>,
+        bound: Range<u64>,
+        w: &mut dyn EntryWriter,
+        free: &mut FreeList,
+    ) -> Result<CommitStats>;
     /// Frees every table of the shadow onto `free` without writing anything.
     fn teardown(&self, sh: Shadow, free: &mut FreeList);
     /// Prints the tree from the shadow.
@@ -1120,6 +1137,21 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
             if let Some(bound) = reclaim {
                 Self::reclaim_in(&mut sh.root, &range, &bound, w, &mut st, free)?;
             }
+        }
+        Ok(st)
+    }
+
+    fn reclaim(
+        &self,
+        sh: &mut Shadow,
+        range: Range<u64>,
+        bound: Range<u64>,
+        w: &mut dyn EntryWriter,
+        free: &mut FreeList,
+    ) -> Result<CommitStats> {
+        let mut st = CommitStats::default();
+        if range.start < range.end {
+            Self::reclaim_in(&mut sh.root, &range, &bound, w, &mut st, free)?;
         }
         Ok(st)
     }

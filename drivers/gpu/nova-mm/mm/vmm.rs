@@ -44,6 +44,8 @@ use kernel::{
     },
 };
 
+pub(crate) mod batch;
+
 use crate::mm::{
     pagetable::{
         Access,
@@ -100,6 +102,10 @@ counters! {
         zero_writes_saved,
         /// Operations refused or rolled back.
         failed,
+        /// Batches executed (a single map or access change is a batch of one).
+        batches,
+        /// Operations in those batches.
+        batch_ops,
     }
 }
 
@@ -391,7 +397,7 @@ impl<'a> Vmm<'a> {
             ResInner {
                 vmm: self.clone(),
                 range,
-                sparse,
+                sparse: Atomic::new(sparse),
             },
             GFP_KERNEL,
         )?))
@@ -556,14 +562,15 @@ impl Drop for Vmm<'_> {
 struct ResInner<'a> {
     vmm: Arc<Vmm<'a>>,
     range: Range<u64>,
-    sparse: bool,
+    /// Whether unmapped addresses are sparse; cleared by a batch's release.
+    sparse: Atomic<bool>,
 }
 
 impl Drop for ResInner<'_> {
     fn drop(&mut self) {
         let vmm = &self.vmm;
         let mut st = vmm.state.lock();
-        if self.sparse && vmm.dying.load(Relaxed) == 0 {
+        if self.sparse.load(Relaxed) && vmm.dying.load(Relaxed) == 0 {
             // Back to unmapped: zero entries, by the current shape of the tables.
             let mut pieces = KVec::new();
             let r = self.range.clone();
@@ -623,76 +630,11 @@ impl<'a> Reservation<'a> {
         size: u64,
         access: Access,
     ) -> Result<Mapping<'a>> {
-        let vmm = &self.0.vmm;
-        let fail = |e: Error| {
-            vmm.stats.failed.fetch_add(1, Relaxed);
-            e
-        };
-        if size == 0
-            || size % u64::SZ_4K != 0
-            || offset % u64::SZ_4K != 0
-            || mem_offset % u64::SZ_4K != 0
-        {
-            return Err(fail(EINVAL));
-        }
-        let r = &self.0.range;
-        let va = r
-            .start
-            .checked_add(offset)
-            .filter(|v| v.checked_add(size).is_some_and(|e| e <= r.end))
-            .ok_or_else(|| fail(ERANGE))?;
-        if mem_offset.checked_add(size).is_none_or(|e| e > mem.size()) {
-            return Err(fail(ERANGE));
-        }
-        // Physical addresses of another allocator are another GPU's memory, or none of the
-        // driver's: never this GPU's to map.
-        if !mem.is_of(vmm.pool.vram()) {
-            return Err(fail(EXDEV));
-        }
-        // The physical runs of the part, in block order, at consecutive virtual addresses.
-        let mut runs = KVec::new();
-        let (mut skip, mut left, mut v) = (mem_offset, size, va);
-        for b in mem.ranges() {
-            let len = b.end - b.start;
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let take = (len - skip).min(left);
-            runs.push((v, b.start + skip, take), GFP_KERNEL)?;
-            v += take;
-            left -= take;
-            skip = 0;
-            if left == 0 {
-                break;
-            }
-        }
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-        let mut pieces = KVec::new();
-        let mut st = vmm.state.lock();
-        if st.mapped.iter().any(|(s, m)| va < m.end && va + size > *s) {
-            return Err(fail(EBUSY));
-        }
-        vmm.update(&mut st, &runs, Leaf::Page(access), r.clone(), &mut pieces)?;
-        let rec = MapRecord {
-            end: va + size,
-            pa: runs.first().map_or(0, |r| r.1),
-            page: pieces.iter().map(|p| p.page).max().unwrap_or(0),
-            access,
-            // CAST: a piece count fits in 32 bits (at most one per 4 KiB page of a run).
-            pieces: pieces.len() as u32,
-        };
-        st.mapped.insert(node.into_node(va, rec));
-        drop(st);
-        vmm.stats.maps.fetch_add(1, Relaxed);
-        Ok(Mapping {
-            res: self.0.clone(),
-            _mem: mem.clone(),
-            va,
-            size,
-            pieces,
-            access,
-        })
+        // A batch of one: the same checks, writes, flush and invalidate.
+        let mut b = self.0.vmm.batch();
+        b.map(self, offset, mem, mem_offset, size, access)?;
+        let mut done = b.prepare()?.execute()?;
+        done.pop().ok_or(EINVAL)?.mapping()
     }
 }
 
@@ -705,7 +647,10 @@ pub(crate) struct Mapping<'a> {
     va: u64,
     size: u64,
     pieces: KVec<Piece>,
-    access: Access,
+    /// The access: read-only or read-write (a batch changes it through a shared reference).
+    read_only: Atomic<bool>,
+    /// Unmapped by a batch: dropping it only releases the memory.
+    released: Atomic<bool>,
 }
 
 impl Mapping<'_> {
@@ -721,7 +666,21 @@ impl Mapping<'_> {
 
     /// Returns the access of the mapping.
     pub(crate) fn access(&self) -> Access {
-        self.access
+        if self.read_only.load(Relaxed) {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        }
+    }
+
+    /// Whether it is a mapping of `vmm`.
+    pub(crate) fn is_of(&self, vmm: &Vmm<'_>) -> bool {
+        core::ptr::addr_eq(&*self.res.vmm, vmm)
+    }
+
+    /// Whether a batch unmapped it (see [`batch::Batch::unmap`]).
+    pub(crate) fn is_unmapped(&self) -> bool {
+        self.released.load(Relaxed)
     }
 
     /// Changes the access of the whole mapping: every leaf rewritten, one invalidate.
@@ -730,35 +689,29 @@ impl Mapping<'_> {
     ///
     /// Errors of the hardware.
     pub(crate) fn set_access(&mut self, access: Access) -> Result {
-        if access == self.access {
+        if access == self.access() {
             return Ok(());
         }
-        let vmm = &self.res.vmm;
-        let mut st = vmm.state.lock();
-        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-        // Read-only to read-write rewrites the same valid leaves with READ_ONLY clear: nothing is
-        // taken away. Anything else may replace live entries (a map can fold an emptied table
-        // into a large page or point a directory entry elsewhere): the safe form.
-        let change = if access == Access::ReadWrite {
-            Change::Upgrade
-        } else {
-            Change::Downgrade
-        };
-        vmm.commit(sh, &self.pieces, Leaf::Page(access), None, change)?;
-        self.access = access;
-        if let Some(m) = st.mapped.get_mut(&self.va) {
-            m.access = access;
-        }
-        drop(st);
-        vmm.stats.protects.fetch_add(1, Relaxed);
+        // A batch of one. Read-only to read-write rewrites the same valid leaves with READ_ONLY
+        // clear: nothing is taken away. Anything else may replace live entries (a map can fold
+        // an emptied table into a large page or point a directory entry elsewhere): the safe
+        // form.
+        let vmm = self.res.vmm.clone();
+        let mut b = vmm.batch();
+        b.protect(self, access)?;
+        b.prepare()?.execute()?;
         Ok(())
     }
 }
 
 impl Drop for Mapping<'_> {
     fn drop(&mut self) {
+        if self.released.load(Relaxed) {
+            // A batch unmapped it, invalidated, and counted it.
+            return;
+        }
         let vmm = &self.res.vmm;
-        let leaf = if self.res.sparse {
+        let leaf = if self.res.sparse.load(Relaxed) {
             Leaf::Sparse
         } else {
             Leaf::Zero
@@ -1838,5 +1791,325 @@ mod tests {
     fn map_boundaries() -> Result {
         map_bound_cases::<Ver2>(false)?;
         map_bound_cases::<Ver3>(true)
+    }
+    /// Every 4 KiB of `va..va + len` decoded from memory: `want(va)` gives the entry expected.
+    fn check_range<F: MmuFormat>(
+        e: &Env,
+        va: u64,
+        len: u64,
+        want: impl Fn(u64) -> Entry,
+    ) -> Result {
+        let mut v = va;
+        while v < va + len {
+            let (got, _) = translate::<F>(&e.mem, e.vmm.pdb(), v);
+            ensure_eq!((v, got), (v, want(v)));
+            v += u64::SZ_4K;
+        }
+        Ok(())
+    }
+
+    /// Batches at every page size: maps on several reservations and a sparse reserve in one
+    /// batch, then access changes, unmaps and the sparse release in another. Each batch is one
+    /// invalidate; every page is decoded from memory; at the end only the root is left.
+    fn batch_cases<F: MmuFormat>(v3: bool) -> Result {
+        let e = env(v3, true)?;
+        let mem = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(GIB).contiguous().aligned(u64::SZ_512M))?,
+            GFP_KERNEL,
+        )?;
+        let r512 = e
+            .vmm
+            .reserve(u64::SZ_512M, u64::SZ_512M, Some(4 * GIB), false)?;
+        let r2m = e.vmm.reserve(4 * MIB, u64::SZ_2M, Some(5 * GIB), false)?;
+        let r64k = e
+            .vmm
+            .reserve(MIB, u64::SZ_64K, Some(5 * GIB + 64 * MIB), false)?;
+        let r4k = e
+            .vmm
+            .reserve(MIB, u64::SZ_4K, Some(5 * GIB + 128 * MIB), false)?;
+        let (w0, i0) = (e.mem.writes.load(Relaxed), e.mem.invalidates.load(Relaxed));
+        let s0 = e.vmm.stats.snapshot();
+        let mut b = e.vmm.batch();
+        b.map(&r512, 0, &mem, 0, u64::SZ_512M, Access::ReadWrite)?;
+        b.map(&r2m, 0, &mem, 0, 4 * MIB, Access::ReadWrite)?;
+        b.map(&r64k, 0, &mem, u64::SZ_64K, 256 * 1024, Access::ReadOnly)?;
+        // Two maps in one reservation: 4 KiB pages, one at its first page, one at its last.
+        b.map(&r4k, 0, &mem, u64::SZ_4K, 3 * u64::SZ_4K, Access::ReadWrite)?;
+        b.map(
+            &r4k,
+            MIB - u64::SZ_4K,
+            &mem,
+            0,
+            u64::SZ_4K,
+            Access::ReadWrite,
+        )?;
+        b.reserve_sparse(2 * MIB + u64::SZ_64K, u64::SZ_2M, Some(6 * GIB))?;
+        ensure!(!b.is_empty() && b.len() == 6);
+        let mut done = b.prepare()?.execute()?;
+        ensure_eq!(e.mem.invalidates.load(Relaxed) - i0, 1);
+        let s1 = e.vmm.stats.snapshot() - s0;
+        ensure_eq!((s1.batches, s1.batch_ops, s1.maps), (1, 6, 5));
+        ensure_eq!(s1.invalidates, 1);
+        ensure_eq!(s1.entry_writes, e.mem.writes.load(Relaxed) - w0);
+        let sparse = done.pop().ok_or(EINVAL)?.reservation()?;
+        let mut maps = KVec::new();
+        for d in done {
+            maps.push(d.mapping()?, GFP_KERNEL)?;
+        }
+        let pages: [u64; 5] = [
+            u64::SZ_512M,
+            u64::SZ_2M,
+            u64::SZ_64K,
+            u64::SZ_4K,
+            u64::SZ_4K,
+        ];
+        for (m, page) in maps.iter().zip(pages) {
+            ensure!(m.pieces().iter().all(|p| p.page == page));
+            check_mapping::<F>(&e, m, m.access() == Access::ReadOnly)?;
+        }
+        ensure_eq!(sparse.range(), 6 * GIB..6 * GIB + 2 * MIB + u64::SZ_64K);
+        check_range::<F>(&e, 6 * GIB, 2 * MIB + u64::SZ_64K, |_| Entry::Sparse)?;
+        // Between the two 4 KiB maps: nothing.
+        check_range::<F>(&e, 5 * GIB + 128 * MIB + 3 * u64::SZ_4K, u64::SZ_4K, |_| {
+            Entry::Invalid
+        })?;
+
+        // Protect two, unmap the rest, release the sparse range: one invalidate.
+        let i1 = e.mem.invalidates.load(Relaxed);
+        let mut b = e.vmm.batch();
+        b.protect(&maps[0], Access::ReadOnly)?;
+        b.protect(&maps[2], Access::ReadWrite)?;
+        b.unmap(&maps[1])?;
+        b.unmap(&maps[3])?;
+        b.unmap(&maps[4])?;
+        b.release_sparse(&sparse)?;
+        b.prepare()?.execute()?;
+        ensure_eq!(e.mem.invalidates.load(Relaxed) - i1, 1);
+        check_mapping::<F>(&e, &maps[0], true)?;
+        check_mapping::<F>(&e, &maps[2], false)?;
+        ensure!(maps[1].is_unmapped() && maps[3].is_unmapped() && maps[4].is_unmapped());
+        check_range::<F>(&e, 5 * GIB, 4 * MIB, |_| Entry::Invalid)?;
+        check_range::<F>(&e, 5 * GIB + 128 * MIB, MIB, |_| Entry::Invalid)?;
+        check_range::<F>(&e, 6 * GIB, 2 * MIB + u64::SZ_64K, |_| Entry::Invalid)?;
+        // The unmapped handles drop with no write and no invalidate.
+        let (w2, i2) = (e.mem.writes.load(Relaxed), e.mem.invalidates.load(Relaxed));
+        let m4 = maps.pop().ok_or(EINVAL)?;
+        let m3 = maps.pop().ok_or(EINVAL)?;
+        drop((m3, m4, sparse));
+        ensure_eq!(
+            (e.mem.writes.load(Relaxed), e.mem.invalidates.load(Relaxed)),
+            (w2, i2)
+        );
+        // Unmapped twice, or changed once unmapped: refused.
+        let mut b = e.vmm.batch();
+        b.unmap(&maps[1])?;
+        ensure_eq!(b.prepare().err(), Some(EINVAL));
+        drop(maps);
+        drop((r512, r2m, r64k, r4k));
+        ensure_eq!(e.vmm.tables(), 1);
+        Ok(())
+    }
+
+    /// Batches at every page size, v2.
+    #[test]
+    fn batch_pages_v2() -> Result {
+        batch_cases::<Ver2>(false)
+    }
+
+    /// Batches at every page size, v3.
+    #[test]
+    fn batch_pages_v3() -> Result {
+        batch_cases::<Ver3>(true)
+    }
+
+    /// A failure injected at every page-table allocation of a batch refuses the whole batch:
+    /// no write, no invalidate, no table, no VA range, no VRAM kept; the batch that needs no
+    /// failure then goes through.
+    #[test]
+    fn batch_failure_rolls_back() -> Result {
+        for v3 in [false, true] {
+            let e = env(v3, true)?;
+            let mem = Arc::new(e.vram.alloc(&AllocRequest::new(4 * MIB))?, GFP_KERNEL)?;
+            let ra = e.vmm.reserve(64 * MIB, u64::SZ_2M, Some(8 * GIB), false)?;
+            let rb = e.vmm.reserve(64 * MIB, u64::SZ_2M, Some(16 * GIB), false)?;
+            let live = ra.map(32 * MIB, &mem, 0, u64::SZ_64K, Access::ReadWrite)?;
+            let free0 = e.vram.stats().free;
+            let (t0, u0) = (e.vmm.tables(), e.pool.in_use());
+            let inv0 = e.mem.invalidates.load(Relaxed);
+            let mut n = 1;
+            let done = loop {
+                let mut b = e.vmm.batch();
+                b.map(
+                    &ra,
+                    60 * 1024,
+                    &mem,
+                    0,
+                    3 * u64::SZ_64K + 8192,
+                    Access::ReadWrite,
+                )?;
+                b.map(&rb, 0, &mem, 0, 4 * MIB, Access::ReadWrite)?;
+                b.unmap(&live)?;
+                b.reserve_sparse(u64::SZ_2M + u64::SZ_4K, u64::SZ_2M, Some(32 * GIB))?;
+                b.map(&rb, 8 * MIB + 4096, &mem, 4096, 8192, Access::ReadOnly)?;
+                e.pool.fail_nth(n);
+                let w = e.mem.writes.load(Relaxed);
+                let r = b.prepare();
+                e.pool.fail_nth(0);
+                match r {
+                    Ok(p) => break p.execute()?,
+                    Err(err) => {
+                        ensure_eq!(err, ENOMEM);
+                        ensure_eq!(e.mem.writes.load(Relaxed), w);
+                        ensure_eq!(e.mem.invalidates.load(Relaxed), inv0);
+                        ensure_eq!((e.vmm.tables(), e.pool.in_use()), (t0, u0));
+                        ensure_eq!(e.vram.stats().free, free0);
+                        ensure!(!live.is_unmapped());
+                        // The sparse range was given back: it can be reserved again.
+                        drop(
+                            e.vmm
+                                .reserve(u64::SZ_4K, u64::SZ_4K, Some(32 * GIB), false)?,
+                        );
+                    }
+                }
+                n += 1;
+                ensure!(n < 64);
+            };
+            // Every allocation of the batch failed once before it went through.
+            ensure!(n > 5);
+            ensure_eq!(e.mem.invalidates.load(Relaxed) - inv0, 1);
+            ensure!(live.is_unmapped());
+            drop(done);
+            drop(live);
+            drop((ra, rb));
+            ensure_eq!(e.vmm.tables(), 1);
+        }
+        Ok(())
+    }
+
+    /// Maps and unmaps that depend on each other in one batch: a map unmapped again by the same
+    /// batch, and a live mapping replaced by another one at the same addresses.
+    fn batch_dependent_cases<F: MmuFormat>(v3: bool) -> Result {
+        let e = env(v3, true)?;
+        let mem = Arc::new(
+            e.vram
+                .alloc(&AllocRequest::new(8 * MIB).contiguous().aligned(u64::SZ_2M))?,
+            GFP_KERNEL,
+        )?;
+        let res = e.vmm.reserve(64 * MIB, u64::SZ_2M, Some(GIB), false)?;
+        let old = res.map(0, &mem, u64::SZ_4K, 16 * u64::SZ_4K, Access::ReadWrite)?;
+        let t0 = e.vmm.tables();
+        let i0 = e.mem.invalidates.load(Relaxed);
+        let mut b = e.vmm.batch();
+        // Mapped and unmapped again: 4 KiB pages in a table of their own, which goes too.
+        let gone = b.map(&res, 32 * MIB + 4096, &mem, 4096, 8192, Access::ReadWrite)?;
+        b.unmap_queued(gone)?;
+        // The live mapping replaced by a 64 KiB one at the same address.
+        b.unmap(&old)?;
+        b.map(&res, 0, &mem, 0, u64::SZ_64K, Access::ReadOnly)?;
+        // An overlap with the mapping the batch just made is refused... in another batch.
+        let mut done = b.prepare()?.execute()?;
+        ensure_eq!(e.mem.invalidates.load(Relaxed) - i0, 1);
+        let new = done.pop().ok_or(EINVAL)?.mapping()?;
+        ensure_eq!(new.pieces()[0].page, u64::SZ_64K);
+        check_mapping::<F>(&e, &new, true)?;
+        check_range::<F>(&e, 32 * MIB, u64::SZ_2M, |_| Entry::Invalid)?;
+        // The old 4 KiB table is gone, and so is the one the batch made and unmapped.
+        ensure!(e.vmm.tables() <= t0);
+        let mut b = e.vmm.batch();
+        b.map(&res, u64::SZ_4K, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+        ensure_eq!(b.prepare().err(), Some(EBUSY));
+        // Unmapping an index that is not an earlier map, or twice: refused.
+        let mut b = e.vmm.batch();
+        let m = b.map(&res, 4 * MIB, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+        b.unmap_queued(m)?;
+        b.unmap_queued(m)?;
+        ensure_eq!(b.prepare().err(), Some(EINVAL));
+        let mut b = e.vmm.batch();
+        b.unmap_queued(0)?;
+        ensure_eq!(b.prepare().err(), Some(EINVAL));
+        drop(new);
+        drop(old);
+        drop(res);
+        ensure_eq!(e.vmm.tables(), 1);
+        Ok(())
+    }
+
+    /// Dependent operations in one batch, v2 and v3.
+    #[test]
+    fn batch_dependent() -> Result {
+        batch_dependent_cases::<Ver2>(false)?;
+        batch_dependent_cases::<Ver3>(true)
+    }
+
+    /// Bad input anywhere in a batch refuses all of it, with the error of that operation:
+    /// nothing written, nothing invalidated, the good operations not done.
+    #[test]
+    fn batch_bad_input() -> Result {
+        let e = env(false, true)?;
+        let other = env(false, true)?;
+        let mem = Arc::new(e.vram.alloc(&AllocRequest::new(MIB))?, GFP_KERNEL)?;
+        let res = e.vmm.reserve(4 * MIB, u64::SZ_2M, Some(GIB), false)?;
+        let plain = e.vmm.reserve(MIB, u64::SZ_2M, Some(2 * GIB), false)?;
+        let sp = e.vmm.reserve(MIB, u64::SZ_2M, Some(3 * GIB), true)?;
+        let live = res.map(2 * MIB, &mem, 0, u64::SZ_64K, Access::ReadWrite)?;
+        let in_sparse = sp.map(0, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+        let foreign = other.vmm.reserve(MIB, u64::SZ_2M, None, false)?;
+        let omem = Arc::new(other.vram.alloc(&AllocRequest::new(MIB))?, GFP_KERNEL)?;
+        let elsewhere = foreign.map(0, &omem, 0, u64::SZ_4K, Access::ReadWrite)?;
+        let tables = e.vmm.tables();
+        let rw = Access::ReadWrite;
+        let cases = [
+            EINVAL, EINVAL, ERANGE, ERANGE, EXDEV, EINVAL, EBUSY, EBUSY, EINVAL, EINVAL, EINVAL,
+            EINVAL, EINVAL, EEXIST, EBUSY,
+        ];
+        for (i, want) in cases.into_iter().enumerate() {
+            let (w0, i0, f0) = (
+                e.mem.writes.load(Relaxed),
+                e.mem.invalidates.load(Relaxed),
+                e.vmm.stats.failed.load(Relaxed),
+            );
+            let mut b = e.vmm.batch();
+            // A good operation first, a good one after.
+            b.map(&res, 0, &mem, 0, u64::SZ_64K, rw)?;
+            match i {
+                0 => b.map(&res, 100, &mem, 0, u64::SZ_4K, rw)?,
+                1 => b.map(&res, 0, &mem, 0, 0, rw)?,
+                2 => b.map(&res, 4 * MIB, &mem, 0, u64::SZ_4K, rw)?,
+                3 => b.map(&res, 0, &mem, MIB, u64::SZ_4K, rw)?,
+                4 => b.map(&res, MIB, &omem, 0, u64::SZ_4K, rw)?,
+                5 => b.map(&foreign, 0, &mem, 0, u64::SZ_4K, rw)?,
+                // Overlaps: a live mapping, and the batch's own first map.
+                6 => b.map(&res, 2 * MIB, &mem, 0, u64::SZ_4K, rw)?,
+                7 => b.map(&res, u64::SZ_4K, &mem, 0, u64::SZ_4K, rw)?,
+                8 => b.unmap(&elsewhere)?,
+                9 => b.protect(&elsewhere, Access::ReadOnly)?,
+                10 => b.unmap_queued(7)?,
+                11 => b.release_sparse(&plain)?,
+                12 => b.reserve_sparse(100, u64::SZ_4K, None)?,
+                13 => b.reserve_sparse(u64::SZ_4K, u64::SZ_4K, Some(GIB))?,
+                _ => b.release_sparse(&sp)?,
+            };
+            b.map(&res, 3 * MIB, &mem, 0, u64::SZ_4K, rw)?;
+            let got = b.prepare().map(|_| ());
+            ensure_eq!((i, got), (i, Err(want)));
+            ensure_eq!(
+                (
+                    i,
+                    e.mem.writes.load(Relaxed),
+                    e.mem.invalidates.load(Relaxed)
+                ),
+                (i, w0, i0)
+            );
+            ensure_eq!(e.vmm.stats.failed.load(Relaxed) - f0, 1);
+            ensure_eq!(e.vmm.tables(), tables);
+        }
+        // The good maps alone go through: nothing of the refused batches was kept.
+        let mut b = e.vmm.batch();
+        b.map(&res, 0, &mem, 0, u64::SZ_64K, rw)?;
+        b.map(&res, 3 * MIB, &mem, 0, u64::SZ_4K, rw)?;
+        let done = b.prepare()?.execute()?;
+        drop((done, live, in_sparse, elsewhere));
+        Ok(())
     }
 }

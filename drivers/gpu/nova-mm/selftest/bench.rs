@@ -283,6 +283,131 @@ mod tests {
         Ok(())
     }
 
+    /// Prints a batch scenario: `report`'s fields and its geometry (`count` operations of each
+    /// kind at `stride` bytes apart, `batches` batches).
+    #[allow(clippy::too_many_arguments)]
+    fn report_batch(
+        gpu: &TestedGpu<'_>,
+        name: &str,
+        va: u64,
+        ops: u64,
+        count: u64,
+        stride: u64,
+        batches: u64,
+        a: Snap,
+        b: Snap,
+    ) {
+        report(gpu, "", name, va, u64::SZ_4K, u64::SZ_4K, ops, a, b);
+        pr_info!(
+            "NOVA-BENCH-GEOMETRY chip={} bench={} count={} stride={:#x} batches={}\n",
+            gpu.spec().chipset.name(),
+            name,
+            count,
+            stride,
+            batches
+        );
+    }
+
+    /// `cycles_4k` in batches: `batches` batches of `n` cycles each, a cycle being: allocate
+    /// 4 KiB, map it at the start of the reservation, unmap it (freed after the batch's
+    /// invalidate).
+    fn batch_cycles(gpu: &TestedGpu<'_>, batches: u64, n: u64) -> Result {
+        let mm = gpu.mm();
+        let pool = PtPool::new(mm.vram().clone())?;
+        let vmm = mm.new_vmm_in(pool.clone(), "bench-batch-cycles", 0..1 << 40)?;
+        let res = vmm.reserve(u64::SZ_2M, GIB, Some(BASE), false)?;
+        mm.tlb().invalidate(mm.bar(), vmm.pdb(), Scope::Pdb)?;
+        let s0 = snap(mm, &pool);
+        for _ in 0..batches {
+            let mut mems = KVec::new();
+            for _ in 0..n {
+                let a = mm.vram().alloc(&AllocRequest::new(u64::SZ_4K))?;
+                mems.push(Arc::new(a, GFP_KERNEL)?, GFP_KERNEL)?;
+            }
+            let mut b = vmm.batch();
+            for mem in mems.iter() {
+                let m = b.map(&res, 0, mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+                b.unmap_queued(m)?;
+            }
+            b.prepare()?.execute()?;
+        }
+        let s1 = snap(mm, &pool);
+        report_batch(
+            gpu,
+            "batch_cycles_4k",
+            BASE,
+            2 * batches * n,
+            n,
+            0,
+            batches,
+            s0,
+            s1,
+        );
+        Ok(())
+    }
+
+    /// One batch of `n` 4 KiB maps, each in a reservation of its own, `stride` bytes apart.
+    fn batch_spread(gpu: &TestedGpu<'_>, n: u64, stride: u64) -> Result {
+        let mm = gpu.mm();
+        let pool = PtPool::new(mm.vram().clone())?;
+        let vmm = mm.new_vmm_in(pool.clone(), "bench-batch-spread", 0..1 << 40)?;
+        let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(u64::SZ_4K))?, GFP_KERNEL)?;
+        let mut res = KVec::new();
+        for i in 0..n {
+            res.push(
+                vmm.reserve(stride, stride, Some(BASE + i * stride), false)?,
+                GFP_KERNEL,
+            )?;
+        }
+        mm.tlb().invalidate(mm.bar(), vmm.pdb(), Scope::Pdb)?;
+        let s0 = snap(mm, &pool);
+        let mut b = vmm.batch();
+        for r in res.iter() {
+            b.map(r, 0, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+        }
+        let done = b.prepare()?.execute()?;
+        let s1 = snap(mm, &pool);
+        report_batch(gpu, "batch_map_spread_4k", BASE, n, n, stride, 1, s0, s1);
+        drop(done);
+        Ok(())
+    }
+
+    /// One batch of `n` unmaps, `n` access changes and `n` maps of 4 KiB pages in one page
+    /// table whose other entries stay mapped.
+    fn batch_mixed(gpu: &TestedGpu<'_>, n: u64) -> Result {
+        let mm = gpu.mm();
+        let pool = PtPool::new(mm.vram().clone())?;
+        let vmm = mm.new_vmm_in(pool.clone(), "bench-batch-mixed", 0..1 << 40)?;
+        let res = vmm.reserve(u64::SZ_2M, GIB, Some(BASE), false)?;
+        let mem = Arc::new(mm.vram().alloc(&AllocRequest::new(u64::SZ_4K))?, GFP_KERNEL)?;
+        let mut b = vmm.batch();
+        for i in 0..3 * n {
+            b.map(&res, i * u64::SZ_4K, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+        }
+        let mut maps = KVec::new();
+        for d in b.prepare()?.execute()? {
+            maps.push(d.mapping()?, GFP_KERNEL)?;
+        }
+        mm.tlb().invalidate(mm.bar(), vmm.pdb(), Scope::Pdb)?;
+        let s0 = snap(mm, &pool);
+        let mut b = vmm.batch();
+        for (i, m) in (0u64..).zip(maps.iter()) {
+            if i < n {
+                b.unmap(m)?;
+            } else if i < 2 * n {
+                b.protect(m, Access::ReadOnly)?;
+            }
+        }
+        for i in 3 * n..4 * n {
+            b.map(&res, i * u64::SZ_4K, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+        }
+        let done = b.prepare()?.execute()?;
+        let s1 = snap(mm, &pool);
+        report_batch(gpu, "batch_mixed_4k", BASE, 3 * n, n, u64::SZ_4K, 1, s0, s1);
+        drop((done, maps));
+        Ok(())
+    }
+
     /// The workload of the clear-tracker discussion on an allocator of `size` bytes: `n`
     /// allocations of 4 and 8 KiB, freed in a scattered order, every other one as cleared, then
     /// one contiguous allocation of the free space less 64 MiB; on nova-mm's `Vram` (which frees
@@ -374,7 +499,10 @@ mod tests {
             if gpu.mm().has_512m_pages() {
                 map_unmap(gpu, "1g_512m", u64::SZ_512M, GIB)?;
             }
-            cycles(gpu, 1000)
+            cycles(gpu, 1000)?;
+            batch_cycles(gpu, 10, 100)?;
+            batch_spread(gpu, 1000, u64::SZ_64K)?;
+            batch_mixed(gpu, 100)
         })?;
         if n == 0 {
             skip(c"no GPU bound");

@@ -789,6 +789,7 @@ mod device_vmm {
             ptpool::PtPool,
             tlb::TlbSnapshot,
             vmm::{
+                batch,
                 Mapping,
                 Reservation,
                 Vmm, //
@@ -954,6 +955,137 @@ mod device_vmm {
         }
         gpu.keep(Kept::Space(vmm))?;
         Ok(())
+    }
+
+    /// Batches in a GPU address space, checked by the model's walker: one batch maps at every
+    /// page size over three reservations, reserves a sparse range and maps and unmaps a page of
+    /// its own; a second one changes an access, unmaps a mapping and maps another one at its
+    /// addresses. Each is one flush read and one invalidate.
+    #[test]
+    fn vmm_batches_checked_by_the_model() -> Result {
+        on_each_gpu(|gpu| {
+            let mm = gpu.mm();
+            let huge = mm.has_512m_pages();
+            let vmm = mm.new_vmm("kunit-batches", 0..1 << 40)?;
+            let big = if huge { u64::SZ_512M } else { 8 * MIB };
+            let mem = Arc::new(
+                mm.vram()
+                    .alloc(&AllocRequest::new(big).contiguous().aligned(big))?,
+                GFP_KERNEL,
+            )?;
+            let ra = vmm.reserve(GIB, u64::SZ_512M, Some(16 * GIB), false)?;
+            let rb = vmm.reserve(64 * MIB, u64::SZ_2M, Some(20 * GIB), false)?;
+            let rc = vmm.reserve(MIB, u64::SZ_64K, Some(24 * GIB), false)?;
+            let c0 = counts(mm);
+            let mut b = vmm.batch();
+            b.map(&rb, 0, &mem, 0, 4 * MIB, Access::ReadWrite)?;
+            b.map(
+                &rb,
+                8 * MIB + u64::SZ_64K,
+                &mem,
+                u64::SZ_64K,
+                4 * u64::SZ_64K,
+                Access::ReadOnly,
+            )?;
+            b.map(
+                &rc,
+                u64::SZ_4K,
+                &mem,
+                u64::SZ_4K,
+                3 * u64::SZ_4K,
+                Access::ReadWrite,
+            )?;
+            b.map(&rc, 12 * u64::SZ_4K, &mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+            if huge {
+                b.map(&ra, 0, &mem, 0, u64::SZ_512M, Access::ReadWrite)?;
+            }
+            let gone = b.map(
+                &rb,
+                32 * MIB + u64::SZ_4K,
+                &mem,
+                u64::SZ_4K,
+                u64::SZ_4K,
+                Access::ReadWrite,
+            )?;
+            b.unmap_queued(gone)?;
+            let sp = b.reserve_sparse(
+                u64::SZ_2M + u64::SZ_64K + u64::SZ_4K,
+                u64::SZ_2M,
+                Some(28 * GIB),
+            )?;
+            let mut done = b.prepare()?.execute()?;
+            let c1 = one_op(mm, c0)?;
+            let sparse = core::mem::replace(&mut done[sp], batch::Done::Applied).reservation()?;
+            let mut maps = KVec::new();
+            for d in done {
+                if let batch::Done::Mapped(m) = d {
+                    check_shadow(&vmm, &m)?;
+                    maps.push(m, GFP_KERNEL)?;
+                }
+            }
+            ensure_eq!(maps.len(), if huge { 5 } else { 4 });
+            ensure_eq!(maps[0].pieces()[0].page, u64::SZ_2M);
+            ensure_eq!(maps[1].pieces()[0].page, u64::SZ_64K);
+            ensure_eq!(maps[2].pieces()[0].page, u64::SZ_4K);
+            let s = sparse.range();
+            for off in [0, u64::SZ_2M, u64::SZ_2M + u64::SZ_64K] {
+                announce(
+                    gpu,
+                    &vmm,
+                    s.start + off,
+                    0,
+                    u64::SZ_4K,
+                    u64::SZ_4K,
+                    "sparse",
+                );
+            }
+            announce(
+                gpu,
+                &vmm,
+                20 * GIB + 32 * MIB + u64::SZ_4K,
+                0,
+                u64::SZ_4K,
+                u64::SZ_4K,
+                "fault",
+            );
+
+            // Change one, unmap one, map another at the addresses of the one unmapped.
+            let mut b = vmm.batch();
+            b.protect(&maps[0], Access::ReadOnly)?;
+            b.unmap(&maps[2])?;
+            b.map(
+                &rc,
+                u64::SZ_4K,
+                &mem,
+                8 * u64::SZ_4K,
+                u64::SZ_4K,
+                Access::ReadOnly,
+            )?;
+            let mut done = b.prepare()?.execute()?;
+            one_op(mm, c1)?;
+            ensure!(maps[2].is_unmapped());
+            let new = done.pop().ok_or(EINVAL)?.mapping()?;
+            check_shadow(&vmm, &new)?;
+            check_shadow(&vmm, &maps[0])?;
+            ensure_eq!(maps[0].access(), Access::ReadOnly);
+            announce_mapping(gpu, &vmm, &new);
+            announce(
+                gpu,
+                &vmm,
+                24 * GIB + 2 * u64::SZ_4K,
+                0,
+                2 * u64::SZ_4K,
+                u64::SZ_4K,
+                "fault",
+            );
+            let unmapped = maps.remove(2)?;
+            drop(unmapped);
+            for m in maps.iter() {
+                announce_mapping(gpu, &vmm, m);
+            }
+            maps.push(new, GFP_KERNEL)?;
+            keep_until_removal(gpu, maps, [ra, rb, rc, sparse], vmm)
+        })
     }
 
     /// A 2 MiB page in a fresh address space costs the design's minimum: the root's entry and
@@ -1576,6 +1708,72 @@ mod device_bar {
             ensure_eq!(bar.size(), len);
             ensure_eq!(bar.vmm().range(), 0..len);
             ensure_eq!(bar.instance_block() % u64::SZ_4K, 0);
+            Ok(())
+        })
+    }
+
+    /// A batch on BAR1's address space: 4 KiB, 64 KiB and 2 MiB pages over three reservations
+    /// in one flush read and one hub invalidate, each checked by a CPU round trip through BAR1
+    /// against PRAMIN; then one batch unmaps them all, again with one invalidate.
+    #[test]
+    fn bar1_batches() -> Result {
+        on_each_bar(|gpu, bar| {
+            let mm = gpu.mm();
+            let mem = contiguous(mm, 8 * MIB, u64::SZ_2M)?;
+            let v = bar.vmm();
+            // (page size, reservation size, offset in the allocation, size)
+            let shapes = [
+                (u64::SZ_4K, u64::SZ_64K, u64::SZ_4K, 3 * u64::SZ_4K),
+                (u64::SZ_64K, u64::SZ_2M, u64::SZ_64K, 4 * u64::SZ_64K),
+                (u64::SZ_2M, 4 * MIB, u64::SZ_2M, 2 * u64::SZ_2M),
+            ];
+            let mut res = KVec::new();
+            for (page, rsize, _, _) in shapes {
+                res.push(
+                    v.reserve(rsize, page.max(u64::SZ_64K), None, false)?,
+                    GFP_KERNEL,
+                )?;
+            }
+            let inv0 = mm.tlb().stats.invalidates.load(Relaxed);
+            let f0 = mm.pramin().stats.flushes.load(Relaxed);
+            let mut b = v.batch();
+            for ((_, _, moff, size), r) in shapes.iter().zip(res.iter()) {
+                b.map(r, 0, &mem, *moff, *size, Access::ReadWrite)?;
+            }
+            let done = b.prepare()?.execute()?;
+            ensure_eq!(mm.tlb().stats.invalidates.load(Relaxed) - inv0, 1);
+            ensure_eq!(mm.pramin().stats.flushes.load(Relaxed) - f0, 1);
+            let mut cpu = KVec::new();
+            for (d, (page, _, moff, size)) in done.into_iter().zip(shapes) {
+                let m = bar.cpu_access(d.mapping()?)?;
+                ensure!(m.mapping().pieces().iter().all(|p| p.page == page));
+                let pa = mem.start() + moff;
+                for off in [0, size - 8] {
+                    m.write64(off, 0x4241_5443_0000_0000 ^ pa ^ off)?;
+                }
+                let mut w = mm.pramin().access(mm.bar());
+                for off in [0, size - 8] {
+                    ensure_eq!(w.read64(pa + off)?, 0x4241_5443_0000_0000 ^ pa ^ off);
+                    w.write64(
+                        pa + off + 8 * u64::from(off == 0),
+                        0x5052_414d_0000_0000 ^ off,
+                    )?;
+                }
+                drop(w);
+                ensure_eq!(m.read64(8)?, 0x5052_414d_0000_0000);
+                cpu.push(m, GFP_KERNEL)?;
+            }
+            // Every mapping unmapped in one batch; a mapping is not given CPU access twice.
+            let inv1 = mm.tlb().stats.invalidates.load(Relaxed);
+            let mut b = v.batch();
+            for m in cpu.iter() {
+                b.unmap(m.mapping())?;
+            }
+            b.prepare()?.execute()?;
+            ensure_eq!(mm.tlb().stats.invalidates.load(Relaxed) - inv1, 1);
+            ensure!(cpu.iter().all(|m| m.mapping().is_unmapped()));
+            drop(cpu);
+            drop(res);
             Ok(())
         })
     }
