@@ -116,15 +116,18 @@ def batch_minimum(b, g, delay):
     inv = 1 + 3 + (delay + 1)
     name = b["bench"]
     if name == "batch_cycles_4k":
-        # Each batch: `n` cycles of a 4 KiB map at the same address and its unmap. The path's
-        # tables are made by the first map (whole when fresh, their entries only when known
-        # zero, as in cycles_4k), every map and unmap writes the leaf, and the tables are
-        # reclaimed once, after the batch's last write (one write per freed table).
-        root, tabs = tables_of(mmu, va, K4, K4)
-        first = len(root) + sum(q for q, _ in tabs.values())
-        again = len(root) + sum(len(w) for _, w in tabs.values())
-        per = (n - 1) + n + len(tabs)
-        return first + (nb - 1) * again + nb * per + window_moves(tabs) + nb * inv
+        # `nb / 2` rounds of: a batch mapping `n` 4 KiB pages `stride` apart, a batch unmapping
+        # them. A map batch writes the root's entry, the entries of the path's new tables and
+        # the leaves (and zeros in the new tables not known to be zero: the first round's, as
+        # many as the counts say); an unmap batch one write per leaf and per freed table.
+        rounds = nb // 2
+        root, tabs = tables_of_pages(mmu, [va + i * stride for i in range(n)], K4)
+        z_first = max(0, min(len(tabs), b["zero_hits"] - (rounds - 1) * len(tabs)))
+        needs = sorted((q - len(w) for q, w in tabs.values()), reverse=True)
+        written = len(root) + sum(len(w) for _, w in tabs.values())
+        maps = rounds * written + sum(needs[z_first:])
+        unmaps = rounds * (n + len(tabs))
+        return maps + unmaps + window_moves(tabs) + nb * inv
     if name == "batch_map_spread_4k":
         # `n` 4 KiB maps, `stride` apart, in one batch: as map_ (known-zero tables need only
         # their entries).

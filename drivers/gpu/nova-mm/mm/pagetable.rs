@@ -328,6 +328,33 @@ pub(crate) trait PageTableOps: Sync {
         w: &mut dyn EntryWriter,
         free: &mut FreeList,
     ) -> Result<CommitStats>;
+    /// Writes `leaf` over `pieces` into the shadow, and into VRAM where the table is already
+    /// linked; new tables keep their entries until [`PageTableOps::link_fresh`] writes them
+    /// whole. What [`PageTableOps::commit`] does first, for the operations of a batch that share
+    /// new tables: each new table is then written once, with every entry of the batch.
+    ///
+    /// # Errors
+    ///
+    /// Only what `w` returns (a dead device); the shadow is then still consistent.
+    fn write_leaves(
+        &self,
+        sh: &mut Shadow,
+        pieces: &[Piece],
+        leaf: Leaf,
+        w: &mut dyn EntryWriter,
+    ) -> Result<CommitStats>;
+    /// Writes the new tables within `range` whole (entries, and zeros unless their memory is
+    /// known to be zero), then links each into its parent.
+    ///
+    /// # Errors
+    ///
+    /// Only what `w` returns (a dead device); the shadow is then still consistent.
+    fn link_fresh(
+        &self,
+        sh: &mut Shadow,
+        range: Range<u64>,
+        w: &mut dyn EntryWriter,
+    ) -> Result<CommitStats>;
     /// Unlinks the tables left empty within `range` onto `free`, and folds tables left all
     /// sparse into sparse entries of their parents where the entries' span lies inside `bound`
     /// (what [`PageTableOps::commit`] does with `reclaim`, for the leaves of several commits at
@@ -1137,6 +1164,45 @@ impl<F: MmuFormat> PageTableOps for Walker<F> {
             if let Some(bound) = reclaim {
                 Self::reclaim_in(&mut sh.root, &range, &bound, w, &mut st, free)?;
             }
+        }
+        Ok(st)
+    }
+
+    fn write_leaves(
+        &self,
+        sh: &mut Shadow,
+        pieces: &[Piece],
+        leaf: Leaf,
+        w: &mut dyn EntryWriter,
+    ) -> Result<CommitStats> {
+        let mut st = CommitStats::default();
+        for p in pieces {
+            let mut off = 0;
+            while off < p.len {
+                Self::put_leaf(
+                    &mut sh.root,
+                    p.va + off,
+                    p.pa + off,
+                    p.page,
+                    leaf,
+                    w,
+                    &mut st,
+                )?;
+                off += p.page;
+            }
+        }
+        Ok(st)
+    }
+
+    fn link_fresh(
+        &self,
+        sh: &mut Shadow,
+        range: Range<u64>,
+        w: &mut dyn EntryWriter,
+    ) -> Result<CommitStats> {
+        let mut st = CommitStats::default();
+        if range.start < range.end {
+            Self::flush_fresh(&mut sh.root, &range, w, &mut st)?;
         }
         Ok(st)
     }

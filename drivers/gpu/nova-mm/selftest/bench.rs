@@ -308,26 +308,32 @@ mod tests {
         );
     }
 
-    /// `cycles_4k` in batches: `batches` batches of `n` cycles each, a cycle being: allocate
-    /// 4 KiB, map it at the start of the reservation, unmap it (freed after the batch's
-    /// invalidate).
-    fn batch_cycles(gpu: &TestedGpu<'_>, batches: u64, n: u64) -> Result {
+    /// `cycles_4k` in batches: `rounds` times, one batch maps `n` 4 KiB buffers at consecutive
+    /// addresses and one batch unmaps them (their memory freed after its invalidate).
+    fn batch_cycles(gpu: &TestedGpu<'_>, rounds: u64, n: u64) -> Result {
         let mm = gpu.mm();
         let pool = PtPool::new(mm.vram().clone())?;
         let vmm = mm.new_vmm_in(pool.clone(), "bench-batch-cycles", 0..1 << 40)?;
         let res = vmm.reserve(u64::SZ_2M, GIB, Some(BASE), false)?;
         mm.tlb().invalidate(mm.bar(), vmm.pdb(), Scope::Pdb)?;
         let s0 = snap(mm, &pool);
-        for _ in 0..batches {
+        for _ in 0..rounds {
             let mut mems = KVec::new();
             for _ in 0..n {
                 let a = mm.vram().alloc(&AllocRequest::new(u64::SZ_4K))?;
                 mems.push(Arc::new(a, GFP_KERNEL)?, GFP_KERNEL)?;
             }
             let mut b = vmm.batch();
-            for mem in mems.iter() {
-                let m = b.map(&res, 0, mem, 0, u64::SZ_4K, Access::ReadWrite)?;
-                b.unmap_queued(m)?;
+            for (i, mem) in (0u64..).zip(mems.iter()) {
+                b.map(&res, i * u64::SZ_4K, mem, 0, u64::SZ_4K, Access::ReadWrite)?;
+            }
+            let mut maps = KVec::new();
+            for d in b.prepare()?.execute()? {
+                maps.push(d.mapping()?, GFP_KERNEL)?;
+            }
+            let mut b = vmm.batch();
+            for m in maps.iter() {
+                b.unmap(m)?;
             }
             b.prepare()?.execute()?;
         }
@@ -336,10 +342,10 @@ mod tests {
             gpu,
             "batch_cycles_4k",
             BASE,
-            2 * batches * n,
+            2 * rounds * n,
             n,
-            0,
-            batches,
+            u64::SZ_4K,
+            2 * rounds,
             s0,
             s1,
         );

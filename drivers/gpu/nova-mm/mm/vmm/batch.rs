@@ -628,36 +628,41 @@ impl<'b, 'a> Prepared<'b, 'a> {
                 cs.tables_new += s.tables_new;
                 cs.zero_saved += s.zero_saved;
             };
+            // Every leaf, in order: into VRAM where the table is linked, else into the shadow of
+            // the new table, written whole once below with every entry the batch gave it.
             for p in plans.iter() {
                 let s = match p {
                     Plan::Map { pieces, access, .. } => {
-                        vmm.ops
-                            .commit(sh, pieces, Leaf::Page(*access), None, w, &mut free)?
+                        vmm.ops.write_leaves(sh, pieces, Leaf::Page(*access), w)?
                     }
-                    Plan::Unmap(m) => {
-                        vmm.ops
-                            .commit(sh, &m.pieces, unmap_leaf(&m.res), None, w, &mut free)?
-                    }
+                    Plan::Unmap(m) => vmm.ops.write_leaves(sh, &m.pieces, unmap_leaf(&m.res), w)?,
                     Plan::UnmapQueued(j) => match &plans[*j] {
                         Plan::Map { pieces, res, .. } => {
-                            vmm.ops
-                                .commit(sh, pieces, unmap_leaf(res), None, w, &mut free)?
+                            vmm.ops.write_leaves(sh, pieces, unmap_leaf(res), w)?
                         }
                         _ => CommitStats::default(),
                     },
                     Plan::Protect(m, a) => {
-                        vmm.ops
-                            .commit(sh, &m.pieces, Leaf::Page(*a), None, w, &mut free)?
+                        vmm.ops.write_leaves(sh, &m.pieces, Leaf::Page(*a), w)?
                     }
                     Plan::Reserve { pieces, .. } => {
-                        vmm.ops
-                            .commit(sh, pieces, Leaf::Sparse, None, w, &mut free)?
+                        vmm.ops.write_leaves(sh, pieces, Leaf::Sparse, w)?
                     }
                     Plan::Release { pieces, .. } => {
-                        vmm.ops.commit(sh, pieces, Leaf::Zero, None, w, &mut free)?
+                        vmm.ops.write_leaves(sh, pieces, Leaf::Zero, w)?
                     }
                 };
                 add(s);
+            }
+            // The new tables, each complete before it is linked.
+            for p in plans.iter() {
+                let pieces = match p {
+                    Plan::Map { pieces, .. }
+                    | Plan::Reserve { pieces, .. }
+                    | Plan::Release { pieces, .. } => &pieces[..],
+                    _ => continue,
+                };
+                add(vmm.ops.link_fresh(sh, span(pieces), w)?);
             }
             // Tables left empty, after the last write: none of them is written to again.
             for p in plans.iter() {
