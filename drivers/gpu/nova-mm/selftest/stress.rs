@@ -272,32 +272,10 @@ fn space_round<'a>(
     let res = vmm.reserve(size, page, None, false)?;
     let mut m = res.map(0, &mem, 0, size, Access::ReadWrite)?;
     st.maps.fetch_add(1, Relaxed);
-    let check = |m: &crate::mm::vmm::Mapping<'_>, ro: bool| -> Result {
-        for p in m.pieces() {
-            for off in [0, p.len - p.page] {
-                let (e, sz) = vmm.lookup(p.va + off);
-                if sz != p.page
-                    || e != (Entry::Page {
-                        pa: p.pa + off,
-                        read_only: ro,
-                    })
-                {
-                    pr_err!(
-                        "stress: VA {:#x} of {} does not translate to {:#x}\n",
-                        p.va + off,
-                        vmm.name(),
-                        p.pa + off
-                    );
-                    return Err(EINVAL);
-                }
-            }
-        }
-        Ok(())
-    };
-    check(&m, false)?;
+    check_mapping(vmm, &m, false)?;
     m.set_access(Access::ReadOnly)?;
     st.protects.fetch_add(1, Relaxed);
-    check(&m, true)?;
+    check_mapping(vmm, &m, true)?;
     if keep {
         // For the harness: `NOVA-MAP <chipset> <pdb> <va> <pa> <len> <page> ro`, checked with
         // the model's own walker after power-off.
@@ -319,6 +297,94 @@ fn space_round<'a>(
     drop(m);
     st.unmaps.fetch_add(1, Relaxed);
     drop(res);
+    Ok(())
+}
+
+/// Whether every page of `m` translates, in the shadow, to its memory with `ro`.
+fn check_mapping(vmm: &Vmm<'_>, m: &crate::mm::vmm::Mapping<'_>, ro: bool) -> Result {
+    for p in m.pieces() {
+        for off in [0, p.len - p.page] {
+            let (e, sz) = vmm.lookup(p.va + off);
+            if sz != p.page
+                || e != (Entry::Page {
+                    pa: p.pa + off,
+                    read_only: ro,
+                })
+            {
+                pr_err!(
+                    "stress: VA {:#x} of {} does not translate to {:#x}\n",
+                    p.va + off,
+                    vmm.name(),
+                    p.pa + off
+                );
+                return Err(EINVAL);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A round of a [`Job::Space`] worker in batches: up to eight maps of 4 KiB to 2 MiB pages, each
+/// in a reservation of its own, in one batch; then one batch makes half of them read-only and
+/// unmaps the others; then one unmaps the rest.
+fn batch_round<'a>(
+    vmm: &Arc<Vmm<'a>>,
+    gpu: &TestedGpu<'a>,
+    rng: &mut Rng,
+    st: &StressStats,
+) -> Result {
+    let mm = gpu.mm();
+    let k = 1 + rng.below(8);
+    let mut mems = KVec::new();
+    let mut res = KVec::new();
+    for _ in 0..k {
+        let (page, n) = match rng.below(3) {
+            0 => (u64::SZ_4K, 1 + rng.below(16)),
+            1 => (u64::SZ_64K, 1 + rng.below(4)),
+            _ => (u64::SZ_2M, 1),
+        };
+        let size = page * n;
+        let mem = mm
+            .vram()
+            .alloc(&AllocRequest::new(size).contiguous().aligned(page))?;
+        mems.push(Arc::new(mem, GFP_KERNEL)?, GFP_KERNEL)?;
+        res.push(vmm.reserve(size, page, None, false)?, GFP_KERNEL)?;
+    }
+    let mut b = vmm.batch();
+    for (m, r) in mems.iter().zip(res.iter()) {
+        b.map(r, 0, m, 0, m.size(), Access::ReadWrite)?;
+    }
+    let mut maps = KVec::new();
+    for d in b.prepare()?.execute()? {
+        maps.push(d.mapping()?, GFP_KERNEL)?;
+    }
+    st.maps.fetch_add(k, Relaxed);
+    for m in maps.iter() {
+        check_mapping(vmm, m, false)?;
+    }
+    let mut b = vmm.batch();
+    for (i, m) in maps.iter().enumerate() {
+        if i % 2 == 0 {
+            b.protect(m, Access::ReadOnly)?;
+        } else {
+            b.unmap(m)?;
+        }
+    }
+    b.prepare()?.execute()?;
+    for (i, m) in maps.iter().enumerate() {
+        if i % 2 == 0 {
+            st.protects.fetch_add(1, Relaxed);
+            check_mapping(vmm, m, true)?;
+        } else {
+            st.unmaps.fetch_add(1, Relaxed);
+        }
+    }
+    let mut b = vmm.batch();
+    for m in maps.iter().step_by(2) {
+        b.unmap(m)?;
+    }
+    b.prepare()?.execute()?;
+    st.unmaps.fetch_add(k.div_ceil(2), Relaxed);
     Ok(())
 }
 
@@ -398,6 +464,11 @@ fn work<'a>(
         round += 1;
         let last = b.keep_last && round == b.rounds;
         let r = match (job, &vmm) {
+            // Every other round in batches, on shared and separate address spaces alike; the
+            // last one (which may stay mapped for the model's walker) singly.
+            (Job::Space, Some(v)) if round % 2 == 0 && !last => {
+                batch_round(v, gpu, &mut rng, &g.stats)
+            }
             (Job::Space, Some(v)) => space_round(gpu, v, &mut rng, &g.stats, last),
             (Job::Bar1, _) => bar1_round(gpu, &mut rng, &g.stats),
             (Job::Space, None) => Err(EINVAL),
@@ -564,7 +635,8 @@ mod device_concurrency {
     }
 
     /// On every GPU at once, for a bounded time: three workers on one shared address space,
-    /// two with an address space each, one through BAR1 (VRAM written by the CPU and read back
+    /// two with an address space each (every other round of theirs in batches: concurrent
+    /// batches on one address space and on several), one through BAR1 (VRAM written by the CPU and read back
     /// through PRAMIN, and the reverse). Every operation succeeds, every worker did work, the
     /// counts agree with the address spaces' own, and once the workers are gone the VRAM, the
     /// page-table pool and the address spaces are as before but for each worker's last mapping,
