@@ -48,6 +48,7 @@ use crate::{
 pub(crate) mod badinput;
 pub(crate) mod bench;
 pub(crate) mod devices;
+pub(crate) mod helpers;
 pub(crate) mod tests;
 
 // Declared after `tests`, so that its suite runs after theirs: it leaves mappings in place.

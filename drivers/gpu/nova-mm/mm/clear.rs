@@ -246,7 +246,7 @@ mod tests {
     /// ranges, and finds of random sizes and alignments.
     #[test]
     fn against_a_reference() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         let mut t = ClearTracker::new();

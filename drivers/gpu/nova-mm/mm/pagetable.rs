@@ -892,6 +892,7 @@ impl<F: MmuFormat> Walker<F> {
             let inside = start >= bound.start && start + span <= bound.end;
             let all_sparse = inside
                 && kid.kids.iter().all(Option::is_none)
+                // CAST: a count of at most 512 entries.
                 && kid.sparse as usize == Self::entries(kid.kind);
             if kid.live == 0 || (kid.kind == Kind::Pd0 && all_sparse) {
                 let v = if kid.live == 0 {
@@ -918,6 +919,7 @@ impl<F: MmuFormat> Walker<F> {
         free: &mut FreeList,
     ) -> Result {
         let full = |k: &Option<KBox<Table>>, kind| {
+            // CAST: a count of at most 512 entries.
             k.as_deref()
                 .is_some_and(|k| k.sparse as usize == Self::entries(kind))
         };

@@ -1009,7 +1009,7 @@ mod tests {
 
     #[test]
     fn map_unmap_protect_v2() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         mapping_cases::<Ver2>(false)
@@ -1017,7 +1017,7 @@ mod tests {
 
     #[test]
     fn map_unmap_protect_v3() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         mapping_cases::<Ver3>(true)
@@ -1026,7 +1026,7 @@ mod tests {
     /// Turing has no 512 MiB pages: 2 MiB ones instead.
     #[test]
     fn no_huge_pages_on_turing() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         let e = env(false, false)?;
@@ -1076,7 +1076,7 @@ mod tests {
     /// or write behind; the same map then succeeds.
     #[test]
     fn prepare_failure_rolls_back() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         for v3 in [false, true] {
@@ -1119,7 +1119,7 @@ mod tests {
     /// A sparse reservation whose table allocation fails leaves no range, table or write behind.
     #[test]
     fn sparse_reserve_failure_rolls_back() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         let e = env(true, true)?;
@@ -1154,7 +1154,7 @@ mod tests {
     /// to unmapped when released.
     #[test]
     fn sparse() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         let e = env(true, true)?;
@@ -1249,7 +1249,7 @@ mod tests {
                         let (va0, pa0) = (res.range().start + vo, mem.start() + po);
                         let mut off = 0;
                         while off < size {
-                            let page = crate::selftest::tests::oracle_page(
+                            let page = crate::selftest::helpers::oracle_page(
                                 va0 + off,
                                 pa0 + off,
                                 size - off,
@@ -1299,7 +1299,8 @@ mod tests {
 
     #[test]
     fn physical_alignment_v2() -> Result {
-        if crate::selftest::tests::skip_if_quick() || crate::selftest::tests::skip_if_debug_kernel()
+        if crate::selftest::helpers::skip_if_quick()
+            || crate::selftest::helpers::skip_if_debug_kernel()
         {
             return Ok(());
         }
@@ -1308,7 +1309,8 @@ mod tests {
 
     #[test]
     fn physical_alignment_v3() -> Result {
-        if crate::selftest::tests::skip_if_quick() || crate::selftest::tests::skip_if_debug_kernel()
+        if crate::selftest::helpers::skip_if_quick()
+            || crate::selftest::helpers::skip_if_debug_kernel()
         {
             return Ok(());
         }
@@ -1543,7 +1545,8 @@ mod tests {
 
     #[test]
     fn pool_churn_v2() -> Result {
-        if crate::selftest::tests::skip_if_quick() || crate::selftest::tests::skip_if_debug_kernel()
+        if crate::selftest::helpers::skip_if_quick()
+            || crate::selftest::helpers::skip_if_debug_kernel()
         {
             return Ok(());
         }
@@ -1552,7 +1555,8 @@ mod tests {
 
     #[test]
     fn pool_churn_v3() -> Result {
-        if crate::selftest::tests::skip_if_quick() || crate::selftest::tests::skip_if_debug_kernel()
+        if crate::selftest::helpers::skip_if_quick()
+            || crate::selftest::helpers::skip_if_debug_kernel()
         {
             return Ok(());
         }
@@ -1600,7 +1604,7 @@ mod tests {
     /// A map that spans several buddy blocks becomes one contiguous virtual range.
     #[test]
     fn several_blocks() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         let e = env(false, true)?;
@@ -1649,7 +1653,7 @@ mod tests {
     /// memory is still released.
     #[test]
     fn dead_device() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         let e = env(false, true)?;

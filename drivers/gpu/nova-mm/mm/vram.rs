@@ -597,7 +597,7 @@ mod tests {
     /// the free space succeeds.
     #[test]
     fn fragmentation() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         const N: usize = 4096;
@@ -689,7 +689,7 @@ mod tests {
     /// contiguous allocation of almost all of it succeeds, and the tracker stays consistent.
     #[test]
     fn mixed_churn_then_big() -> Result {
-        if crate::selftest::tests::skip_if_quick() {
+        if crate::selftest::helpers::skip_if_quick() {
             return Ok(());
         }
         const N: usize = 4096;
