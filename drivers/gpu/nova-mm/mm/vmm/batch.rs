@@ -51,9 +51,11 @@ use crate::mm::{
     pagetable::{
         Access,
         CommitStats,
+        EntryWriter,
         FreeList,
         Leaf,
-        Piece, //
+        Piece,
+        Shadow, //
     },
     tlb::Change,
     vram::VramAllocation,
@@ -301,12 +303,14 @@ impl<'b, 'a> Batch<'b, 'a> {
             plans.push(plan, GFP_KERNEL)?;
         }
         let ranges = KVec::with_capacity(n, GFP_KERNEL)?;
+        let undo = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut p = Prepared {
             vmm,
             st: Some(vmm.state.lock()),
             plans,
             done,
             ranges,
+            undo,
         };
         let checked = (|| -> Result {
             for (i, op) in self.ops.iter().enumerate() {
@@ -332,6 +336,36 @@ pub(crate) struct Prepared<'b, 'a> {
     done: KVec<Done<'a>>,
     /// The virtual ranges prepared (tables may have been added for them).
     ranges: KVec<Range<u64>>,
+    /// What a failed execute takes back: the pieces, their reservation and the leaf.
+    undo: KVec<(KVec<Piece>, Arc<ResInner<'a>>, Leaf)>,
+}
+
+/// The physical runs of `size` bytes of `mem` from byte `mem_offset` (in the order of its
+/// blocks), at consecutive virtual addresses from `va`: `(va, pa, len)`.
+fn runs_of(
+    mem: &VramAllocation,
+    mem_offset: u64,
+    size: u64,
+    va: u64,
+) -> Result<KVec<(u64, u64, u64)>> {
+    let mut runs = KVec::new();
+    let (mut skip, mut left, mut v) = (mem_offset, size, va);
+    for b in mem.ranges() {
+        let len = b.end - b.start;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let take = (len - skip).min(left);
+        runs.push((v, b.start + skip, take), GFP_KERNEL)?;
+        v += take;
+        left -= take;
+        skip = 0;
+        if left == 0 {
+            break;
+        }
+    }
+    Ok(runs)
 }
 
 /// The reservation range a mapping lies in.
@@ -399,7 +433,6 @@ impl<'b, 'a> Prepared<'b, 'a> {
     }
 
     fn prepare_one(&mut self, i: usize, op: &Op<'b, 'a>) -> Result {
-        let vmm = self.vmm;
         match op {
             Op::Map {
                 res,
@@ -408,75 +441,12 @@ impl<'b, 'a> Prepared<'b, 'a> {
                 mem_offset,
                 size,
                 ..
-            } => {
-                let (offset, mem_offset, size) = (*offset, *mem_offset, *size);
-                if !core::ptr::addr_eq(&*res.0.vmm, &**vmm)
-                    || size == 0
-                    || size % u64::SZ_4K != 0
-                    || offset % u64::SZ_4K != 0
-                    || mem_offset % u64::SZ_4K != 0
-                {
-                    return Err(EINVAL);
-                }
-                let r = &res.0.range;
-                let va = r
-                    .start
-                    .checked_add(offset)
-                    .filter(|v| v.checked_add(size).is_some_and(|e| e <= r.end))
-                    .ok_or(ERANGE)?;
-                if mem_offset.checked_add(size).is_none_or(|e| e > mem.size()) {
-                    return Err(ERANGE);
-                }
-                // Physical addresses of another allocator are another GPU's memory, or none of
-                // the driver's: never this GPU's to map.
-                if !mem.is_of(vmm.pool.vram()) {
-                    return Err(EXDEV);
-                }
-                if self.busy(va, size, i) {
-                    return Err(EBUSY);
-                }
-                // The physical runs of the part, in block order, at consecutive virtual
-                // addresses.
-                let mut runs = KVec::new();
-                let (mut skip, mut left, mut v) = (mem_offset, size, va);
-                for b in mem.ranges() {
-                    let len = b.end - b.start;
-                    if skip >= len {
-                        skip -= len;
-                        continue;
-                    }
-                    let take = (len - skip).min(left);
-                    runs.push((v, b.start + skip, take), GFP_KERNEL)?;
-                    v += take;
-                    left -= take;
-                    skip = 0;
-                    if left == 0 {
-                        break;
-                    }
-                }
-                let access = match &self.plans[i] {
-                    Plan::Map { access, .. } => *access,
-                    _ => return Err(EINVAL),
-                };
-                let mut pieces = KVec::new();
-                self.ranges.push(va..va + size, GFP_KERNEL)?;
-                let st = self.state()?;
-                let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-                vmm.ops
-                    .prepare(sh, &vmm.pool, &runs, Leaf::Page(access), &mut pieces)?;
-                if let Plan::Map {
-                    va: pva,
-                    pieces: pp,
-                    ..
-                } = &mut self.plans[i]
-                {
-                    *pva = va;
-                    *pp = pieces;
-                }
-            }
-            Op::Unmap(m) => {
-                if !self.live(m, i) {
-                    return Err(EINVAL);
+            } => self.prepare_map(i, res, *offset, mem, *mem_offset, *size),
+            Op::Unmap(m) | Op::Protect(m, _) => {
+                if self.live(m, i) {
+                    Ok(())
+                } else {
+                    Err(EINVAL)
                 }
             }
             Op::UnmapQueued(j) => {
@@ -489,89 +459,148 @@ impl<'b, 'a> Prepared<'b, 'a> {
                 if let Plan::Map { unmapped, .. } = &mut self.plans[j] {
                     *unmapped = true;
                 }
+                Ok(())
             }
-            Op::Protect(m, _) => {
-                if !self.live(m, i) {
-                    return Err(EINVAL);
-                }
-            }
-            Op::ReserveSparse { size, align, at } => {
-                let (size, align) = (*size, *align);
-                if size == 0
-                    || size % u64::SZ_4K != 0
-                    || !align.is_power_of_two()
-                    || align < u64::SZ_4K
-                {
-                    return Err(EINVAL);
-                }
-                // The node and the handle first: placed, the range is this batch's to give back.
-                let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-                let st = self.st.as_deref_mut().ok_or(EINVAL)?;
-                let start = vmm.place(&st.reserved, size, align, *at)?;
-                let range = start..start + size;
-                let inner = Arc::new(
-                    ResInner {
-                        vmm: vmm.clone(),
-                        range: range.clone(),
-                        // Not sparse until executed: dropped before, it writes nothing and gives
-                        // its range back.
-                        sparse: Atomic::new(false),
-                    },
-                    GFP_KERNEL,
-                )?;
-                let st = self.state()?;
-                st.reserved
-                    .insert(node.into_node(start, (start + size, true)));
-                // Held by the plan from here on: a refused batch drops it once the space is
-                // unlocked, and its drop takes the range back.
-                if let Plan::Reserve { res, .. } = &mut self.plans[i] {
-                    *res = Some(inner);
-                }
-                self.ranges.push(range.clone(), GFP_KERNEL)?;
-                let mut pieces = KVec::new();
-                let st = self.state()?;
-                let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-                vmm.ops.prepare(
-                    sh,
-                    &vmm.pool,
-                    &[(range.start, range.start, size)],
-                    Leaf::Sparse,
-                    &mut pieces,
-                )?;
-                if let Plan::Reserve { pieces: pp, .. } = &mut self.plans[i] {
-                    *pp = pieces;
-                }
-            }
-            Op::ReleaseSparse(r) => {
-                let inner = &r.0;
-                let released_before = self.plans[..i].iter().any(
-                    |p| matches!(p, Plan::Release { res, .. } if core::ptr::addr_eq(*res, *r)),
-                );
-                if !core::ptr::addr_eq(&*inner.vmm, &**vmm)
-                    || !inner.sparse.load(Relaxed)
-                    || released_before
-                {
-                    return Err(EINVAL);
-                }
-                let range = inner.range.clone();
-                if self.busy(range.start, range.end - range.start, i) {
-                    return Err(EBUSY);
-                }
-                self.ranges.push(range.clone(), GFP_KERNEL)?;
-                let mut pieces = KVec::new();
-                let st = self.state()?;
-                let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-                vmm.ops.prepare(
-                    sh,
-                    &vmm.pool,
-                    &[(range.start, range.start, range.end - range.start)],
-                    Leaf::Zero,
-                    &mut pieces,
-                )?;
-                if let Plan::Release { pieces: pp, .. } = &mut self.plans[i] {
-                    *pp = pieces;
-                }
-            }
+            Op::ReserveSparse { size, align, at } => self.prepare_reserve(i, *size, *align, *at),
+            Op::ReleaseSparse(r) => self.prepare_release(i, r),
+        }
+    }
+
+    /// Checks map `i` and prepares its tables.
+    fn prepare_map(
+        &mut self,
+        i: usize,
+        res: &Reservation<'a>,
+        offset: u64,
+        mem: &VramAllocation,
+        mem_offset: u64,
+        size: u64,
+    ) -> Result {
+        let vmm = self.vmm;
+        if !core::ptr::addr_eq(&*res.0.vmm, &**vmm)
+            || size == 0
+            || size % u64::SZ_4K != 0
+            || offset % u64::SZ_4K != 0
+            || mem_offset % u64::SZ_4K != 0
+        {
+            return Err(EINVAL);
+        }
+        let r = &res.0.range;
+        let va = r
+            .start
+            .checked_add(offset)
+            .filter(|v| v.checked_add(size).is_some_and(|e| e <= r.end))
+            .ok_or(ERANGE)?;
+        if mem_offset.checked_add(size).is_none_or(|e| e > mem.size()) {
+            return Err(ERANGE);
+        }
+        // Physical addresses of another allocator are another GPU's memory, or none of
+        // the driver's: never this GPU's to map.
+        if !mem.is_of(vmm.pool.vram()) {
+            return Err(EXDEV);
+        }
+        if self.busy(va, size, i) {
+            return Err(EBUSY);
+        }
+        let runs = runs_of(mem, mem_offset, size, va)?;
+        let access = match &self.plans[i] {
+            Plan::Map { access, .. } => *access,
+            _ => return Err(EINVAL),
+        };
+        let mut pieces = KVec::new();
+        self.ranges.push(va..va + size, GFP_KERNEL)?;
+        let st = self.state()?;
+        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
+        vmm.ops
+            .prepare(sh, &vmm.pool, &runs, Leaf::Page(access), &mut pieces)?;
+        if let Plan::Map {
+            va: pva,
+            pieces: pp,
+            ..
+        } = &mut self.plans[i]
+        {
+            *pva = va;
+            *pp = pieces;
+        }
+        Ok(())
+    }
+
+    /// Checks sparse reserve `i`, places it and prepares its tables.
+    fn prepare_reserve(&mut self, i: usize, size: u64, align: u64, at: Option<u64>) -> Result {
+        let vmm = self.vmm;
+        if size == 0 || size % u64::SZ_4K != 0 || !align.is_power_of_two() || align < u64::SZ_4K {
+            return Err(EINVAL);
+        }
+        // The node and the handle first: placed, the range is this batch's to give back.
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let st = self.st.as_deref_mut().ok_or(EINVAL)?;
+        let start = vmm.place(&st.reserved, size, align, at)?;
+        let range = start..start + size;
+        let inner = Arc::new(
+            ResInner {
+                vmm: vmm.clone(),
+                range: range.clone(),
+                // Not sparse until executed: dropped before, it writes nothing and gives
+                // its range back.
+                sparse: Atomic::new(false),
+            },
+            GFP_KERNEL,
+        )?;
+        let st = self.state()?;
+        st.reserved
+            .insert(node.into_node(start, (start + size, true)));
+        // Held by the plan from here on: a refused batch drops it once the space is
+        // unlocked, and its drop takes the range back.
+        if let Plan::Reserve { res, .. } = &mut self.plans[i] {
+            *res = Some(inner);
+        }
+        self.ranges.push(range.clone(), GFP_KERNEL)?;
+        let mut pieces = KVec::new();
+        let st = self.state()?;
+        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
+        vmm.ops.prepare(
+            sh,
+            &vmm.pool,
+            &[(range.start, range.start, size)],
+            Leaf::Sparse,
+            &mut pieces,
+        )?;
+        if let Plan::Reserve { pieces: pp, .. } = &mut self.plans[i] {
+            *pp = pieces;
+        }
+        Ok(())
+    }
+
+    /// Checks sparse release `i` and prepares its tables.
+    fn prepare_release(&mut self, i: usize, r: &'b Reservation<'a>) -> Result {
+        let vmm = self.vmm;
+        let inner = &r.0;
+        let released_before = self.plans[..i]
+            .iter()
+            .any(|p| matches!(p, Plan::Release { res, .. } if core::ptr::addr_eq(*res, r)));
+        if !core::ptr::addr_eq(&*inner.vmm, &**vmm)
+            || !inner.sparse.load(Relaxed)
+            || released_before
+        {
+            return Err(EINVAL);
+        }
+        let range = inner.range.clone();
+        if self.busy(range.start, range.end - range.start, i) {
+            return Err(EBUSY);
+        }
+        self.ranges.push(range.clone(), GFP_KERNEL)?;
+        let mut pieces = KVec::new();
+        let st = self.state()?;
+        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
+        vmm.ops.prepare(
+            sh,
+            &vmm.pool,
+            &[(range.start, range.start, range.end - range.start)],
+            Leaf::Zero,
+            &mut pieces,
+        )?;
+        if let Plan::Release { pieces: pp, .. } = &mut self.plans[i] {
+            *pp = pieces;
         }
         Ok(())
     }
@@ -604,88 +633,25 @@ impl<'b, 'a> Prepared<'b, 'a> {
     pub(crate) fn execute(mut self) -> Result<KVec<Done<'a>>> {
         let vmm = self.vmm;
         let mut st = self.st.take().ok_or(EINVAL)?;
-        let mut free = FreeList::default();
-        let mut cs = CommitStats::default();
-        let plans = &self.plans;
-        let only_upgrades = plans.iter().all(
+        let only_upgrades = self.plans.iter().all(
             |p| matches!(p, Plan::Protect(m, Access::ReadWrite) if m.access() == Access::ReadOnly),
         );
-        let change = if only_upgrades {
-            Change::Upgrade
-        } else {
-            Change::Downgrade
-        };
-        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
         let mut flush = Flush {
             vmm,
             free: FreeList::default(),
             armed: true,
-            change,
+            change: if only_upgrades {
+                Change::Upgrade
+            } else {
+                Change::Downgrade
+            },
         };
+        let mut free = FreeList::default();
+        let mut cs = CommitStats::default();
+        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
+        let plans = &self.plans;
         let wrote = vmm.hw.with_writer(&mut |w| {
-            let mut add = |s: CommitStats| {
-                cs.writes += s.writes;
-                cs.tables_new += s.tables_new;
-                cs.zero_saved += s.zero_saved;
-            };
-            // Every leaf, in order: into VRAM where the table is linked, else into the shadow of
-            // the new table, written whole once below with every entry the batch gave it.
-            for p in plans.iter() {
-                let s = match p {
-                    Plan::Map { pieces, access, .. } => {
-                        vmm.ops.write_leaves(sh, pieces, Leaf::Page(*access), w)?
-                    }
-                    Plan::Unmap(m) => vmm.ops.write_leaves(sh, &m.pieces, unmap_leaf(&m.res), w)?,
-                    Plan::UnmapQueued(j) => match &plans[*j] {
-                        Plan::Map { pieces, res, .. } => {
-                            vmm.ops.write_leaves(sh, pieces, unmap_leaf(res), w)?
-                        }
-                        _ => CommitStats::default(),
-                    },
-                    Plan::Protect(m, a) => {
-                        vmm.ops.write_leaves(sh, &m.pieces, Leaf::Page(*a), w)?
-                    }
-                    Plan::Reserve { pieces, .. } => {
-                        vmm.ops.write_leaves(sh, pieces, Leaf::Sparse, w)?
-                    }
-                    Plan::Release { pieces, .. } => {
-                        vmm.ops.write_leaves(sh, pieces, Leaf::Zero, w)?
-                    }
-                };
-                add(s);
-            }
-            // The new tables, each complete before it is linked.
-            for p in plans.iter() {
-                let pieces = match p {
-                    Plan::Map { pieces, .. }
-                    | Plan::Reserve { pieces, .. }
-                    | Plan::Release { pieces, .. } => &pieces[..],
-                    _ => continue,
-                };
-                add(vmm.ops.link_fresh(sh, span(pieces), w)?);
-            }
-            // Tables left empty, after the last write: none of them is written to again.
-            for p in plans.iter() {
-                let s = match p {
-                    Plan::Unmap(m) => {
-                        vmm.ops
-                            .reclaim(sh, span(&m.pieces), bound_of(&m.res), w, &mut free)?
-                    }
-                    Plan::UnmapQueued(j) => match &plans[*j] {
-                        Plan::Map { pieces, res, .. } => {
-                            vmm.ops
-                                .reclaim(sh, span(pieces), bound_of(res), w, &mut free)?
-                        }
-                        _ => CommitStats::default(),
-                    },
-                    Plan::Release { pieces, res } => {
-                        vmm.ops
-                            .reclaim(sh, span(pieces), res.0.range.clone(), w, &mut free)?
-                    }
-                    _ => CommitStats::default(),
-                };
-                add(s);
-            }
+            cs = write_all(vmm, sh, plans, w, &mut free)?;
             Ok(())
         });
         let s = &vmm.stats;
@@ -696,16 +662,37 @@ impl<'b, 'a> Prepared<'b, 'a> {
         // Freed after the invalidate: `flush` drops the list when it is done.
         flush.free = free;
         let res = wrote.and_then(|()| flush.finish());
-
-        // The records and handles.
         let ok = res.is_ok();
-        let mut maps = 0;
-        let mut unmaps = 0;
-        let mut protects = 0;
-        let mut undo = KVec::new();
-        let plans = core::mem::take(&mut self.plans);
-        let mut back = KVec::new();
-        for p in plans.into_iter() {
+        let n = self.settle(&mut st, ok);
+        if !ok {
+            // A failing GPU: no map or reserve of the batch outlives the failed call (best
+            // effort: on a dead device this fails too, and the tables go with the space).
+            if let Some(sh) = st.shadow.as_mut() {
+                for (pieces, res, leaf) in self.undo.iter() {
+                    let bound = Some(res.range.clone());
+                    let _ = vmm.commit(sh, pieces, *leaf, bound, Change::Downgrade);
+                }
+            }
+            s.failed.fetch_add(1, Relaxed);
+        }
+        s.maps.fetch_add(n.maps, Relaxed);
+        s.unmaps.fetch_add(n.unmaps, Relaxed);
+        s.protects.fetch_add(n.protects, Relaxed);
+        s.batches.fetch_add(1, Relaxed);
+        // CAST: an operation count fits in 64 bits.
+        s.batch_ops.fetch_add(self.done.len() as u64, Relaxed);
+        // The lock first: the handles of reserves taken back take it when dropped.
+        drop(st);
+        self.undo.clear();
+        res?;
+        Ok(core::mem::take(&mut self.done))
+    }
+
+    /// Turns each executed operation into its record and result (`ok`), or into what a failed
+    /// batch takes back (kept in `undo`).
+    fn settle(&mut self, st: &mut VmmState, ok: bool) -> OpCounts {
+        let mut n = OpCounts::default();
+        for p in core::mem::take(&mut self.plans).into_iter() {
             let d = match p {
                 Plan::Map {
                     res,
@@ -718,17 +705,18 @@ impl<'b, 'a> Prepared<'b, 'a> {
                     unmapped,
                 } => {
                     if unmapped {
-                        maps += 1;
-                        unmaps += 1;
+                        n.maps += 1;
+                        n.unmaps += 1;
                         // The memory goes with the plan, after the invalidate.
                         drop(mem);
                         Done::Applied
                     } else if !ok {
-                        // Taken back below, while the space is still locked.
-                        let _ = undo.push((pieces, res.clone(), unmap_leaf(&res)), GFP_KERNEL);
+                        let leaf = unmap_leaf(&res);
+                        // Within the capacity reserved at prepare: no allocation.
+                        let _ = self.undo.push((pieces, res, leaf), GFP_KERNEL);
                         Done::Applied
                     } else {
-                        maps += 1;
+                        n.maps += 1;
                         let rec = MapRecord {
                             end: va + size,
                             pa: pieces.first().map_or(0, |p| p.pa),
@@ -752,33 +740,34 @@ impl<'b, 'a> Prepared<'b, 'a> {
                     }
                 }
                 Plan::Unmap(m) => {
-                    unmaps += 1;
+                    n.unmaps += 1;
                     let _ = st.mapped.remove(&m.va);
                     m.released.store(true, Relaxed);
                     Done::Applied
                 }
                 Plan::UnmapQueued(_) => Done::Applied,
                 Plan::Protect(m, a) => {
-                    protects += 1;
+                    n.protects += 1;
                     m.read_only.store(a == Access::ReadOnly, Relaxed);
                     if let Some(r) = st.mapped.get_mut(&m.va) {
                         r.access = a;
                     }
                     Done::Applied
                 }
-                Plan::Reserve { res, pieces } => match res {
-                    Some(r) if ok => {
+                Plan::Reserve {
+                    res: Some(r),
+                    pieces,
+                } => {
+                    if ok {
                         r.sparse.store(true, Relaxed);
                         Done::Reserved(Reservation(r))
-                    }
-                    Some(r) => {
-                        let _ = undo.push((pieces, r.clone(), Leaf::Zero), GFP_KERNEL);
-                        // Dropped once the lock is released: its drop takes the range back.
-                        let _ = back.push(r, GFP_KERNEL);
+                    } else {
+                        // Its handle, dropped once the space is unlocked, gives the range back.
+                        let _ = self.undo.push((pieces, r, Leaf::Zero), GFP_KERNEL);
                         Done::Applied
                     }
-                    None => Done::Applied,
-                },
+                }
+                Plan::Reserve { res: None, .. } => Done::Applied,
                 Plan::Release { res, .. } => {
                     res.0.sparse.store(false, Relaxed);
                     if let Some(v) = st.reserved.get_mut(&res.0.range.start) {
@@ -787,36 +776,90 @@ impl<'b, 'a> Prepared<'b, 'a> {
                     Done::Applied
                 }
             };
+            // Within the capacity reserved at prepare: no allocation.
             let _ = self.done.push(d, GFP_KERNEL);
         }
-        if !ok {
-            // A failing GPU: no map or reserve of the batch outlives the failed call (best
-            // effort: on a dead device this fails too, and the tables go with the space).
-            if let Some(sh) = st.shadow.as_mut() {
-                for (pieces, res, leaf) in undo.iter() {
-                    let _ = vmm.commit(
-                        sh,
-                        pieces,
-                        *leaf,
-                        Some(res.range.clone()),
-                        Change::Downgrade,
-                    );
-                }
-            }
-            s.failed.fetch_add(1, Relaxed);
-        }
-        s.maps.fetch_add(maps, Relaxed);
-        s.unmaps.fetch_add(unmaps, Relaxed);
-        s.protects.fetch_add(protects, Relaxed);
-        s.batches.fetch_add(1, Relaxed);
-        // CAST: an operation count fits in 64 bits.
-        s.batch_ops.fetch_add(self.done.len() as u64, Relaxed);
-        drop(st);
-        drop(undo);
-        drop(back);
-        res?;
-        Ok(core::mem::take(&mut self.done))
+        n
     }
+}
+
+/// Operations of a batch by kind, for the address space's counters.
+#[derive(Default)]
+struct OpCounts {
+    maps: u64,
+    unmaps: u64,
+    protects: u64,
+}
+
+impl Plan<'_, '_> {
+    /// The leaves this operation writes and what it writes there (`plans` are the batch's, for
+    /// an unmap of one of its maps).
+    fn leaves<'p>(&'p self, plans: &'p [Self]) -> Option<(&'p [Piece], Leaf)> {
+        match self {
+            Plan::Map { pieces, access, .. } => Some((pieces, Leaf::Page(*access))),
+            Plan::Unmap(m) => Some((&m.pieces, unmap_leaf(&m.res))),
+            Plan::UnmapQueued(j) => match plans.get(*j) {
+                Some(Plan::Map { pieces, res, .. }) => Some((pieces, unmap_leaf(res))),
+                _ => None,
+            },
+            Plan::Protect(m, a) => Some((&m.pieces, Leaf::Page(*a))),
+            Plan::Reserve { pieces, .. } => Some((pieces, Leaf::Sparse)),
+            Plan::Release { pieces, .. } => Some((pieces, Leaf::Zero)),
+        }
+    }
+
+    /// The pieces whose new tables this operation links.
+    fn new_tables(&self) -> Option<&[Piece]> {
+        match self {
+            Plan::Map { pieces, .. }
+            | Plan::Reserve { pieces, .. }
+            | Plan::Release { pieces, .. } => Some(pieces),
+            _ => None,
+        }
+    }
+
+    /// The pieces this operation may leave tables empty under, and the reservation that bounds
+    /// folding all-sparse tables into their parents.
+    fn reclaims<'p>(&'p self, plans: &'p [Self]) -> Option<(&'p [Piece], Range<u64>)> {
+        match self {
+            Plan::Unmap(m) => Some((&m.pieces, bound_of(&m.res))),
+            Plan::UnmapQueued(j) => match plans.get(*j) {
+                Some(Plan::Map { pieces, res, .. }) => Some((pieces, bound_of(res))),
+                _ => None,
+            },
+            Plan::Release { pieces, res } => Some((pieces, res.0.range.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a batch: every leaf in order (into VRAM where the table is linked, else into the
+/// shadow of the new table), then each new table whole, once, with every entry the batch gave
+/// it, before it is linked; then, after the last of those writes, reclaims the tables left
+/// empty onto `free`, so that none of them is written to again.
+fn write_all(
+    vmm: &Vmm<'_>,
+    sh: &mut Shadow,
+    plans: &[Plan<'_, '_>],
+    w: &mut dyn EntryWriter,
+    free: &mut FreeList,
+) -> Result<CommitStats> {
+    let mut cs = CommitStats::default();
+    let mut add = |s: CommitStats| {
+        cs.writes += s.writes;
+        cs.tables_new += s.tables_new;
+        cs.zero_saved += s.zero_saved;
+    };
+    for (pieces, leaf) in plans.iter().filter_map(|p| p.leaves(plans)) {
+        add(vmm.ops.write_leaves(sh, pieces, leaf, w)?);
+    }
+    for pieces in plans.iter().filter_map(|p| p.new_tables()) {
+        add(vmm.ops.link_fresh(sh, span(pieces), w)?);
+    }
+    for (pieces, bound) in plans.iter().filter_map(|p| p.reclaims(plans)) {
+        add(vmm.ops.reclaim(sh, span(pieces), bound, w, free)?);
+    }
+    Ok(cs)
 }
 
 impl Drop for Prepared<'_, '_> {
