@@ -183,15 +183,6 @@ impl Spaces {
     }
 }
 
-impl VmmState {
-    /// Whether `va` lies in a sparse reservation.
-    fn reserved_sparse(&self, va: u64) -> bool {
-        self.reserved
-            .iter()
-            .any(|(s, (e, sparse))| *sparse && va >= *s && va < *e)
-    }
-}
-
 /// One GPU virtual address space.
 ///
 /// # Invariants
@@ -370,26 +361,23 @@ impl<'a> Vmm<'a> {
         at: Option<u64>,
         sparse: bool,
     ) -> Result<Reservation<'a>> {
+        if sparse {
+            // A batch of one: the same checks, writes, flush and invalidate.
+            let mut b = self.batch();
+            b.reserve_sparse(size, align, at)?;
+            let mut done = b.prepare()?.execute()?;
+            return done.pop().ok_or(EINVAL)?.reservation();
+        }
         if size == 0 || size % u64::SZ_4K != 0 || !align.is_power_of_two() || align < u64::SZ_4K {
             self.stats.failed.fetch_add(1, Relaxed);
             return Err(EINVAL);
         }
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-        let mut pieces = KVec::new();
         let mut st = self.state.lock();
         let start = self.place(&st.reserved, size, align, at).inspect_err(|_| {
             self.stats.failed.fetch_add(1, Relaxed);
         })?;
         let range = start..start + size;
-        if sparse {
-            self.update(
-                &mut st,
-                &[(start, start, size)],
-                Leaf::Sparse,
-                range.clone(),
-                &mut pieces,
-            )?;
-        }
         st.reserved
             .insert(node.into_node(start, (start + size, sparse)));
         drop(st);
@@ -401,42 +389,6 @@ impl<'a> Vmm<'a> {
             },
             GFP_KERNEL,
         )?))
-    }
-
-    /// Prepares and commits one update of the tables, with its one invalidate.
-    ///
-    /// `bound` is the reservation the update lies in (sparse collapse stays inside it).
-    fn update(
-        &self,
-        st: &mut VmmState,
-        runs: &[(u64, u64, u64)],
-        leaf: Leaf,
-        bound: Range<u64>,
-        pieces: &mut KVec<Piece>,
-    ) -> Result<CommitStats> {
-        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-        let lo = runs.iter().map(|r| r.0).min().unwrap_or(0);
-        let hi = runs.iter().map(|r| r.0 + r.2).max().unwrap_or(0);
-        if let Err(e) = self.ops.prepare(sh, &self.pool, runs, leaf, pieces) {
-            self.ops.rollback(sh, lo..hi);
-            self.stats.failed.fetch_add(1, Relaxed);
-            return Err(e);
-        }
-        self.commit(sh, pieces, leaf, None, Change::Downgrade)
-            .inspect_err(|_| {
-                // The device failed mid-way (a write or the invalidate): take back what was
-                // written, so that no entry outlives the failed call. Best effort: on a dead
-                // device this fails too, and the tables go with the address space.
-                self.stats.failed.fetch_add(1, Relaxed);
-                let back = if st.reserved_sparse(lo) {
-                    Leaf::Sparse
-                } else {
-                    Leaf::Zero
-                };
-                if let Some(sh) = st.shadow.as_mut() {
-                    let _ = self.commit(sh, pieces, back, Some(bound), Change::Downgrade);
-                }
-            })
     }
 
     /// Commits `leaf` over `pieces`, invalidates, then frees what was unlinked.
@@ -568,27 +520,15 @@ struct ResInner<'a> {
 
 impl Drop for ResInner<'_> {
     fn drop(&mut self) {
-        let vmm = &self.vmm;
-        let mut st = vmm.state.lock();
+        let vmm = self.vmm.clone();
         if self.sparse.load(Relaxed) && vmm.dying.load(Relaxed) == 0 {
-            // Back to unmapped: zero entries, by the current shape of the tables.
-            let mut pieces = KVec::new();
+            // Back to unmapped, by the current shape of the tables: a batch of one.
             let r = self.range.clone();
-            let res = (|| -> Result {
-                let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-                if let Err(e) = vmm.ops.prepare(
-                    sh,
-                    &vmm.pool,
-                    &[(r.start, r.start, r.end - r.start)],
-                    Leaf::Zero,
-                    &mut pieces,
-                ) {
-                    vmm.ops.rollback(sh, r.clone());
-                    return Err(e);
-                }
-                vmm.commit(sh, &pieces, Leaf::Zero, Some(r.clone()), Change::Downgrade)?;
-                Ok(())
-            })();
+            let mut b = vmm.batch();
+            let res = b
+                .push(batch::Op::ReleaseSparse(&*self))
+                .and_then(|_| b.prepare())
+                .and_then(|p| p.execute());
             if let Err(e) = res {
                 vmm.hw.log_err(fmt!(
                     "vmm {}: releasing sparse range {:#x}..{:#x} failed: {:?}\n",
@@ -599,7 +539,7 @@ impl Drop for ResInner<'_> {
                 ));
             }
         }
-        let _ = st.reserved.remove(&self.range.start);
+        let _ = vmm.state.lock().reserved.remove(&self.range.start);
     }
 }
 
@@ -710,7 +650,29 @@ impl Drop for Mapping<'_> {
             // A batch unmapped it, invalidated, and counted it.
             return;
         }
-        let vmm = &self.res.vmm;
+        let vmm = self.res.vmm.clone();
+        if vmm.dying.load(Relaxed) == 0 {
+            // A batch of one: the same writes, flush and invalidate as any unmap.
+            let mut b = vmm.batch();
+            let res = b
+                .unmap(self)
+                .and_then(|_| b.prepare())
+                .and_then(|p| p.execute());
+            if let Err(e) = &res {
+                vmm.hw.log_err(fmt!(
+                    "vmm {}: unmap of {:#x}..{:#x} failed: {:?}\n",
+                    vmm.name,
+                    self.va,
+                    self.va + self.size,
+                    e
+                ));
+            }
+            if self.released.load(Relaxed) {
+                // Done (on a failing GPU too: its record is gone and it is counted).
+                return;
+            }
+        }
+        // The GPU is gone, or there was no memory for the batch: as a single operation.
         let leaf = if self.res.sparse.load(Relaxed) {
             Leaf::Sparse
         } else {

@@ -62,7 +62,7 @@ use crate::mm::{
 };
 
 /// An operation as queued.
-enum Op<'b, 'a> {
+pub(super) enum Op<'b, 'a> {
     Map {
         res: &'b Reservation<'a>,
         offset: u64,
@@ -79,7 +79,7 @@ enum Op<'b, 'a> {
         align: u64,
         at: Option<u64>,
     },
-    ReleaseSparse(&'b Reservation<'a>),
+    ReleaseSparse(&'b ResInner<'a>),
 }
 
 /// An operation with everything it needs allocated.
@@ -103,7 +103,7 @@ enum Plan<'b, 'a> {
         pieces: KVec<Piece>,
     },
     Release {
-        res: &'b Reservation<'a>,
+        res: &'b ResInner<'a>,
         pieces: KVec<Piece>,
     },
 }
@@ -161,7 +161,8 @@ impl<'a> Vmm<'a> {
 }
 
 impl<'b, 'a> Batch<'b, 'a> {
-    fn push(&mut self, op: Op<'b, 'a>) -> Result<usize> {
+    /// Queues `op` (a sparse release of a reservation being dropped: from its drop).
+    pub(super) fn push(&mut self, op: Op<'b, 'a>) -> Result<usize> {
         self.ops.push(op, GFP_KERNEL)?;
         Ok(self.ops.len() - 1)
     }
@@ -250,7 +251,7 @@ impl<'b, 'a> Batch<'b, 'a> {
     ///
     /// `ENOMEM` for the queue.
     pub(crate) fn release_sparse(&mut self, res: &'b Reservation<'a>) -> Result<usize> {
-        self.push(Op::ReleaseSparse(res))
+        self.push(Op::ReleaseSparse(&res.0))
     }
 
     /// Checks every operation and allocates everything the batch needs.
@@ -572,12 +573,11 @@ impl<'b, 'a> Prepared<'b, 'a> {
     }
 
     /// Checks sparse release `i` and prepares its tables.
-    fn prepare_release(&mut self, i: usize, r: &'b Reservation<'a>) -> Result {
+    fn prepare_release(&mut self, i: usize, inner: &'b ResInner<'a>) -> Result {
         let vmm = self.vmm;
-        let inner = &r.0;
         let released_before = self.plans[..i]
             .iter()
-            .any(|p| matches!(p, Plan::Release { res, .. } if core::ptr::addr_eq(*res, r)));
+            .any(|p| matches!(p, Plan::Release { res, .. } if core::ptr::addr_eq(*res, inner)));
         if !core::ptr::addr_eq(&*inner.vmm, &**vmm)
             || !inner.sparse.load(Relaxed)
             || released_before
@@ -769,8 +769,8 @@ impl<'b, 'a> Prepared<'b, 'a> {
                 }
                 Plan::Reserve { res: None, .. } => Done::Applied,
                 Plan::Release { res, .. } => {
-                    res.0.sparse.store(false, Relaxed);
-                    if let Some(v) = st.reserved.get_mut(&res.0.range.start) {
+                    res.sparse.store(false, Relaxed);
+                    if let Some(v) = st.reserved.get_mut(&res.range.start) {
                         v.1 = false;
                     }
                     Done::Applied
@@ -827,7 +827,7 @@ impl Plan<'_, '_> {
                 Some(Plan::Map { pieces, res, .. }) => Some((pieces, bound_of(res))),
                 _ => None,
             },
-            Plan::Release { pieces, res } => Some((pieces, res.0.range.clone())),
+            Plan::Release { pieces, res } => Some((pieces, res.range.clone())),
             _ => None,
         }
     }
