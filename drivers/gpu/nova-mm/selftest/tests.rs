@@ -875,6 +875,24 @@ mod device_vmm {
         Ok(())
     }
 
+    /// A new address space of `gpu` over 1 TiB, and memory for its largest page: 512 MiB
+    /// aligned where the chip has 512 MiB pages (the third value), else 8 MiB.
+    fn space_with_big_memory<'a>(
+        gpu: &TestedGpu<'a>,
+        name: &'static str,
+    ) -> Result<(Arc<Vmm<'a>>, Arc<crate::mm::vram::VramAllocation>, bool)> {
+        let mm = gpu.mm();
+        let huge = mm.has_512m_pages();
+        let vmm = mm.new_vmm(name, 0..1 << 40)?;
+        let big = if huge { u64::SZ_512M } else { 8 * MIB };
+        let mem = Arc::new(
+            mm.vram()
+                .alloc(&AllocRequest::new(big).contiguous().aligned(big))?,
+            GFP_KERNEL,
+        )?;
+        Ok((vmm, mem, huge))
+    }
+
     /// Batches in a GPU address space, checked by the model's walker: one batch maps at every
     /// page size over three reservations, reserves a sparse range and maps and unmaps a page of
     /// its own; a second one changes an access, unmaps a mapping and maps another one at its
@@ -883,14 +901,7 @@ mod device_vmm {
     fn vmm_batches_checked_by_the_model() -> Result {
         on_each_gpu(|gpu| {
             let mm = gpu.mm();
-            let huge = mm.has_512m_pages();
-            let vmm = mm.new_vmm("kunit-batches", 0..1 << 40)?;
-            let big = if huge { u64::SZ_512M } else { 8 * MIB };
-            let mem = Arc::new(
-                mm.vram()
-                    .alloc(&AllocRequest::new(big).contiguous().aligned(big))?,
-                GFP_KERNEL,
-            )?;
+            let (vmm, mem, huge) = space_with_big_memory(gpu, "kunit-batches")?;
             let ra = vmm.reserve(GIB, u64::SZ_512M, Some(16 * GIB), false)?;
             let rb = vmm.reserve(64 * MIB, u64::SZ_2M, Some(20 * GIB), false)?;
             let rc = vmm.reserve(MIB, u64::SZ_64K, Some(24 * GIB), false)?;
@@ -1057,14 +1068,7 @@ mod device_vmm {
     fn vmm_checked_by_the_model() -> Result {
         on_each_gpu(|gpu| {
             let mm = gpu.mm();
-            let huge = mm.has_512m_pages();
-            let vmm = mm.new_vmm("kunit-checked", 0..1 << 40)?;
-            let big = if huge { u64::SZ_512M } else { 8 * MIB };
-            let mem = Arc::new(
-                mm.vram()
-                    .alloc(&AllocRequest::new(big).contiguous().aligned(big))?,
-                GFP_KERNEL,
-            )?;
+            let (vmm, mem, huge) = space_with_big_memory(gpu, "kunit-checked")?;
             let res = vmm.reserve(4 * GIB, u64::SZ_512M, Some(4 * GIB), false)?;
             // (offset in the reservation, offset in the allocation, size, largest page)
             let mut cases = KVec::new();

@@ -508,12 +508,7 @@ impl<'b, 'a> Prepared<'b, 'a> {
             Plan::Map { access, .. } => *access,
             _ => return Err(EINVAL),
         };
-        let mut pieces = KVec::new();
-        self.ranges.push(va..va + size, GFP_KERNEL)?;
-        let st = self.state()?;
-        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-        vmm.ops
-            .prepare(sh, &vmm.pool, &runs, Leaf::Page(access), &mut pieces)?;
+        let pieces = self.prepare_runs(va..va + size, &runs, Leaf::Page(access))?;
         if let Plan::Map {
             va: pva,
             pieces: pp,
@@ -555,21 +550,28 @@ impl<'b, 'a> Prepared<'b, 'a> {
         if let Plan::Reserve { res, .. } = &mut self.plans[i] {
             *res = Some(inner);
         }
-        self.ranges.push(range.clone(), GFP_KERNEL)?;
-        let mut pieces = KVec::new();
-        let st = self.state()?;
-        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-        vmm.ops.prepare(
-            sh,
-            &vmm.pool,
-            &[(range.start, range.start, size)],
-            Leaf::Sparse,
-            &mut pieces,
-        )?;
+        let pieces = self.prepare_runs(range.clone(), &[(start, start, size)], Leaf::Sparse)?;
         if let Plan::Reserve { pieces: pp, .. } = &mut self.plans[i] {
             *pp = pieces;
         }
         Ok(())
+    }
+
+    /// Records `range` as prepared (a refused batch rolls its new tables back) and prepares the
+    /// tables `runs` need for `leaf`; returns their pieces.
+    fn prepare_runs(
+        &mut self,
+        range: Range<u64>,
+        runs: &[(u64, u64, u64)],
+        leaf: Leaf,
+    ) -> Result<KVec<Piece>> {
+        let vmm = self.vmm;
+        self.ranges.push(range, GFP_KERNEL)?;
+        let mut pieces = KVec::new();
+        let st = self.state()?;
+        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
+        vmm.ops.prepare(sh, &vmm.pool, runs, leaf, &mut pieces)?;
+        Ok(pieces)
     }
 
     /// Checks sparse release `i` and prepares its tables.
@@ -588,17 +590,8 @@ impl<'b, 'a> Prepared<'b, 'a> {
         if self.busy(range.start, range.end - range.start, i) {
             return Err(EBUSY);
         }
-        self.ranges.push(range.clone(), GFP_KERNEL)?;
-        let mut pieces = KVec::new();
-        let st = self.state()?;
-        let sh = st.shadow.as_mut().ok_or(ENODEV)?;
-        vmm.ops.prepare(
-            sh,
-            &vmm.pool,
-            &[(range.start, range.start, range.end - range.start)],
-            Leaf::Zero,
-            &mut pieces,
-        )?;
+        let runs = [(range.start, range.start, range.end - range.start)];
+        let pieces = self.prepare_runs(range, &runs, Leaf::Zero)?;
         if let Plan::Release { pieces: pp, .. } = &mut self.plans[i] {
             *pp = pieces;
         }
