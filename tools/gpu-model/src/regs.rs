@@ -449,7 +449,16 @@ impl Gpu {
             if !self.vram.contains(p, 0x1000) {
                 continue;
             }
-            let ranges = crate::sequence::tables(&self.vram, fmt, p);
+            // An invalidate of one PDB with ALL_VA (`NV_VIRTUAL_FUNCTION_PRIV_MMU_INVALIDATE_PDB`
+            // and `_ALL_VA_TRUE`, dev_vm.h) drops every translation cached for that directory,
+            // through whichever table it was walked. So it covers the tables the directory
+            // holds now and those it held when last learnt: a table emptied and unlinked before
+            // this invalidate (a driver frees empty tables on unmap) held only this directory's
+            // entries since, and they are gone from its TLBs too.
+            let mut ranges = crate::sequence::tables(&self.vram, fmt, p);
+            if let Some(s) = self.seq.spaces.get(&p) {
+                ranges.extend(s.ranges.iter().copied());
+            }
             covered.extend(
                 self.seq
                     .cover_tables(&ranges, req.seq)

@@ -1432,6 +1432,45 @@ fn v3_invalid_kind() {
     assert_eq!(h.count(Kind::UndefinedKind), 1);
 }
 
+/// Entries zeroed in a table that the driver then unlinks (an emptied table reclaimed), with
+/// one flush and one invalidate of the directory after both: the invalidate drops everything
+/// cached for the directory, so it covers the entries of the table it no longer reaches. Left
+/// uncovered, they would be charged to whichever known directory reaches that memory at the
+/// end of the session (the stale root of a space that is gone, whose table memory was
+/// reused), as the soak once saw. Without the invalidate they stay uncovered.
+#[test]
+fn entries_of_an_unlinked_table_are_covered() {
+    for chip in ["ga102", "gh100"] {
+        for invalidate in [true, false] {
+            let mut h = H::new(chip, 1 << 30);
+            h.bind();
+            let pdb = h.alloc_table();
+            h.pdb = pdb;
+            h.map_4k(0x1000, 0x20_0000, true);
+            h.map_4k(0x2000, 0x20_1000, true);
+            h.invalidate(pdb, false);
+            let spt = h.spt(0x1000);
+            h.set_4k(0x1000, 0);
+            h.set_4k(0x2000, 0);
+            // The dual PDE without its small table: the table is unlinked.
+            h.set_dual(0x1000, 0, 0);
+            h.flush();
+            if invalidate {
+                h.invalidate(pdb, false);
+            }
+            let left = (spt..spt + 0x1000)
+                .step_by(8)
+                .filter(|q| h.gpu.seq.global.contains_key(q))
+                .count();
+            assert_eq!(left, if invalidate { 0 } else { 2 }, "{chip}");
+            // Without it, the unlinking directory entry itself is uncovered.
+            h.gpu.end_of_run();
+            let n = h.count(Kind::UncoveredPteChange);
+            assert_eq!(n, u64::from(!invalidate), "{chip}");
+        }
+    }
+}
+
 /// Entry changes left uncovered: none invalidated, one invalidated before the writes, a
 /// hub-only invalidate of a GPU address space.
 #[test]
