@@ -385,23 +385,50 @@ impl Gpu {
             self.seq.global.len(),
             left.len()
         );
-        let mut by_pdb: std::collections::BTreeMap<u64, Vec<(u64, u64, u64)>> = Default::default();
+        let mut by_pdb: std::collections::BTreeMap<u64, Vec<(u64, crate::sequence::Change)>> =
+            Default::default();
         for (pdb, a, c) in &left {
-            by_pdb.entry(*pdb).or_default().push((*a, c.old, c.new));
+            by_pdb.entry(*pdb).or_default().push((*a, *c));
         }
         for (pdb, addrs) in by_pdb {
+            let (first, c) = addrs[0];
+            // For whoever reads the report: every directory whose tables hold that quadword
+            // now, and whether the driver announced it (a live space) or the model only knows
+            // it from an invalidate (it may be gone, its memory reused).
+            let holders: Vec<String> = pdbs
+                .iter()
+                .filter(|p| {
+                    crate::sequence::tables(&self.vram, fmt, **p)
+                        .iter()
+                        .any(|(s, l)| first >= *s && first < s + l)
+                })
+                .map(|p| {
+                    let known = if self.seq.spaces.contains_key(p) {
+                        "invalidated"
+                    } else {
+                        "announced only"
+                    };
+                    format!("{p:#x} ({known})")
+                })
+                .collect();
             self.rec.violation(
                 Kind::UncoveredPteChange,
                 format!(
                     "{} page-table entries of PDB {pdb:#x} changed and no invalidate of that \
                      PDB written after the change (and reaching its TLBs) covered them; first \
-                     at VRAM {:#x} ({:#x} -> {:#x})",
+                     at VRAM {first:#x} ({:#x} -> {:#x}, message {}); held now by the tables \
+                     of {}",
                     addrs.len(),
-                    addrs[0].0,
-                    addrs[0].1,
-                    addrs[0].2
+                    c.old,
+                    c.new,
+                    c.seq,
+                    holders.join(", ")
                 ),
-                fields([("pdb", json!(pdb)), ("entries", json!(addrs.len()))]),
+                fields([
+                    ("pdb", json!(pdb)),
+                    ("entries", json!(addrs.len())),
+                    ("first_seq", json!(c.seq)),
+                ]),
             );
         }
     }
