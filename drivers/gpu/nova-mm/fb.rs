@@ -449,6 +449,120 @@ fn vga_workspace_start(p: &FwParams) -> Result<u64, LayoutError> {
     }
 }
 
+/// Places the regions FSP keeps at the end of VRAM below the VGA workspace at `vga_start`, and
+/// returns where FRTS ends.
+///
+/// FSP puts FRTS below its own reservation and, if any, the PMU's (Open RM
+/// `kfspPrepareBootCommands_GH100`, nova-core `FspCotMessage::frts_vidmem_offset`).
+fn push_fsp_regions(
+    reserved: &mut KVec<FbRegion>,
+    fsp: &hal::FspParams,
+    fb_end: u64,
+    vga_start: u64,
+) -> Result<u64, LayoutError> {
+    let too_small = || LayoutError::TooSmall(fb_end);
+    let fsp_start = fb_end.checked_sub(fsp.end_reserved).ok_or_else(too_small)?;
+    let frts_offset = if fsp.pmu_reserved == 0 {
+        fsp.end_reserved
+    } else {
+        fsp.end_reserved
+            .checked_add(fsp.pmu_reserved)
+            .and_then(|o| o.align_up(FSP_FRTS_ALIGN))
+            .ok_or_else(too_small)?
+    };
+    let frts_end = fb_end
+        .checked_sub(frts_offset)
+        .ok_or_else(too_small)?
+        .min(vga_start.align_down(FRTS_ALIGN));
+    let top = fsp_start.min(vga_start);
+
+    push_region(reserved, FSP_RESERVED, top..vga_start)?;
+    if fsp.pmu_reserved != 0 {
+        push_region(reserved, PMU_RESERVED, frts_end..top)?;
+    }
+    Ok(frts_end)
+}
+
+/// Places FRTS below `frts_end`, then the GSP boot image, the GSP-RM ELF image, the WPR2 heap
+/// and metadata, and the non-WPR heap, each below the previous one, and returns where the
+/// non-WPR heap starts: the lowest firmware region.
+fn push_gsp_regions(
+    reserved: &mut KVec<FbRegion>,
+    lp: &hal::LayoutParams,
+    fb_end: u64,
+    frts_end: u64,
+) -> Result<u64, LayoutError> {
+    let too_small = || LayoutError::TooSmall(fb_end);
+
+    let frts_start = frts_end.checked_sub(lp.frts_size).ok_or_else(too_small)?;
+    push_region(reserved, FRTS, frts_start..frts_end)?;
+
+    let boot_start = frts_start
+        .checked_sub(lp.boot_budget)
+        .ok_or_else(too_small)?
+        .align_down(BOOT_ALIGN);
+    let boot_end = boot_start.checked_add(lp.boot_budget).ok_or(EINVAL)?;
+    push_region(reserved, GSP_BOOT, boot_start..boot_end)?;
+
+    let elf_start = boot_start
+        .checked_sub(GSP_ELF_BUDGET)
+        .ok_or_else(too_small)?
+        .align_down(ELF_ALIGN);
+    let elf_end = elf_start.checked_add(GSP_ELF_BUDGET).ok_or(EINVAL)?;
+    push_region(reserved, GSP_ELF, elf_start..elf_end)?;
+
+    let heap_size = wpr_heap_size(&lp.heap, fb_end)?;
+    let heap_start = elf_start
+        .checked_sub(heap_size)
+        .ok_or_else(too_small)?
+        .align_down(HEAP_ALIGN);
+    push_region(
+        reserved,
+        WPR2_HEAP,
+        heap_start..elf_start.align_down(HEAP_ALIGN),
+    )?;
+
+    let wpr2_start = heap_start
+        .checked_sub(WPR_META_SIZE)
+        .ok_or_else(too_small)?
+        .align_down(HEAP_ALIGN);
+    push_region(reserved, WPR2_META, wpr2_start..heap_start)?;
+
+    let non_wpr_start = wpr2_start
+        .checked_sub(lp.non_wpr_heap_size)
+        .ok_or_else(too_small)?;
+    push_region(reserved, NON_WPR_HEAP, non_wpr_start..wpr2_start)?;
+    Ok(non_wpr_start)
+}
+
+/// Returns the usable VRAM: from above the legacy VGA memory up to the lowest firmware region
+/// at `non_wpr_start` or, if lower, a live WPR2's start, aligned inwards.
+///
+/// Everything from the lowest firmware region up, or from a live WPR2 up, is firmware's.
+fn usable_range(p: &FwParams, non_wpr_start: u64) -> Result<Range<u64>, LayoutError> {
+    let fb_end = p.fb_size;
+    let mut usable_end = non_wpr_start;
+    if let Some(wpr2) = &p.wpr2 {
+        if wpr2.start >= wpr2.end || wpr2.end > fb_end {
+            return Err(LayoutError::Wpr2 {
+                wpr2: wpr2.clone(),
+                fb_size: fb_end,
+            });
+        }
+        usable_end = usable_end.min(wpr2.start);
+    }
+
+    let usable_start = LEGACY_VGA_SIZE.align_up(USABLE_ALIGN).ok_or(EINVAL)?;
+    let usable_end = usable_end.align_down(USABLE_ALIGN);
+    if usable_end <= usable_start {
+        return Err(LayoutError::NothingUsable {
+            fb_size: fb_end,
+            usable_end,
+        });
+    }
+    Ok(usable_start..usable_end)
+}
+
 impl FbLayout {
     /// Lays out VRAM for `chipset` from the firmware parameters `p`.
     ///
@@ -471,8 +585,6 @@ impl FbLayout {
             return Err(LayoutError::FbSize(fb_end));
         }
 
-        let too_small = || LayoutError::TooSmall(fb_end);
-
         let lp = hal::fb_hal(chipset).layout();
         // Regions from the end of VRAM down; reversed at the end.
         let mut reserved = KVec::new();
@@ -480,93 +592,12 @@ impl FbLayout {
         let vga_start = vga_workspace_start(p)?;
         push_region(&mut reserved, VGA_WORKSPACE, vga_start..fb_end)?;
 
-        let frts_end = match lp.fsp {
+        let frts_end = match &lp.fsp {
             None => vga_start.align_down(FRTS_ALIGN),
-            Some(fsp) => {
-                // FSP puts FRTS below its own reservation and, if any, the PMU's (Open RM
-                // `kfspPrepareBootCommands_GH100`, nova-core `FspCotMessage::frts_vidmem_offset`).
-                let fsp_start = fb_end.checked_sub(fsp.end_reserved).ok_or_else(too_small)?;
-                let frts_offset = if fsp.pmu_reserved == 0 {
-                    fsp.end_reserved
-                } else {
-                    fsp.end_reserved
-                        .checked_add(fsp.pmu_reserved)
-                        .and_then(|o| o.align_up(FSP_FRTS_ALIGN))
-                        .ok_or_else(too_small)?
-                };
-                let frts_end = fb_end
-                    .checked_sub(frts_offset)
-                    .ok_or_else(too_small)?
-                    .min(vga_start.align_down(FRTS_ALIGN));
-                let top = fsp_start.min(vga_start);
-
-                push_region(&mut reserved, FSP_RESERVED, top..vga_start)?;
-                if fsp.pmu_reserved != 0 {
-                    push_region(&mut reserved, PMU_RESERVED, frts_end..top)?;
-                }
-                frts_end
-            }
+            Some(fsp) => push_fsp_regions(&mut reserved, fsp, fb_end, vga_start)?,
         };
-
-        let frts_start = frts_end.checked_sub(lp.frts_size).ok_or_else(too_small)?;
-        push_region(&mut reserved, FRTS, frts_start..frts_end)?;
-
-        let boot_start = frts_start
-            .checked_sub(lp.boot_budget)
-            .ok_or_else(too_small)?
-            .align_down(BOOT_ALIGN);
-        let boot_end = boot_start.checked_add(lp.boot_budget).ok_or(EINVAL)?;
-        push_region(&mut reserved, GSP_BOOT, boot_start..boot_end)?;
-
-        let elf_start = boot_start
-            .checked_sub(GSP_ELF_BUDGET)
-            .ok_or_else(too_small)?
-            .align_down(ELF_ALIGN);
-        let elf_end = elf_start.checked_add(GSP_ELF_BUDGET).ok_or(EINVAL)?;
-        push_region(&mut reserved, GSP_ELF, elf_start..elf_end)?;
-
-        let heap_size = wpr_heap_size(&lp.heap, fb_end)?;
-        let heap_start = elf_start
-            .checked_sub(heap_size)
-            .ok_or_else(too_small)?
-            .align_down(HEAP_ALIGN);
-        push_region(
-            &mut reserved,
-            WPR2_HEAP,
-            heap_start..elf_start.align_down(HEAP_ALIGN),
-        )?;
-
-        let wpr2_start = heap_start
-            .checked_sub(WPR_META_SIZE)
-            .ok_or_else(too_small)?
-            .align_down(HEAP_ALIGN);
-        push_region(&mut reserved, WPR2_META, wpr2_start..heap_start)?;
-
-        let non_wpr_start = wpr2_start
-            .checked_sub(lp.non_wpr_heap_size)
-            .ok_or_else(too_small)?;
-        push_region(&mut reserved, NON_WPR_HEAP, non_wpr_start..wpr2_start)?;
-
-        // Everything from the lowest firmware region up, or from a live WPR2 up, is firmware's.
-        let mut usable_end = non_wpr_start;
-        if let Some(wpr2) = &p.wpr2 {
-            if wpr2.start >= wpr2.end || wpr2.end > fb_end {
-                return Err(LayoutError::Wpr2 {
-                    wpr2: wpr2.clone(),
-                    fb_size: fb_end,
-                });
-            }
-            usable_end = usable_end.min(wpr2.start);
-        }
-
-        let usable_start = LEGACY_VGA_SIZE.align_up(USABLE_ALIGN).ok_or(EINVAL)?;
-        let usable_end = usable_end.align_down(USABLE_ALIGN);
-        if usable_end <= usable_start {
-            return Err(LayoutError::NothingUsable {
-                fb_size: fb_end,
-                usable_end,
-            });
-        }
+        let non_wpr_start = push_gsp_regions(&mut reserved, lp, fb_end, frts_end)?;
+        let usable = usable_range(p, non_wpr_start)?;
 
         if let Some(wpr2) = &p.wpr2 {
             push_region(&mut reserved, WPR2_LIVE, wpr2.start..non_wpr_start)?;
@@ -574,10 +605,8 @@ impl FbLayout {
         push_region(&mut reserved, VGA_LEGACY, 0..LEGACY_VGA_SIZE)?;
         reserved.reverse();
 
-        let mut usable = KVec::new();
-        usable
-            .push(usable_start..usable_end, GFP_KERNEL)
-            .map_err(Error::from)?;
+        let mut usable_list = KVec::new();
+        usable_list.push(usable, GFP_KERNEL).map_err(Error::from)?;
 
         // INVARIANT: `fb_end` was range checked; each region was placed below the previous one
         // with checked arithmetic, so `reserved` is sorted, disjoint and in `fb`; the usable
@@ -586,7 +615,7 @@ impl FbLayout {
         Ok(Self {
             fb: 0..fb_end,
             reserved,
-            usable,
+            usable: usable_list,
             wpr2: p.wpr2.clone(),
         })
     }
