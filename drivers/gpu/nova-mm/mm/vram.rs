@@ -265,29 +265,7 @@ impl Vram {
     /// 4 KiB, or a range outside the usable VRAM; `ENOSPC`/`ENOMEM` when the request cannot be
     /// met (the allocator's state is then unchanged).
     pub(crate) fn alloc(self: &Arc<Self>, req: &AllocRequest) -> Result<VramAllocation> {
-        if req.size == 0 || req.size % CHUNK != 0 {
-            return Err(EINVAL);
-        }
-        let align = usize::try_from(req.align)
-            .ok()
-            .filter(|a| *a >= SZ_4K)
-            .and_then(Alignment::new_checked)
-            .ok_or(EINVAL)?;
-        let mode = match &req.placement {
-            Placement::Any => GpuBuddyAllocMode::Simple,
-            Placement::TopDown => GpuBuddyAllocMode::TopDown,
-            Placement::Within(r) => {
-                if r.start < self.range.start || r.end > self.range.end || r.start >= r.end {
-                    return Err(EINVAL);
-                }
-                // The allocator's offsets are VRAM addresses (its base offset is 0).
-                GpuBuddyAllocMode::Range(r.clone())
-            }
-        };
-        let mut flags = GpuBuddyAllocFlags::default();
-        if req.contiguous {
-            flags |= GpuBuddyAllocFlag::Contiguous;
-        }
+        let (mode, align, flags) = self.buddy_request(req)?;
 
         // Zeroed requests first look for memory known to be zero, inside the placement.
         let mut tracker = self.cleared.lock();
@@ -333,7 +311,49 @@ impl Vram {
             // Measuring without the tracking: nothing is known.
             zero_parts.clear();
         }
-        match req.zero {
+        self.count_taken(req.zero, zeroed, known);
+        self.record(blocks, zeroed, zero_parts)
+    }
+
+    /// Returns the allocator's mode, alignment and flags for `req`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` as [`Vram::alloc`] says.
+    fn buddy_request(
+        &self,
+        req: &AllocRequest,
+    ) -> Result<(GpuBuddyAllocMode, Alignment, GpuBuddyAllocFlags)> {
+        if req.size == 0 || req.size % CHUNK != 0 {
+            return Err(EINVAL);
+        }
+        let align = usize::try_from(req.align)
+            .ok()
+            .filter(|a| *a >= SZ_4K)
+            .and_then(Alignment::new_checked)
+            .ok_or(EINVAL)?;
+        let mode = match &req.placement {
+            Placement::Any => GpuBuddyAllocMode::Simple,
+            Placement::TopDown => GpuBuddyAllocMode::TopDown,
+            Placement::Within(r) => {
+                if r.start < self.range.start || r.end > self.range.end || r.start >= r.end {
+                    return Err(EINVAL);
+                }
+                // The allocator's offsets are VRAM addresses (its base offset is 0).
+                GpuBuddyAllocMode::Range(r.clone())
+            }
+        };
+        let mut flags = GpuBuddyAllocFlags::default();
+        if req.contiguous {
+            flags |= GpuBuddyAllocFlag::Contiguous;
+        }
+        Ok((mode, align, flags))
+    }
+
+    /// Counts an allocation that asked for `zero`, came from memory known to be zero if
+    /// `zeroed`, and took `known` bytes the tracker knew to be zero.
+    fn count_taken(&self, zero: Zero, zeroed: bool, known: u64) {
+        match zero {
             Zero::No => {
                 self.clear_stats
                     .cleared_taken_by_ordinary
@@ -348,8 +368,18 @@ impl Vram {
                     .fetch_add(1, Relaxed);
             }
         }
-        // The tracking nodes, before anything is recorded: a failure here frees the blocks (as
-        // dirty, which is never wrong) and leaves no record behind.
+    }
+
+    /// Records `blocks` as allocated and returns their handle.
+    ///
+    /// The tracking nodes come first: a failure here frees the blocks (as dirty, which is never
+    /// wrong) and leaves no record behind.
+    fn record(
+        self: &Arc<Self>,
+        blocks: Pin<KBox<AllocatedBlocks>>,
+        zeroed: bool,
+        zero_parts: KVec<Range<u64>>,
+    ) -> Result<VramAllocation> {
         let mut nodes = KVec::new();
         for b in blocks.iter() {
             nodes.push(
