@@ -68,8 +68,9 @@ pub struct Sequence {
     /// Which known directories hold each page.
     pub owners: HashMap<u64, Vec<u64>>,
     /// Every quadword changed through PRAMIN and not yet covered by an invalidate whose
-    /// directory's tables held it when it completed; whichever directory it belongs to, known
-    /// or not yet (the end of the run judges it against every directory it learns of then).
+    /// directory's tables held it when it completed or when that directory was last learnt;
+    /// whichever directory it belongs to, known or not yet (the end of the run judges it
+    /// against every directory it learns of then).
     pub global: HashMap<u64, Change>,
 }
 
