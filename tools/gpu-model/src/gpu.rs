@@ -398,9 +398,10 @@ impl Gpu {
             let holders: Vec<String> = pdbs
                 .iter()
                 .filter(|p| {
-                    crate::sequence::tables(&self.vram, fmt, **p)
-                        .iter()
-                        .any(|(s, l)| first >= *s && first < s + l)
+                    crate::sequence::in_ranges(
+                        &crate::sequence::tables(&self.vram, fmt, **p),
+                        first,
+                    )
                 })
                 .map(|p| {
                     let known = if self.seq.spaces.contains_key(p) {

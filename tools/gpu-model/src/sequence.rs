@@ -327,7 +327,7 @@ fn note_change(map: &mut HashMap<u64, Change>, q: u64, old: u64, new: u64, seq: 
 }
 
 /// Whether `q` lies in one of `ranges`.
-fn in_ranges(ranges: &[(u64, u64)], q: u64) -> bool {
+pub fn in_ranges(ranges: &[(u64, u64)], q: u64) -> bool {
     ranges.iter().any(|(s, l)| q >= *s && q < s + l)
 }
 
