@@ -15,6 +15,12 @@ src_hash=$(cd "$NOVA_TOP/tools/gpu-model" && find Cargo.toml Cargo.lock src -typ
 	sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 stamp_dir=$MODEL_TARGET
 [ "$MODEL_IN_ROOT" = 0 ] || stamp_dir=$ROOT$MODEL_TARGET
+# One build at a time: make check builds the model from two runs at once (the debug kernel's
+# runs go on beside the others), and a second run that had read the old stamp cleaned the
+# binary the first had just built, under its guest.
+mkdir -p "$stamp_dir"
+exec 9>"$stamp_dir/nova-mm-build.lock"
+flock 9
 if [ "$(cat "$stamp_dir/nova-mm-source" 2>/dev/null)" != "$src_hash" ]; then
 	model_cargo clean --release -p gpu-model -q >&2 2>/dev/null || true
 fi
