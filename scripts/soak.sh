@@ -27,7 +27,7 @@ scripts/build-module.sh >"$logs/module-build.log" 2>&1 || die "the module build 
 suites=$(kunit_suites)
 suites=${suites%,gpu_buddy}
 
-log "soak: $cycles load/unload cycles with every suite (about $((cycles * 34 / 60)) min)"
+log "soak: $cycles load/unload cycles with every suite (about $((cycles * 38 / 60)) min)"
 NOVA_MM_TIMEOUT=$((300 + 60 * cycles)) NOVA_MM_APPEND="nova_mm.cycles=$cycles nova_mm.buddy_tests=0" guest soak-cycles \
 	--suites "$suites" --probe ga102 --probe gh100 --bound 2 --debug-kernel --cycles "$cycles" \
 	--multi-load -- ga102 gh100
